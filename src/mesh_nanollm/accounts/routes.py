@@ -1,0 +1,120 @@
+"""Sign-up, sign-in, sign-out and the settings page with API tokens."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, get, post
+from litestar.di import Provide
+from litestar.enums import RequestEncodingType
+from litestar.params import Body
+from litestar.plugins.htmx import HTMXRequest, HTMXTemplate
+from litestar.response import Redirect, Template
+
+from mesh_nanollm.accounts import service
+from mesh_nanollm.errors import ServiceError
+from mesh_nanollm.security import SESSION_USER_KEY, LoginThrottle, provide_optional_user, provide_user
+from mesh_nanollm.tables import User
+
+Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
+
+
+def safe_next(target: str | None) -> str:
+    """Only same-site paths, so `?next=` cannot bounce a user to another site."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/rooms"
+
+
+def client_address(request: HTMXRequest) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+class AccountController(Controller):
+    dependencies = {"user": Provide(provide_optional_user)}
+
+    @get("/login", name="login")
+    async def login_page(self, user: User | None, next: str | None = None) -> Template | Redirect:
+        if user is not None:
+            return Redirect(safe_next(next), status_code=303)
+        return Template("login.html", context={"next": safe_next(next), "values": {}, "errors": {}})
+
+    @post("/login", name="login_submit", status_code=200)
+    async def login(self, request: HTMXRequest, data: Form, throttle: LoginThrottle) -> Template | Redirect:
+        username = data.get("username", "").strip()[:64]
+        password = data.get("password", "")
+        target = safe_next(data.get("next"))
+        context = {"next": target, "values": {"username": username}, "errors": {}}
+        address = client_address(request)
+        if wait := throttle.retry_after(username, address):
+            context["error"] = f"Too many failed sign-ins. Try again in {wait} seconds."
+            return Template("login.html", context=context, status_code=429, headers={"Retry-After": str(wait)})
+        user = await service.verify_login(username, password)
+        if user is None:
+            throttle.record_failure(username, address)
+            context["error"] = "Wrong username or password."
+            return Template("login.html", context=context, status_code=422)
+        throttle.forget(username)
+        request.set_session({SESSION_USER_KEY: user.id})
+        return Redirect(target, status_code=303)
+
+    @get("/register", name="register")
+    async def register_page(self, user: User | None) -> Template | Redirect:
+        if user is not None:
+            return Redirect("/rooms", status_code=303)
+        return Template("register.html", context={"values": {}, "errors": {}})
+
+    @post("/register", name="register_submit", status_code=200)
+    async def register(self, request: HTMXRequest, data: Form) -> Template | Redirect:
+        username = data.get("username", "").strip()[:64]
+        password = data.get("password", "")
+        errors: dict[str, str] = {}
+        if password != data.get("confirm", ""):
+            errors["confirm"] = "The passwords do not match."
+        try:
+            if errors:
+                errors = service.validate_credentials(username, password) | errors
+                raise ServiceError("Please correct the highlighted fields.", errors)
+            user = await service.create_user(username, password)
+        except ServiceError as exc:
+            context = {"values": {"username": username}, "errors": exc.fields, "error": exc.detail}
+            return Template("register.html", context=context, status_code=422)
+        request.set_session({SESSION_USER_KEY: user.id})
+        return Redirect("/rooms", status_code=303)
+
+    @post("/logout", name="logout", status_code=200)
+    async def logout(self, request: HTMXRequest) -> Redirect:
+        request.clear_session()
+        return Redirect("/login", status_code=303)
+
+
+class SettingsController(Controller):
+    path = "/settings"
+    dependencies = {"user": Provide(provide_user)}
+
+    @get("/", name="settings")
+    async def settings_page(self, user: User) -> Template:
+        tokens = await service.list_tokens(user)
+        return Template("settings.html", context={"user": user, "tokens": tokens, "errors": {}})
+
+    @post("/tokens", name="token_create", status_code=200)
+    async def create_token(self, request: HTMXRequest, user: User, data: Form) -> Template:
+        context: dict = {"user": user, "errors": {}}
+        status = 200
+        try:
+            _, context["new_token"] = await service.create_token(user, data.get("name", ""))
+        except ServiceError as exc:
+            context["errors"] = exc.fields
+            status = exc.status_code
+        context["tokens"] = await service.list_tokens(user)
+        if request.htmx:
+            return HTMXTemplate(template_name="_tokens.html", context=context, status_code=status)
+        return Template("settings.html", context=context, status_code=status)
+
+    @post("/tokens/{token_id:int}/revoke", name="token_revoke", status_code=200)
+    async def revoke_token(self, request: HTMXRequest, user: User, token_id: int) -> Template | Redirect:
+        await service.revoke_token(user, token_id)
+        if not request.htmx:
+            return Redirect("/settings", status_code=303)
+        tokens = await service.list_tokens(user)
+        return HTMXTemplate(template_name="_tokens.html", context={"user": user, "tokens": tokens, "errors": {}})

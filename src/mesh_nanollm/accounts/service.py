@@ -1,0 +1,80 @@
+"""Accounts and API tokens: the rules, no HTTP."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from datetime import datetime, timezone
+
+from mesh_nanollm.errors import Conflict, InvalidInput, NotFound
+from mesh_nanollm.security import check_password, hash_password, hash_token
+from mesh_nanollm.tables import ApiToken, User
+
+USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
+PASSWORD_MIN = 8
+PASSWORD_MAX_BYTES = 72  # bcrypt ignores (newer versions reject) anything past 72 bytes
+TOKEN_PREFIX = "mnl_"
+
+
+def validate_credentials(username: str, password: str) -> dict[str, str]:
+    errors: dict[str, str] = {}
+    if not USERNAME_RE.fullmatch(username):
+        errors["username"] = "Use 3–32 letters, digits, '.', '_' or '-'."
+    if len(password) < PASSWORD_MIN:
+        errors["password"] = f"Use at least {PASSWORD_MIN} characters."
+    elif len(password.encode()) > PASSWORD_MAX_BYTES:
+        errors["password"] = f"Use at most {PASSWORD_MAX_BYTES} bytes."
+    return errors
+
+
+async def create_user(username: str, password: str) -> User:
+    # Usernames are case-insensitive: stored lower-cased, so the unique index enforces it.
+    username = username.strip().lower()
+    if errors := validate_credentials(username, password):
+        raise InvalidInput("Please correct the highlighted fields.", errors)
+    taken = Conflict("That username is taken.", {"username": "That username is taken."})
+    if await User.exists().where(User.username == username):
+        raise taken
+    user = User(username=username, password_hash=await hash_password(password))
+    try:
+        await user.save()
+    except Exception as exc:  # a concurrent sign-up won the unique index
+        if await User.exists().where(User.username == username):
+            raise taken from exc
+        raise
+    return user
+
+
+async def verify_login(username: str, password: str) -> User | None:
+    user = None
+    if USERNAME_RE.fullmatch(username) and len(password.encode()) <= PASSWORD_MAX_BYTES:
+        user = await User.objects().where(User.username == username.lower()).first()
+    ok = await check_password(password[:PASSWORD_MAX_BYTES], user.password_hash if user else None)
+    return user if ok else None
+
+
+async def list_tokens(user: User) -> list[ApiToken]:
+    return await ApiToken.objects().where(ApiToken.user == user.id).order_by(ApiToken.id, ascending=False)
+
+
+async def create_token(user: User, name: str) -> tuple[ApiToken, str]:
+    """Create a token; the plaintext is returned once and never stored."""
+    name = name.strip()
+    if not 1 <= len(name) <= 64:
+        raise InvalidInput("Give the token a name of 1–64 characters.", {"name": "Give the token a name of 1–64 characters."})
+    plaintext = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken(
+        user=user.id,
+        name=name,
+        prefix=plaintext[: len(TOKEN_PREFIX) + 6],
+        token_hash=hash_token(plaintext),
+        created_at=datetime.now(timezone.utc),
+    )
+    await token.save()
+    return token, plaintext
+
+
+async def revoke_token(user: User, token_id: int) -> None:
+    deleted = await ApiToken.delete().where(ApiToken.id == token_id, ApiToken.user == user.id).returning(ApiToken.id)
+    if not deleted:
+        raise NotFound("No such token.")

@@ -1,0 +1,224 @@
+"""The app factory: Litestar with its routes, sessions, CSRF, templates and error pages."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from litestar import Litestar, Request, Response
+from litestar.config.csrf import CSRFConfig
+from litestar.contrib.jinja import JinjaTemplateEngine
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.plugins.htmx import HTMXPlugin, HTMXRequest
+from litestar.response import Redirect, Template
+from litestar.static_files import create_static_files_router
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.template.config import TemplateConfig
+
+from mesh_nanollm import db
+from mesh_nanollm.accounts.routes import AccountController, SettingsController
+from mesh_nanollm.catalogue import load_catalogue
+from mesh_nanollm.errors import ServiceError
+from mesh_nanollm.jobs.routes import JobApi, JobPages
+from mesh_nanollm.jobs.service import abandon_stale_jobs
+from mesh_nanollm.rooms.routes import RoomApi, RoomPages
+from mesh_nanollm.security import BearerAwareCSRFMiddleware, LoginThrottle
+from mesh_nanollm.sessions import DatabaseStore, QuietSessionConfig
+from mesh_nanollm.settings import PROJECT_ROOT, Settings, load_settings
+from mesh_nanollm.system import health, home, models
+from mesh_nanollm.vendor import load_vendor_manifest, vendor_router
+
+log = logging.getLogger("mesh_nanollm")
+
+STATIC_DIR = PROJECT_ROOT / "static"
+TEMPLATES_DIR = PROJECT_ROOT / "templates"
+MAX_BODY_BYTES = 1024 * 1024
+SWEEP_EVERY_S = 60
+TITLES = {
+    400: "Bad request",
+    401: "Sign in required",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Too large",
+    422: "Invalid input",
+    429: "Too many requests",
+    500: "Server error",
+    503: "Unavailable",
+}
+
+
+def wants_json(request: Request) -> bool:
+    if request.url.path.startswith(("/api/", "/schema")):
+        return True
+    accept = request.headers.get("accept", "")
+    return "application/json" in accept and "text/html" not in accept
+
+
+def describe(exc: Exception) -> tuple[int, str]:
+    """The status code and a message a person can act on, never a traceback."""
+    if isinstance(exc, ServiceError):
+        return exc.status_code, exc.detail
+    if isinstance(exc, ValidationException):
+        problems = [
+            f"{item.get('key') or item.get('source') or 'body'}: {item.get('message')}"
+            for item in (exc.extra if isinstance(exc.extra, list) else [])
+            if isinstance(item, dict)
+        ]
+        detail = "; ".join(problems) if problems else str(exc.detail)
+        return 400, f"The request is not valid — {detail}"
+    if isinstance(exc, HTTPException):
+        return exc.status_code, str(exc.detail)
+    return HTTP_500_INTERNAL_SERVER_ERROR, "Something went wrong on our side. Please try again."
+
+
+def handle_error(request: Request, exc: Exception) -> Response:
+    status, detail = describe(exc)
+    if status >= 500:
+        log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    headers = getattr(exc, "headers", None) or {}
+    if wants_json(request):
+        body: dict[str, Any] = {"error": TITLES.get(status, "Error"), "detail": detail}
+        if isinstance(exc, ServiceError) and exc.fields:
+            body["fields"] = exc.fields
+        return Response(body, status_code=status, headers=headers)
+    if status == 401:
+        target = quote(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
+        return Redirect(f"/login?next={target}", status_code=303)
+    context = {"status": status, "title": TITLES.get(status, "Error"), "detail": detail,
+               "user": request.scope.get("mesh.user")}
+    return Template("error.html", context=context, status_code=status, headers=headers)
+
+
+async def sweep(app: Litestar) -> None:
+    """Housekeeping on a timer: abandoned jobs and expired sessions."""
+    settings: Settings = app.state.settings
+    while True:
+        try:
+            if abandoned := await abandon_stale_jobs(settings.abandon_after_s):
+                log.info("marked %d jobs abandoned", abandoned)
+            await app.state.session_store.delete_expired()
+        except Exception:  # the sweep must outlive a database hiccup
+            log.exception("sweep failed")
+        await asyncio.sleep(SWEEP_EVERY_S)
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: Litestar) -> AsyncIterator[None]:
+    engine = app.state.engine
+    await db.open_pool(engine, app.state.settings.db_pool_size)
+    sweeper = asyncio.create_task(sweep(app))
+    try:
+        yield
+    finally:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
+        await db.close_pool(engine)
+
+
+def security_headers(response: Response) -> Response:
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    response.headers.setdefault("X-Frame-Options", "DENY")
+    return response
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or load_settings()
+    engine = db.bind(settings.database_url)
+    catalogue = load_catalogue(settings.catalogue_path, settings.models_dir)
+    vendor = load_vendor_manifest(STATIC_DIR)
+    session_store = DatabaseStore()
+    throttle = LoginThrottle()
+
+    def register_globals(templates: JinjaTemplateEngine) -> None:
+        templates.engine.globals["vendor_url"] = vendor.url
+        templates.engine.globals["production"] = settings.production
+
+    csrf = CSRFConfig(
+        secret=settings.secret_key,
+        cookie_secure=settings.production,
+        cookie_samesite="lax",
+        # Socket.IO authenticates its own handshake; the schema is read-only.
+        exclude=["/socket.io"],
+    )
+    state = State(
+        {
+            "settings": settings,
+            "engine": engine,
+            "catalogue": catalogue,
+            "throttle": throttle,
+            "session_store": session_store,
+        }
+    )
+    route_handlers: list[Any] = [
+        home,
+        health,
+        models,
+        AccountController,
+        SettingsController,
+        RoomPages,
+        RoomApi,
+        JobPages,
+        JobApi,
+        vendor_router(STATIC_DIR),
+        create_static_files_router(path="/static", directories=[STATIC_DIR], name="static"),
+    ]
+    if settings.models_dir.is_dir():
+        route_handlers.append(
+            create_static_files_router(path="/models", directories=[settings.models_dir], name="models")
+        )
+    return Litestar(
+        route_handlers=route_handlers,
+        state=state,
+        dependencies={
+            "settings": Provide(lambda: settings, sync_to_thread=False),
+            "engine": Provide(lambda: engine, sync_to_thread=False),
+            "catalogue": Provide(lambda: catalogue, sync_to_thread=False),
+            "throttle": Provide(lambda: throttle, sync_to_thread=False),
+        },
+        middleware=[
+            QuietSessionConfig(
+                store="sessions",
+                key="mesh_session",
+                secure=settings.production,
+                httponly=True,
+                samesite="lax",
+                max_age=14 * 24 * 3600,
+            ).middleware,
+            DefineMiddleware(BearerAwareCSRFMiddleware, config=csrf),
+        ],
+        stores={"sessions": session_store},
+        plugins=[HTMXPlugin()],
+        request_class=HTMXRequest,
+        template_config=TemplateConfig(
+            directory=TEMPLATES_DIR, engine=JinjaTemplateEngine, engine_callback=register_globals
+        ),
+        openapi_config=OpenAPIConfig(
+            title="Mesh NanoLLM",
+            version="0.1.0",
+            path="/schema",
+            render_plugins=[JsonRenderPlugin(path=["/", "/openapi.json"])],
+        ),
+        exception_handlers={Exception: handle_error},
+        after_request=security_headers,
+        request_max_body_size=MAX_BODY_BYTES,
+        lifespan=[lifespan],
+    )
+
+
+def create_asgi() -> Any:
+    """What Granian serves."""
+    return create_app()

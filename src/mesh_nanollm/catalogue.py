@@ -1,0 +1,82 @@
+"""The model manifest: the catalogue file in the repo plus the models found in MODELS_DIR."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+Backend = Literal["webgpu", "wasm"]
+
+
+class ModelEntry(msgspec.Struct, forbid_unknown_fields=True):
+    id: str
+    name: str
+    task: str
+    source: Literal["hub", "local"]
+    dtype: str
+    size_bytes: int
+    backends: list[Backend]
+    memory_mb: int
+    default: bool = False
+    description: str = ""
+    url: str = ""  # where its files live: the hub repo page, or /models/<id>/ here
+
+
+class CatalogueFile(msgspec.Struct, forbid_unknown_fields=True):
+    models: list[ModelEntry]
+
+
+class Catalogue(msgspec.Struct):
+    entries: list[ModelEntry]
+
+    def get(self, model_id: str) -> ModelEntry | None:
+        return next((entry for entry in self.entries if entry.id == model_id), None)
+
+
+def _local_model(folder: Path) -> ModelEntry | None:
+    """A model folder in the layout transformers.js loads (config.json + onnx/*.onnx), or None."""
+    onnx = folder / "onnx"
+    if not (folder / "config.json").is_file() or not onnx.is_dir():
+        return None
+    quantized = onnx / "model_quantized.onnx"
+    weights = quantized if quantized.is_file() else onnx / "model.onnx"
+    if not weights.is_file():
+        return None
+    extras = sum(p.stat().st_size for p in folder.glob("*.json"))
+    size = weights.stat().st_size + extras
+    return ModelEntry(
+        id=folder.name,
+        name=folder.name,
+        task="text-generation",
+        source="local",
+        dtype="q8" if weights == quantized else "fp32",
+        size_bytes=size,
+        backends=["webgpu", "wasm"],
+        memory_mb=max(16, size * 4 // 1_000_000),
+        description="Served by this server from its models folder.",
+        url=f"/models/{folder.name}/",
+    )
+
+
+def load_catalogue(catalogue_path: Path, models_dir: Path) -> Catalogue:
+    """Catalogue entries (local ones only when their folder exists), then unlisted local models."""
+    listed = msgspec.json.decode(catalogue_path.read_bytes(), type=CatalogueFile).models
+    found = {}
+    if models_dir.is_dir():
+        for folder in sorted(models_dir.iterdir()):
+            if folder.is_dir() and (entry := _local_model(folder)):
+                found[entry.id] = entry
+    entries = []
+    for entry in listed:
+        if entry.source == "local":
+            local = found.pop(entry.id, None)
+            if local is None:
+                continue
+            entry = msgspec.structs.replace(entry, size_bytes=local.size_bytes, url=local.url)
+        entries.append(entry)
+    entries.extend(found.values())
+    if entries and not any(entry.default for entry in entries):
+        entries[0] = msgspec.structs.replace(entries[0], default=True)
+    return Catalogue(entries=entries)

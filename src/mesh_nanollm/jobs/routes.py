@@ -1,0 +1,98 @@
+"""Job history pages (list with filters and "load more", detail) and the jobs API."""
+
+from __future__ import annotations
+
+from typing import Annotated, get_args
+from uuid import UUID
+
+from litestar import Controller, get, patch, post
+from litestar.di import Provide
+from litestar.params import Parameter
+from litestar.plugins.htmx import HTMXRequest, HTMXTemplate
+from litestar.response import Template
+
+from mesh_nanollm.errors import InvalidInput
+from mesh_nanollm.jobs import service
+from mesh_nanollm.jobs.schemas import JobCreate, JobPage, JobPatch, JobView, Status
+from mesh_nanollm.rooms.service import list_rooms
+from mesh_nanollm.security import provide_user
+from mesh_nanollm.tables import User
+
+STATUSES = get_args(Status)
+StatusQuery = Annotated[str | None, Parameter(query="status", max_length=16)]
+RoomQuery = Annotated[str | None, Parameter(query="room", max_length=48)]
+ModelQuery = Annotated[str | None, Parameter(query="model", max_length=200)]
+CursorQuery = Annotated[str | None, Parameter(query="cursor", max_length=200)]
+LimitQuery = Annotated[int, Parameter(query="limit", ge=1, le=service.PAGE_MAX)]
+
+
+def job_filter(status: str | None, room: str | None, model: str | None) -> service.JobFilter:
+    if status and status not in STATUSES:
+        raise InvalidInput(f"Unknown status “{status}”. Use one of: {', '.join(STATUSES)}.")
+    return service.JobFilter(status=status or None, room=room or None, model=model or None)
+
+
+class JobPages(Controller):
+    path = "/jobs"
+    dependencies = {"user": Provide(provide_user)}
+
+    @get("/", name="jobs")
+    async def history(
+        self,
+        request: HTMXRequest,
+        user: User,
+        status: StatusQuery = None,
+        room: RoomQuery = None,
+        model: ModelQuery = None,
+        cursor: CursorQuery = None,
+    ) -> Template:
+        filters = job_filter(status, room, model)
+        jobs, next_cursor = await service.list_jobs(user, filters, cursor)
+        context = {"user": user, "jobs": jobs, "next_cursor": next_cursor, "filters": filters}
+        if request.htmx and cursor:
+            return HTMXTemplate(template_name="_job_rows.html", context=context)
+        if request.htmx:
+            return HTMXTemplate(template_name="_job_table.html", context=context, push_url=str(request.url))
+        context["rooms"] = [listing.room for listing in await list_rooms(user)]
+        context["models"] = await service.list_models_used(user)
+        context["statuses"] = STATUSES
+        return Template("jobs.html", context=context)
+
+    @get("/{job_id:uuid}", name="job")
+    async def detail(self, user: User, job_id: UUID) -> Template:
+        job = await service.get_job(user, job_id)
+        return Template("job.html", context={"user": user, "job": job})
+
+
+class JobApi(Controller):
+    path = "/api/jobs"
+    tags = ["jobs"]
+    dependencies = {"user": Provide(provide_user)}
+
+    @get("/")
+    async def list_jobs(
+        self,
+        user: User,
+        status: StatusQuery = None,
+        room: RoomQuery = None,
+        model: ModelQuery = None,
+        cursor: CursorQuery = None,
+        limit: LimitQuery = service.PAGE_SIZE,
+    ) -> JobPage:
+        """The caller's jobs, newest first; pass `next_cursor` back as `cursor` for the next page."""
+        jobs, next_cursor = await service.list_jobs(user, job_filter(status, room, model), cursor, limit)
+        return JobPage(jobs=jobs, next_cursor=next_cursor)
+
+    @post("/")
+    async def create_job(self, user: User, data: JobCreate) -> JobView:
+        """Record a new job (status `queued`) in a room the caller may enter."""
+        return await service.create_job(user, data)
+
+    @get("/{job_id:uuid}")
+    async def get_job(self, user: User, job_id: UUID) -> JobView:
+        return await service.get_job(user, job_id)
+
+    @patch("/{job_id:uuid}")
+    async def update_job(self, user: User, job_id: UUID, data: JobPatch) -> JobView:
+        """Move a job along queued → running → succeeded | failed | cancelled (409 otherwise)."""
+        return await service.update_job(user, job_id, data)

@@ -1,0 +1,68 @@
+"""The JSON shapes of jobs on the wire."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+from uuid import UUID
+
+import msgspec
+
+Status = Literal["queued", "running", "succeeded", "failed", "cancelled", "abandoned"]
+Mode = Literal["local", "mesh", "auto"]
+
+
+class JobParams(msgspec.Struct, forbid_unknown_fields=True):
+    max_new_tokens: Annotated[int, msgspec.Meta(ge=1, le=2048)] = 128
+    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] = 0.0
+    top_k: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 0
+    top_p: Annotated[float, msgspec.Meta(gt=0, le=1)] = 1.0
+    repetition_penalty: Annotated[float, msgspec.Meta(ge=1, le=2)] = 1.0
+
+
+class JobCreate(msgspec.Struct, forbid_unknown_fields=True):
+    room: Annotated[str, msgspec.Meta(min_length=1, max_length=48)]
+    model: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    prompt: Annotated[str, msgspec.Meta(min_length=1, max_length=8000)]
+    task: Literal["text-generation"] = "text-generation"
+    mode: Mode = "local"
+    params: JobParams = msgspec.field(default_factory=JobParams)
+    requester_peer: UUID | None = None
+
+
+class JobPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    status: Status | None = None
+    output: Annotated[str, msgspec.Meta(max_length=200_000)] | None = None
+    error: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+    token_count: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] | None = None
+    ttft_ms: Annotated[float, msgspec.Meta(ge=0, le=86_400_000)] | None = None
+    worker_peer: UUID | None = None
+
+
+class JobView(msgspec.Struct):
+    id: UUID
+    room: str
+    model: str
+    task: str
+    mode: str
+    prompt: str
+    params: dict
+    status: Status
+    output: str
+    error: str
+    attempts: int
+    workers: list[str]
+    token_count: int
+    requester_peer: UUID | None
+    worker_peer: UUID | None
+    created_at: datetime
+    started_at: datetime | None
+    first_token_at: datetime | None
+    finished_at: datetime | None
+    ttft_ms: float | None
+    tokens_per_s: float | None
+
+
+class JobPage(msgspec.Struct):
+    jobs: list[JobView]
+    next_cursor: str | None

@@ -1,0 +1,213 @@
+"""Jobs: recording them, the status machine, history with keyset pagination. No HTTP."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from uuid import UUID
+
+import msgspec
+from piccolo.query import WhereRaw
+
+from mesh_nanollm.errors import Conflict, InvalidInput, NotFound
+from mesh_nanollm.jobs.schemas import JobCreate, JobPatch, JobView
+from mesh_nanollm.rooms.service import get_room
+from mesh_nanollm.tables import Job, PeerSession, Room, User
+
+UNFINISHED = ("queued", "running")
+TERMINAL = ("succeeded", "failed", "cancelled", "abandoned")
+TRANSITIONS: dict[str, set[str]] = {
+    "queued": {"running", "cancelled", "abandoned"},
+    "running": {"succeeded", "failed", "cancelled", "queued", "abandoned"},
+}
+PAGE_SIZE = 25
+PAGE_MAX = 100
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    status: str | None = None
+    room: str | None = None
+    model: str | None = None
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def encode_cursor(created_at: datetime, job_id: UUID) -> str:
+    raw = f"{created_at.isoformat()}|{job_id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, _, job_id = raw.partition("|")
+        created_at = datetime.fromisoformat(stamp)
+        if created_at.tzinfo is None:
+            raise ValueError("naive timestamp")
+        return created_at, UUID(job_id)
+    except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
+        raise InvalidInput("The page cursor is malformed; start again from the first page.") from exc
+
+
+def to_view(row: dict[str, Any], room_slug: str) -> JobView:
+    ttft_ms = tok_s = None
+    if row["started_at"] and row["first_token_at"]:
+        ttft_ms = (row["first_token_at"] - row["started_at"]).total_seconds() * 1000
+    if row["first_token_at"] and row["finished_at"] and row["token_count"] > 1:
+        decode_s = (row["finished_at"] - row["first_token_at"]).total_seconds()
+        tok_s = (row["token_count"] - 1) / decode_s if decode_s > 0 else None
+    return JobView(
+        id=row["id"],
+        room=room_slug,
+        model=row["model_id"],
+        task=row["task"],
+        mode=row["mode"],
+        prompt=row["prompt"],
+        params=_json(row["params"]),
+        status=row["status"],
+        output=row["output"],
+        error=row["error"],
+        attempts=row["attempts"],
+        workers=_json(row["workers"]),
+        token_count=row["token_count"],
+        requester_peer=row["requester_peer"],
+        worker_peer=row["worker_peer"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        first_token_at=row["first_token_at"],
+        finished_at=row["finished_at"],
+        ttft_ms=ttft_ms,
+        tokens_per_s=tok_s,
+    )
+
+
+def _json(value: Any) -> Any:
+    # Piccolo returns JSON columns as text on some backends.
+    return msgspec.json.decode(value) if isinstance(value, (str, bytes)) else value
+
+
+_COLUMNS = (Job.all_columns(), Job.room.slug.as_alias("room_slug"))
+
+
+async def create_job(user: User, data: JobCreate) -> JobView:
+    room = await get_room(user, data.room)
+    now = _now()
+    job = Job(
+        room=room.id,
+        requester=user.id,
+        requester_peer=data.requester_peer,
+        model_id=data.model,
+        task=data.task,
+        mode=data.mode,
+        prompt=data.prompt,
+        params=msgspec.to_builtins(data.params),
+        created_at=now,
+        updated_at=now,
+    )
+    await job.save()
+    return await get_job(user, job.id)
+
+
+async def get_job(user: User, job_id: UUID) -> JobView:
+    row = await Job.select(*_COLUMNS).where(Job.id == job_id, Job.requester == user.id).first()
+    if row is None:
+        raise NotFound("No such job.")
+    return to_view(row, row["room_slug"])
+
+
+async def list_jobs(
+    user: User, filters: JobFilter, cursor: str | None = None, limit: int = PAGE_SIZE
+) -> tuple[list[JobView], str | None]:
+    """One page of `user`'s jobs, newest first, and the cursor of the next page (None at the end)."""
+    limit = max(1, min(limit, PAGE_MAX))
+    query = Job.select(*_COLUMNS).where(Job.requester == user.id)
+    if filters.status:
+        query = query.where(Job.status == filters.status)
+    if filters.model:
+        query = query.where(Job.model_id == filters.model)
+    if filters.room:
+        room = await Room.select(Room.id).where(Room.slug == filters.room).first()
+        query = query.where(Job.room == (room["id"] if room else -1))
+    if cursor:
+        created_at, job_id = decode_cursor(cursor)
+        # A row-value comparison lets both databases walk the (requester, created_at, id) index.
+        query = query.where(WhereRaw("(job.created_at, job.id) < ({}, {})", created_at, job_id))
+    rows = await query.order_by(Job.created_at, Job.id, ascending=False).limit(limit + 1)
+    views = [to_view(row, row["room_slug"]) for row in rows[:limit]]
+    next_cursor = encode_cursor(views[-1].created_at, views[-1].id) if len(rows) > limit else None
+    return views, next_cursor
+
+
+async def list_models_used(user: User) -> list[str]:
+    rows = await Job.raw(
+        "SELECT DISTINCT model_id FROM job WHERE requester = {} ORDER BY model_id LIMIT 50", user.id
+    )
+    return [row["model_id"] for row in rows]
+
+
+async def update_job(user: User, job_id: UUID, patch: JobPatch) -> JobView:
+    """Apply `patch`, enforcing the status machine; Conflict (409) on an illegal transition."""
+    current = await Job.select().where(Job.id == job_id, Job.requester == user.id).first()
+    if current is None:
+        raise NotFound("No such job.")
+    now = _now()
+    values: dict[Any, Any] = {Job.updated_at: now}
+    status = current["status"]
+    if patch.status is not None and patch.status != status:
+        if patch.status not in TRANSITIONS.get(status, set()):
+            raise Conflict(f"A job cannot go from {status} to {patch.status}.")
+        values[Job.status] = patch.status
+        if patch.status == "running":
+            values[Job.attempts] = current["attempts"] + 1
+            values[Job.started_at] = current["started_at"] or now
+            worker = str(patch.worker_peer) if patch.worker_peer else "local"
+            values[Job.workers] = [*_json(current["workers"]), worker]
+        if patch.status in TERMINAL:
+            values[Job.finished_at] = now
+    elif patch.status is None and status in TERMINAL and patch.output is not None:
+        raise Conflict(f"The job is already {status}.")
+    if patch.output is not None:
+        values[Job.output] = patch.output
+    if patch.error is not None:
+        values[Job.error] = patch.error
+    if patch.token_count is not None:
+        values[Job.token_count] = patch.token_count
+    if patch.worker_peer is not None:
+        values[Job.worker_peer] = patch.worker_peer
+    if patch.ttft_ms is not None:
+        started = values.get(Job.started_at, current["started_at"]) or now
+        values[Job.first_token_at] = started + timedelta(milliseconds=patch.ttft_ms)
+    # Compare-and-set on the status, so two writers cannot both win a transition.
+    updated = await Job.update(values).where(Job.id == job_id, Job.status == status).returning(Job.id)
+    if not updated:
+        raise Conflict("The job changed while you were updating it; reload and try again.")
+    return await get_job(user, job_id)
+
+
+async def abandon_stale_jobs(after_s: int) -> int:
+    """Mark `abandoned` the unfinished jobs whose requester has been gone longer than `after_s`."""
+    cutoff = _now() - timedelta(seconds=after_s)
+    stale = await Job.select(Job.id, Job.requester_peer).where(
+        Job.status.is_in(list(UNFINISHED)), Job.updated_at < cutoff
+    )
+    live_peers = {
+        row["peer_id"]
+        for row in await PeerSession.select(PeerSession.peer_id).where(
+            PeerSession.peer_id.is_in([r["requester_peer"] for r in stale if r["requester_peer"]] or [None]),
+            PeerSession.disconnected_at.is_null(),
+        )
+    } if stale else set()
+    gone = [row["id"] for row in stale if row["requester_peer"] not in live_peers]
+    if gone:
+        now = _now()
+        await Job.update(
+            {Job.status: "abandoned", Job.finished_at: now, Job.updated_at: now,
+             Job.error: "The requester left before the job finished."}
+        ).where(Job.id.is_in(gone), Job.status.is_in(list(UNFINISHED)))
+    return len(gone)

@@ -1,0 +1,126 @@
+"""Room pages (list, create, join, the room itself, its peers fragment) and the rooms API."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, get, post
+from litestar.di import Provide
+from litestar.enums import RequestEncodingType
+from litestar.params import Body
+from litestar.plugins.htmx import HTMXRequest, HTMXTemplate
+from litestar.response import Redirect, Template
+
+from mesh_nanollm.catalogue import Catalogue
+from mesh_nanollm.errors import ServiceError
+from mesh_nanollm.rooms import service
+from mesh_nanollm.rooms.schemas import PeerView, RoomCreate, RoomView
+from mesh_nanollm.security import provide_user
+from mesh_nanollm.settings import Settings
+from mesh_nanollm.tables import Room, User
+
+Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
+
+
+def room_view(room: Room, peers: int, user: User, owner_name: str | None = None) -> RoomView:
+    return RoomView(
+        slug=room.slug,
+        name=room.name,
+        private=room.is_private,
+        owner=owner_name,
+        peers=peers,
+        created_at=room.created_at,
+        invite_code=room.invite_code if room.owner == user.id else None,
+    )
+
+
+def peer_views(rows: list[dict[str, Any]]) -> list[PeerView]:
+    return [msgspec.convert(row, PeerView, from_attributes=False, strict=False) for row in rows]
+
+
+class RoomPages(Controller):
+    path = "/rooms"
+    dependencies = {"user": Provide(provide_user)}
+
+    async def _list_page(self, user: User, **extra: Any) -> dict[str, Any]:
+        return {"user": user, "rooms": await service.list_rooms(user), "errors": {}, "values": {}} | extra
+
+    @get("/", name="rooms")
+    async def rooms(self, user: User) -> Template:
+        return Template("rooms.html", context=await self._list_page(user))
+
+    @post("/", name="room_create", status_code=200)
+    async def create(self, request: HTMXRequest, user: User, data: Form) -> Template | Redirect:
+        name = data.get("name", "")
+        try:
+            room = await service.create_room(user, name, data.get("private") in ("on", "true", "1"))
+        except ServiceError as exc:
+            context = await self._list_page(user, errors=exc.fields, values={"name": name[:200]})
+            if request.htmx:
+                return HTMXTemplate(template_name="_room_form.html", context=context, status_code=422)
+            return Template("rooms.html", context=context, status_code=422)
+        return Redirect(f"/rooms/{room.slug}", status_code=303)
+
+    @post("/join", name="room_join", status_code=200)
+    async def join(self, request: HTMXRequest, user: User, data: Form) -> Template | Redirect:
+        code = data.get("code", "")
+        try:
+            room = await service.join_by_invite(user, code)
+        except ServiceError as exc:
+            context = await self._list_page(user, join_errors=exc.fields, join_values={"code": code[:64]})
+            if request.htmx:
+                return HTMXTemplate(template_name="_join_form.html", context=context, status_code=422)
+            return Template("rooms.html", context=context, status_code=422)
+        return Redirect(f"/rooms/{room.slug}", status_code=303)
+
+    @get("/{slug:str}", name="room")
+    async def room(self, user: User, slug: str, catalogue: Catalogue, settings: Settings) -> Template:
+        room = await service.get_room(user, slug)
+        peers = peer_views(await service.list_peers(room))
+        context = {
+            "user": user,
+            "room": room,
+            "peers": peers,
+            "models": catalogue.entries,
+            "is_owner": room.owner == user.id,
+        }
+        # Cross-origin isolation lets ONNX Runtime use WASM threads; `credentialless` keeps
+        # downloads from the model hub working without CORP headers on its side.
+        headers = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "credentialless"}
+        return Template("room.html", context=context, headers=headers)
+
+    @get("/{slug:str}/peers", name="room_peers")
+    async def peers(self, user: User, slug: str) -> Template:
+        room = await service.get_room(user, slug)
+        peers = peer_views(await service.list_peers(room))
+        return HTMXTemplate(template_name="_peers.html", context={"user": user, "room": room, "peers": peers})
+
+
+class RoomApi(Controller):
+    path = "/api/rooms"
+    tags = ["rooms"]
+    dependencies = {"user": Provide(provide_user)}
+
+    @get("/")
+    async def list_rooms(self, user: User) -> list[RoomView]:
+        """Rooms the caller may see: public ones and private ones they belong to."""
+        return [room_view(r.room, r.peers, user) for r in await service.list_rooms(user)]
+
+    @post("/")
+    async def create_room(self, user: User, data: RoomCreate) -> RoomView:
+        """Create a room; a private room gets an invite code only its owner sees."""
+        room = await service.create_room(user, data.name, data.private)
+        return room_view(room, 0, user, user.username)
+
+    @get("/{slug:str}")
+    async def get_room(self, user: User, slug: str) -> RoomView:
+        room = await service.get_room(user, slug)
+        peers = await service.list_peers(room)
+        return room_view(room, len(peers), user)
+
+    @get("/{slug:str}/peers")
+    async def list_peers(self, user: User, slug: str) -> list[PeerView]:
+        """Live peers in the room, oldest first."""
+        room = await service.get_room(user, slug)
+        return peer_views(await service.list_peers(room))

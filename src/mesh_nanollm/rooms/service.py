@@ -1,0 +1,116 @@
+"""Rooms, who may enter them, and who is in them: the rules, no HTTP."""
+
+from __future__ import annotations
+
+import re
+import secrets
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+from mesh_nanollm.errors import Forbidden, InvalidInput, NotFound
+from mesh_nanollm.tables import PeerSession, Room, RoomMember, User
+
+GLOBAL_SLUG = "global"
+RESERVED_SLUGS = {"join", "new"}
+NAME_MAX = 80
+
+
+@dataclass
+class RoomListing:
+    room: Room
+    peers: int
+    is_member: bool
+
+
+def slugify(name: str) -> str:
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")[:40] or "room"
+
+
+def validate_room_name(name: str) -> dict[str, str]:
+    if not name.strip():
+        return {"name": "Give the room a name."}
+    if len(name) > NAME_MAX:
+        return {"name": f"Use at most {NAME_MAX} characters."}
+    return {}
+
+
+async def _member_room_ids(user: User) -> set[int]:
+    rows = await RoomMember.select(RoomMember.room).where(RoomMember.user == user.id)
+    return {row["room"] for row in rows}
+
+
+async def live_peer_counts() -> dict[int, int]:
+    rows = await PeerSession.raw(
+        "SELECT room, COUNT(*) AS n FROM peer_session WHERE disconnected_at IS NULL GROUP BY room"
+    )
+    return {row["room"]: row["n"] for row in rows}
+
+
+async def list_rooms(user: User) -> list[RoomListing]:
+    """Public rooms and the private rooms `user` belongs to; the global room first."""
+    member_of = await _member_room_ids(user)
+    rooms = await Room.objects().where(
+        (Room.is_private == False) | Room.id.is_in(list(member_of) or [-1])  # noqa: E712
+    ).order_by(Room.created_at, ascending=False)
+    counts = await live_peer_counts()
+    rooms.sort(key=lambda room: room.slug != GLOBAL_SLUG)
+    return [RoomListing(room, counts.get(room.id, 0), room.id in member_of) for room in rooms]
+
+
+async def create_room(user: User, name: str, is_private: bool) -> Room:
+    name = name.strip()
+    if errors := validate_room_name(name):
+        raise InvalidInput("Please correct the highlighted fields.", errors)
+    base = slugify(name)
+    slug = base if base not in RESERVED_SLUGS else f"{base}-room"
+    while await Room.exists().where(Room.slug == slug):
+        slug = f"{base}-{secrets.token_hex(2)}"
+    room = Room(
+        slug=slug,
+        name=name,
+        owner=user.id,
+        is_private=is_private,
+        invite_code=secrets.token_urlsafe(9) if is_private else None,
+    )
+    await room.save()
+    if is_private:
+        await RoomMember.insert(RoomMember(room=room.id, user=user.id))
+    return room
+
+
+async def may_enter(user: User, room: Room) -> bool:
+    if not room.is_private:
+        return True
+    return await RoomMember.exists().where(RoomMember.room == room.id, RoomMember.user == user.id)
+
+
+async def get_room(user: User, slug: str) -> Room:
+    """The room `slug` if `user` may see it; NotFound or Forbidden otherwise."""
+    room = await Room.objects().where(Room.slug == slug).first() if len(slug) <= 48 else None
+    if room is None:
+        raise NotFound(f"There is no room called “{slug[:48]}”.")
+    if not await may_enter(user, room):
+        raise Forbidden("This room is private. Ask its owner for an invite code.")
+    return room
+
+
+async def join_by_invite(user: User, code: str) -> Room:
+    code = code.strip()
+    room = await Room.objects().where(Room.invite_code == code).first() if 0 < len(code) <= 32 else None
+    if room is None:
+        raise InvalidInput("That invite code is not valid.", {"code": "That invite code is not valid."})
+    if not await may_enter(user, room):
+        await RoomMember.insert(RoomMember(room=room.id, user=user.id))
+    return room
+
+
+async def list_peers(room: Room) -> list[dict[str, Any]]:
+    """Live peers of `room`, with their user's name, oldest first."""
+    return await PeerSession.select(
+        PeerSession.all_columns(exclude=[PeerSession.sid]),
+        PeerSession.user.username.as_alias("username"),
+    ).where(
+        PeerSession.room == room.id, PeerSession.disconnected_at.is_null()
+    ).order_by(PeerSession.connected_at)

@@ -1,0 +1,98 @@
+"""Browser sessions stored in the database, so every instance can read them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from litestar.middleware.session.server_side import (
+    ServerSideSessionBackend,
+    ServerSideSessionConfig,
+)
+from litestar.stores.base import Store
+from litestar.types import Empty, Message, ScopeSession
+from litestar.connection import ASGIConnection
+
+from mesh_nanollm.tables import WebSession
+
+_LOADED = "mesh.session_loaded"
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class DatabaseStore(Store):
+    """A Litestar store over the `WebSession` table."""
+
+    async def set(self, key: str, value: str | bytes, expires_in: int | timedelta | None = None) -> None:
+        data = value.encode() if isinstance(value, str) else value
+        if isinstance(expires_in, int):
+            expires_in = timedelta(seconds=expires_in)
+        expires_at = _now() + expires_in if expires_in else None
+        updated = await WebSession.update(
+            {WebSession.data: data, WebSession.expires_at: expires_at}
+        ).where(WebSession.key == key).returning(WebSession.id)
+        if not updated:
+            await WebSession.insert(WebSession(key=key, data=data, expires_at=expires_at))
+
+    async def get(self, key: str, renew_for: int | timedelta | None = None) -> bytes | None:
+        row = await WebSession.select(WebSession.data, WebSession.expires_at).where(
+            WebSession.key == key
+        ).first()
+        if row is None:
+            return None
+        if row["expires_at"] is not None and row["expires_at"] <= _now():
+            await self.delete(key)
+            return None
+        return bytes(row["data"])
+
+    async def delete(self, key: str) -> None:
+        await WebSession.delete().where(WebSession.key == key)
+
+    async def delete_all(self) -> None:
+        await WebSession.delete(force=True)
+
+    async def exists(self, key: str) -> bool:
+        return await self.get(key) is not None
+
+    async def expires_in(self, key: str) -> int | None:
+        row = await WebSession.select(WebSession.expires_at).where(WebSession.key == key).first()
+        if row is None or row["expires_at"] is None:
+            return None
+        return max(0, int((row["expires_at"] - _now()).total_seconds()))
+
+    async def delete_expired(self) -> int:
+        deleted = await WebSession.delete().where(WebSession.expires_at <= _now()).returning(WebSession.id)
+        return len(deleted)
+
+
+class QuietSessionBackend(ServerSideSessionBackend):
+    """Litestar's server-side backend, minus the writes nobody needs.
+
+    The stock backend writes the session (and sets a cookie) on every response, including an empty
+    session for every anonymous visitor; this one writes only when the data changed.
+    """
+
+    async def load_from_connection(self, connection: ASGIConnection) -> dict[str, Any]:
+        data = await super().load_from_connection(connection)
+        connection.scope[_LOADED] = self.serialize_data(data, connection.scope) if data else None  # type: ignore[literal-required]
+        return data
+
+    async def store_in_message(
+        self, scope_session: ScopeSession, message: Message, connection: ASGIConnection
+    ) -> None:
+        loaded = connection.scope.get(_LOADED)
+        if scope_session is not Empty and not scope_session and loaded is None:
+            return
+        if scope_session is not Empty and scope_session:
+            if self.serialize_data(scope_session, connection.scope) == loaded:
+                return
+        await super().store_in_message(scope_session, message, connection)
+
+
+@dataclass
+class QuietSessionConfig(ServerSideSessionConfig):
+    _backend_class = QuietSessionBackend  # type: ignore[assignment]
+

@@ -1,0 +1,110 @@
+"""Every setting the app reads from the environment, in one place."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_ICE_SERVERS: list[dict[str, object]] = [{"urls": ["stun:stun.l.google.com:19302"]}]
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str = "development"
+    database_url: str = "sqlite:///mesh-nanollm.sqlite"
+    redis_url: str | None = None
+    secret_key: str = ""
+    ice_servers: list[dict[str, object]] = field(default_factory=lambda: DEFAULT_ICE_SERVERS)
+    turn_urls: list[str] = field(default_factory=list)
+    turn_secret: str | None = None
+    turn_ttl_s: int = 3600
+    models_dir: Path = PROJECT_ROOT / "models"
+    catalogue_path: Path = PROJECT_ROOT / "catalogue.json"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    abandon_after_s: int = 600
+    db_pool_size: int = 10
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+def _secret_key(environ: dict[str, str], env: str) -> str:
+    if key := environ.get("SECRET_KEY"):
+        return key
+    if env == "production":
+        raise SettingsError("SECRET_KEY must be set when MESH_ENV=production")
+    # Development keeps a generated key on disk so sessions survive restarts.
+    path = Path(environ.get("SECRET_KEY_FILE", ".mesh-secret"))
+    if path.exists():
+        return path.read_text().strip()
+    key = secrets.token_urlsafe(48)
+    path.write_text(key)
+    path.chmod(0o600)
+    return key
+
+
+def _json_list(environ: dict[str, str], name: str, default: list) -> list:
+    raw = environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise SettingsError(f"{name} must be a JSON list: {exc}") from exc
+    if not isinstance(value, list):
+        raise SettingsError(f"{name} must be a JSON list")
+    return value
+
+
+def _int(environ: dict[str, str], name: str, default: int) -> int:
+    raw = environ.get(name)
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def load_database_url(environ: dict[str, str] | None = None) -> str:
+    environ = dict(os.environ if environ is None else environ)
+    database_url = environ.get("DATABASE_URL") or "sqlite:///mesh-nanollm.sqlite"
+    if not database_url.startswith(("sqlite:///", "postgres://", "postgresql://")):
+        raise SettingsError("DATABASE_URL must start with sqlite:///, postgres:// or postgresql://")
+    return database_url
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    environ = dict(os.environ if environ is None else environ)
+    env = environ.get("MESH_ENV", "development")
+    database_url = load_database_url(environ)
+    return Settings(
+        env=env,
+        database_url=database_url,
+        redis_url=environ.get("REDIS_URL") or None,
+        secret_key=_secret_key(environ, env),
+        ice_servers=_json_list(environ, "ICE_SERVERS", DEFAULT_ICE_SERVERS),
+        turn_urls=_json_list(environ, "TURN_URLS", []),
+        turn_secret=environ.get("TURN_SECRET") or None,
+        turn_ttl_s=_int(environ, "TURN_TTL", 3600),
+        models_dir=Path(environ.get("MODELS_DIR") or PROJECT_ROOT / "models"),
+        catalogue_path=Path(environ.get("MODEL_CATALOGUE") or PROJECT_ROOT / "catalogue.json"),
+        host=environ.get("HOST", "0.0.0.0" if env == "production" else "127.0.0.1"),
+        port=_int(environ, "PORT", 8000),
+        abandon_after_s=_int(environ, "JOB_ABANDON_AFTER", 600),
+        db_pool_size=_int(environ, "DB_POOL_SIZE", 10),
+    )

@@ -1,0 +1,108 @@
+"""The schema: every table the app stores, in one place."""
+
+from __future__ import annotations
+
+from piccolo.columns import (
+    JSON,
+    OnDelete,
+    UUID,
+    Boolean,
+    Bytea,
+    ForeignKey,
+    Integer,
+    Real,
+    Text,
+    Timestamptz,
+    Varchar,
+)
+from piccolo.columns.defaults.uuid import UUID4
+from piccolo.table import Table
+
+
+class User(Table, tablename="app_user"):
+    username = Varchar(length=32, unique=True)
+    password_hash = Varchar(length=80)
+    created_at = Timestamptz()
+
+
+class WebSession(Table):
+    """Server-side browser sessions, readable by any instance."""
+
+    key = Varchar(length=64, unique=True)
+    data = Bytea()
+    expires_at = Timestamptz(null=True, default=None, index=True)
+
+
+class ApiToken(Table):
+    """A Bearer token; only its SHA-256 is stored, the prefix helps users tell tokens apart."""
+
+    user = ForeignKey(references=User, null=False, on_delete=OnDelete.cascade)
+    name = Varchar(length=64)
+    prefix = Varchar(length=16)
+    token_hash = Varchar(length=64, unique=True)
+    created_at = Timestamptz()
+    last_used_at = Timestamptz(null=True, default=None)
+
+
+class Room(Table):
+    slug = Varchar(length=48, unique=True)
+    name = Varchar(length=80)
+    owner = ForeignKey(references=User, null=True, on_delete=OnDelete.set_null)
+    is_private = Boolean(default=False)
+    invite_code = Varchar(length=32, unique=True, null=True, default=None)
+    created_at = Timestamptz()
+
+
+class RoomMember(Table):
+    """Who may enter a private room (its owner, and whoever used its invite code)."""
+
+    room = ForeignKey(references=Room, null=False, on_delete=OnDelete.cascade, index=True)
+    user = ForeignKey(references=User, null=False, on_delete=OnDelete.cascade, index=True)
+    joined_at = Timestamptz()
+
+
+class PeerSession(Table):
+    """One browser (or other) peer in one room, from join_room until it leaves or vanishes."""
+
+    peer_id = UUID(default=UUID4(), unique=True)
+    room = ForeignKey(references=Room, null=False, on_delete=OnDelete.cascade)
+    user = ForeignKey(references=User, null=False, on_delete=OnDelete.cascade)
+    sid = Varchar(length=64, default="")
+    backend = Varchar(length=16, default="")
+    user_agent = Varchar(length=300, default="")
+    state = Varchar(length=16, default="idle")
+    models_warm = JSON(default=[])
+    queue = Integer(default=0)
+    tok_s = Real(default=0.0)
+    connected_at = Timestamptz()
+    last_seen_at = Timestamptz()
+    disconnected_at = Timestamptz(null=True, default=None)
+    jobs_run = Integer(default=0)
+    tokens_generated = Integer(default=0)
+
+
+class Job(Table):
+    id = UUID(primary_key=True, default=UUID4())
+    room = ForeignKey(references=Room, null=False, on_delete=OnDelete.cascade)
+    requester = ForeignKey(references=User, null=False, on_delete=OnDelete.cascade)
+    requester_peer = UUID(null=True, default=None)
+    worker_peer = UUID(null=True, default=None)
+    model_id = Varchar(length=200)
+    task = Varchar(length=40, default="text-generation")
+    mode = Varchar(length=8, default="local")
+    prompt = Text()
+    params = JSON(default={})
+    status = Varchar(length=16, default="queued")
+    output = Text(default="")
+    error = Text(default="")
+    attempts = Integer(default=0)
+    workers = JSON(default=[])
+    token_count = Integer(default=0)
+    created_at = Timestamptz()
+    started_at = Timestamptz(null=True, default=None)
+    first_token_at = Timestamptz(null=True, default=None)
+    finished_at = Timestamptz(null=True, default=None)
+    updated_at = Timestamptz()
+
+
+ALL_TABLES: list[type[Table]] = [User, WebSession, ApiToken, Room, RoomMember, PeerSession, Job]
