@@ -23,7 +23,7 @@
  *      1 KiB (see GZIP_SKIP_EXTS for the size budget).
  *   4. Writes static/vendor/manifest.json (versions, sha256 + size of every
  *      file, entry points) which the server reads to build URLs and serve
- *      the files.
+ *      the files, and a .gitattributes marking everything there binary.
  *   5. Deletes everything else under static/vendor/ (older versions, files no
  *      longer vendored): the folder is owned by this script.
  *
@@ -54,6 +54,7 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const NODE_MODULES = join(ROOT, 'node_modules');
 const VENDOR_DIR = join(ROOT, 'static', 'vendor');
 const MANIFEST = join(VENDOR_DIR, 'manifest.json');
+const GITATTRIBUTES = join(VENDOR_DIR, '.gitattributes');
 const FORCE = process.argv.includes('--force');
 
 /** Files below this size are not worth a compressed sibling. */
@@ -332,9 +333,11 @@ async function main() {
     files: manifestFiles,
   };
   writeIfChanged(MANIFEST, Buffer.from(JSON.stringify(manifest, null, 2) + '\n'));
+  // Minified and compressed files: no eol conversion (.br can look like text), no useless diffs.
+  writeIfChanged(GITATTRIBUTES, Buffer.from('* binary\n'));
 
   // static/vendor/ is owned by this script: drop older versions and leftovers.
-  const keep = new Set([...sortedKeys.map((k) => join(VENDOR_DIR, k)), MANIFEST]);
+  const keep = new Set([...sortedKeys.map((k) => join(VENDOR_DIR, k)), MANIFEST, GITATTRIBUTES]);
   let removed = 0;
   for (const abs of walk(VENDOR_DIR)) {
     if (!keep.has(abs)) {
