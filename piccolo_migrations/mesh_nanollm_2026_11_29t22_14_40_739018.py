@@ -47,6 +47,8 @@ async def forwards():
 
     async def run():
         engine = engine_finder()
+        # Bind explicitly: this module may be reused by a process migrating a second database.
+        Room._meta.db = engine
         for statement in INDEXES:
             await engine.run_ddl(statement)
         if not await Room.exists().where(Room.slug == "global"):

@@ -25,11 +25,13 @@ def engine_for(database_url: str) -> Engine:
 
 def bind(database_url: str) -> Engine:
     """Point Piccolo (tables and migrations alike) at `database_url` and return its engine."""
+    from piccolo.apps.migrations.tables import Migration
+
     from mesh_nanollm import piccolo_conf, tables
 
     engine = engine_for(database_url)
     piccolo_conf.DB = engine
-    for table in tables.ALL_TABLES:
+    for table in [*tables.ALL_TABLES, Migration]:
         table._meta.db = engine
     return engine
 

@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from litestar.connection import ASGIConnection
 from litestar.middleware.session.server_side import (
     ServerSideSessionBackend,
     ServerSideSessionConfig,
 )
 from litestar.stores.base import Store
 from litestar.types import Empty, Message, ScopeSession
-from litestar.connection import ASGIConnection
 
 from mesh_nanollm.tables import WebSession
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 from litestar import Response, get
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.response import Redirect
 from piccolo.engine.base import Engine
 
@@ -20,12 +20,12 @@ class Health(msgspec.Struct):
 
 
 @get("/", name="home", dependencies={"user": Provide(provide_optional_user)}, include_in_schema=False)
-async def home(user: User | None) -> Redirect:
+async def home(user: NamedDependency[User | None]) -> Redirect:
     return Redirect("/rooms" if user else "/login")
 
 
 @get("/api/health", tags=["system"])
-async def health(engine: Engine) -> Response[Health]:
+async def health(engine: NamedDependency[Engine]) -> Response[Health]:
     """Whether this instance can reach its database (503 when it cannot)."""
     if await ping(engine):
         return Response(Health(status="ok", database="ok"))
@@ -33,6 +33,6 @@ async def health(engine: Engine) -> Response[Health]:
 
 
 @get("/api/models", tags=["models"])
-async def models(catalogue: Catalogue) -> list[ModelEntry]:
+async def models(catalogue: NamedDependency[Catalogue]) -> list[ModelEntry]:
     """The model manifest: the catalogue's models and those served from this server's models folder."""
     return catalogue.entries

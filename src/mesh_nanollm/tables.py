@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from piccolo.columns import (
     JSON,
-    OnDelete,
     UUID,
     Boolean,
     Bytea,
     ForeignKey,
     Integer,
+    OnDelete,
     Real,
     Text,
     Timestamptz,

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from litestar import Controller, get, post
-from litestar.di import Provide
-from litestar.enums import RequestEncodingType
-from litestar.params import Body
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, FromQuery, URLEncodedBody
 from litestar.plugins.htmx import HTMXRequest, HTMXTemplate
 from litestar.response import Redirect, Template
 
 from mesh_nanollm.accounts import service
 from mesh_nanollm.errors import ServiceError
-from mesh_nanollm.security import SESSION_USER_KEY, LoginThrottle, provide_optional_user, provide_user
+from mesh_nanollm.security import (
+    SESSION_USER_KEY,
+    LoginThrottle,
+    provide_optional_user,
+    provide_user,
+)
 from mesh_nanollm.tables import User
 
-Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
+Form = URLEncodedBody[dict[str, str]]
 
 
 def safe_next(target: str | None) -> str:
@@ -34,13 +36,13 @@ class AccountController(Controller):
     dependencies = {"user": Provide(provide_optional_user)}
 
     @get("/login", name="login")
-    async def login_page(self, user: User | None, next: str | None = None) -> Template | Redirect:
+    async def login_page(self, user: NamedDependency[User | None], next: FromQuery[str | None] = None) -> Template | Redirect:
         if user is not None:
             return Redirect(safe_next(next), status_code=303)
         return Template("login.html", context={"next": safe_next(next), "values": {}, "errors": {}})
 
     @post("/login", name="login_submit", status_code=200)
-    async def login(self, request: HTMXRequest, data: Form, throttle: LoginThrottle) -> Template | Redirect:
+    async def login(self, request: HTMXRequest, data: Form, throttle: NamedDependency[LoginThrottle]) -> Template | Redirect:
         username = data.get("username", "").strip()[:64]
         password = data.get("password", "")
         target = safe_next(data.get("next"))
@@ -59,7 +61,7 @@ class AccountController(Controller):
         return Redirect(target, status_code=303)
 
     @get("/register", name="register")
-    async def register_page(self, user: User | None) -> Template | Redirect:
+    async def register_page(self, user: NamedDependency[User | None]) -> Template | Redirect:
         if user is not None:
             return Redirect("/rooms", status_code=303)
         return Template("register.html", context={"values": {}, "errors": {}})
@@ -93,12 +95,12 @@ class SettingsController(Controller):
     dependencies = {"user": Provide(provide_user)}
 
     @get("/", name="settings")
-    async def settings_page(self, user: User) -> Template:
+    async def settings_page(self, user: NamedDependency[User]) -> Template:
         tokens = await service.list_tokens(user)
         return Template("settings.html", context={"user": user, "tokens": tokens, "errors": {}})
 
     @post("/tokens", name="token_create", status_code=200)
-    async def create_token(self, request: HTMXRequest, user: User, data: Form) -> Template:
+    async def create_token(self, request: HTMXRequest, user: NamedDependency[User], data: Form) -> Template:
         context: dict = {"user": user, "errors": {}}
         status = 200
         try:
@@ -112,7 +114,7 @@ class SettingsController(Controller):
         return Template("settings.html", context=context, status_code=status)
 
     @post("/tokens/{token_id:int}/revoke", name="token_revoke", status_code=200)
-    async def revoke_token(self, request: HTMXRequest, user: User, token_id: int) -> Template | Redirect:
+    async def revoke_token(self, request: HTMXRequest, user: NamedDependency[User], token_id: FromPath[int]) -> Template | Redirect:
         await service.revoke_token(user, token_id)
         if not request.htmx:
             return Redirect("/settings", status_code=303)

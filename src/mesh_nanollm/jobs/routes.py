@@ -6,8 +6,8 @@ from typing import Annotated, get_args
 from uuid import UUID
 
 from litestar import Controller, get, patch, post
-from litestar.di import Provide
-from litestar.params import Parameter
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.plugins.htmx import HTMXRequest, HTMXTemplate
 from litestar.response import Template
 
@@ -19,11 +19,11 @@ from mesh_nanollm.security import provide_user
 from mesh_nanollm.tables import User
 
 STATUSES = get_args(Status)
-StatusQuery = Annotated[str | None, Parameter(query="status", max_length=16)]
-RoomQuery = Annotated[str | None, Parameter(query="room", max_length=48)]
-ModelQuery = Annotated[str | None, Parameter(query="model", max_length=200)]
-CursorQuery = Annotated[str | None, Parameter(query="cursor", max_length=200)]
-LimitQuery = Annotated[int, Parameter(query="limit", ge=1, le=service.PAGE_MAX)]
+StatusQuery = Annotated[str | None, QueryParameter(max_length=16)]
+RoomQuery = Annotated[str | None, QueryParameter(max_length=48)]
+ModelQuery = Annotated[str | None, QueryParameter(max_length=200)]
+CursorQuery = Annotated[str | None, QueryParameter(max_length=200)]
+LimitQuery = Annotated[int, QueryParameter(ge=1, le=service.PAGE_MAX)]
 
 
 def job_filter(status: str | None, room: str | None, model: str | None) -> service.JobFilter:
@@ -40,7 +40,7 @@ class JobPages(Controller):
     async def history(
         self,
         request: HTMXRequest,
-        user: User,
+        user: NamedDependency[User],
         status: StatusQuery = None,
         room: RoomQuery = None,
         model: ModelQuery = None,
@@ -59,7 +59,7 @@ class JobPages(Controller):
         return Template("jobs.html", context=context)
 
     @get("/{job_id:uuid}", name="job")
-    async def detail(self, user: User, job_id: UUID) -> Template:
+    async def detail(self, user: NamedDependency[User], job_id: FromPath[UUID]) -> Template:
         job = await service.get_job(user, job_id)
         return Template("job.html", context={"user": user, "job": job})
 
@@ -72,7 +72,7 @@ class JobApi(Controller):
     @get("/")
     async def list_jobs(
         self,
-        user: User,
+        user: NamedDependency[User],
         status: StatusQuery = None,
         room: RoomQuery = None,
         model: ModelQuery = None,
@@ -84,15 +84,15 @@ class JobApi(Controller):
         return JobPage(jobs=jobs, next_cursor=next_cursor)
 
     @post("/")
-    async def create_job(self, user: User, data: JobCreate) -> JobView:
+    async def create_job(self, user: NamedDependency[User], data: JSONBody[JobCreate]) -> JobView:
         """Record a new job (status `queued`) in a room the caller may enter."""
         return await service.create_job(user, data)
 
     @get("/{job_id:uuid}")
-    async def get_job(self, user: User, job_id: UUID) -> JobView:
+    async def get_job(self, user: NamedDependency[User], job_id: FromPath[UUID]) -> JobView:
         return await service.get_job(user, job_id)
 
     @patch("/{job_id:uuid}")
-    async def update_job(self, user: User, job_id: UUID, data: JobPatch) -> JobView:
+    async def update_job(self, user: NamedDependency[User], job_id: FromPath[UUID], data: JSONBody[JobPatch]) -> JobView:
         """Move a job along queued → running → succeeded | failed | cancelled (409 otherwise)."""
         return await service.update_job(user, job_id, data)

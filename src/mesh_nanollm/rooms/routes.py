@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from litestar import Controller, get, post
-from litestar.di import Provide
-from litestar.enums import RequestEncodingType
-from litestar.params import Body
+from litestar.di import NamedDependency, Provide
+from litestar.params import FromPath, JSONBody, URLEncodedBody
 from litestar.plugins.htmx import HTMXRequest, HTMXTemplate
 from litestar.response import Redirect, Template
 
@@ -20,10 +19,10 @@ from mesh_nanollm.security import provide_user
 from mesh_nanollm.settings import Settings
 from mesh_nanollm.tables import Room, User
 
-Form = Annotated[dict[str, str], Body(media_type=RequestEncodingType.URL_ENCODED)]
+Form = URLEncodedBody[dict[str, str]]
 
 
-def room_view(room: Room, peers: int, user: User, owner_name: str | None = None) -> RoomView:
+def room_view(room: Room, peers: int, user: NamedDependency[User], owner_name: str | None = None) -> RoomView:
     return RoomView(
         slug=room.slug,
         name=room.name,
@@ -43,15 +42,15 @@ class RoomPages(Controller):
     path = "/rooms"
     dependencies = {"user": Provide(provide_user)}
 
-    async def _list_page(self, user: User, **extra: Any) -> dict[str, Any]:
+    async def _list_page(self, user: NamedDependency[User], **extra: Any) -> dict[str, Any]:
         return {"user": user, "rooms": await service.list_rooms(user), "errors": {}, "values": {}} | extra
 
     @get("/", name="rooms")
-    async def rooms(self, user: User) -> Template:
+    async def rooms(self, user: NamedDependency[User]) -> Template:
         return Template("rooms.html", context=await self._list_page(user))
 
     @post("/", name="room_create", status_code=200)
-    async def create(self, request: HTMXRequest, user: User, data: Form) -> Template | Redirect:
+    async def create(self, request: HTMXRequest, user: NamedDependency[User], data: Form) -> Template | Redirect:
         name = data.get("name", "")
         try:
             room = await service.create_room(user, name, data.get("private") in ("on", "true", "1"))
@@ -63,7 +62,7 @@ class RoomPages(Controller):
         return Redirect(f"/rooms/{room.slug}", status_code=303)
 
     @post("/join", name="room_join", status_code=200)
-    async def join(self, request: HTMXRequest, user: User, data: Form) -> Template | Redirect:
+    async def join(self, request: HTMXRequest, user: NamedDependency[User], data: Form) -> Template | Redirect:
         code = data.get("code", "")
         try:
             room = await service.join_by_invite(user, code)
@@ -75,7 +74,7 @@ class RoomPages(Controller):
         return Redirect(f"/rooms/{room.slug}", status_code=303)
 
     @get("/{slug:str}", name="room")
-    async def room(self, user: User, slug: str, catalogue: Catalogue, settings: Settings) -> Template:
+    async def room(self, user: NamedDependency[User], slug: FromPath[str], catalogue: NamedDependency[Catalogue], settings: NamedDependency[Settings]) -> Template:
         room = await service.get_room(user, slug)
         peers = peer_views(await service.list_peers(room))
         context = {
@@ -91,7 +90,7 @@ class RoomPages(Controller):
         return Template("room.html", context=context, headers=headers)
 
     @get("/{slug:str}/peers", name="room_peers")
-    async def peers(self, user: User, slug: str) -> Template:
+    async def peers(self, user: NamedDependency[User], slug: FromPath[str]) -> Template:
         room = await service.get_room(user, slug)
         peers = peer_views(await service.list_peers(room))
         return HTMXTemplate(template_name="_peers.html", context={"user": user, "room": room, "peers": peers})
@@ -103,24 +102,24 @@ class RoomApi(Controller):
     dependencies = {"user": Provide(provide_user)}
 
     @get("/")
-    async def list_rooms(self, user: User) -> list[RoomView]:
+    async def list_rooms(self, user: NamedDependency[User]) -> list[RoomView]:
         """Rooms the caller may see: public ones and private ones they belong to."""
         return [room_view(r.room, r.peers, user) for r in await service.list_rooms(user)]
 
     @post("/")
-    async def create_room(self, user: User, data: RoomCreate) -> RoomView:
+    async def create_room(self, user: NamedDependency[User], data: JSONBody[RoomCreate]) -> RoomView:
         """Create a room; a private room gets an invite code only its owner sees."""
         room = await service.create_room(user, data.name, data.private)
         return room_view(room, 0, user, user.username)
 
     @get("/{slug:str}")
-    async def get_room(self, user: User, slug: str) -> RoomView:
+    async def get_room(self, user: NamedDependency[User], slug: FromPath[str]) -> RoomView:
         room = await service.get_room(user, slug)
         peers = await service.list_peers(room)
         return room_view(room, len(peers), user)
 
     @get("/{slug:str}/peers")
-    async def list_peers(self, user: User, slug: str) -> list[PeerView]:
+    async def list_peers(self, user: NamedDependency[User], slug: FromPath[str]) -> list[PeerView]:
         """Live peers in the room, oldest first."""
         room = await service.get_room(user, slug)
         return peer_views(await service.list_peers(room))

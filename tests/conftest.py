@@ -1,0 +1,246 @@
+"""Shared fixtures: the app on SQLite and on Postgres, a live Granian server, headless Chromium.
+
+A test that needs a service or a browser this machine lacks is skipped with the reason, except
+in CI (`CI=true`), where the same condition fails the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import pytest_asyncio
+
+os.environ.setdefault("SECRET_KEY", "test-secret-key")
+
+from litestar.testing import AsyncTestClient  # noqa: E402
+
+from mesh_nanollm import db  # noqa: E402
+from mesh_nanollm.app import create_app  # noqa: E402
+from mesh_nanollm.settings import PROJECT_ROOT, Settings  # noqa: E402
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+# Quiet and hermetic on a closed network; WebRTC on loopback needs the last two.
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--proxy-server=http://127.0.0.1:9",
+    "--proxy-bypass-list=<-loopback>",
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1",
+    "--allow-loopback-in-peer-connection",
+    "--use-fake-ui-for-media-stream",
+]
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip on a laptop that lacks something; fail in CI, where nothing may be missing."""
+    if not condition:
+        if IN_CI:
+            pytest.fail(f"CI requires it: {reason}")
+        pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def postgres_reachable(url: str) -> str | None:
+    """None when `url` answers; otherwise why not."""
+    import asyncpg
+
+    try:
+        conn = await asyncpg.connect(url.replace("postgres://", "postgresql://", 1), timeout=3)
+    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+        return f"Postgres at {url} is unreachable ({exc.__class__.__name__}: {exc})"
+    await conn.close()
+    return None
+
+
+async def reset_postgres(url: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url.replace("postgres://", "postgresql://", 1))
+    try:
+        await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+    finally:
+        await conn.close()
+
+
+def redis_reachable(url: str) -> str | None:
+    import redis
+
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        return f"Redis at {url} is unreachable ({exc})"
+    return None
+
+
+def test_settings(database_url: str, **overrides: object) -> Settings:
+    return Settings(
+        env="test",
+        database_url=database_url,
+        secret_key="test-secret-key",
+        models_dir=PROJECT_ROOT / "models",
+        ice_servers=[],
+        **overrides,  # type: ignore[arg-type]
+    )
+
+
+@pytest_asyncio.fixture(scope="session", params=["sqlite", "postgres"])
+async def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Every HTTP test runs twice: on the embedded SQLite default and on a real Postgres."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'test.sqlite'}"
+    problem = await postgres_reachable(TEST_DATABASE_URL)
+    require(problem is None, problem or "")
+    await reset_postgres(TEST_DATABASE_URL)
+    return TEST_DATABASE_URL
+
+
+@pytest_asyncio.fixture(scope="session")
+async def app(database_url: str):
+    application = create_app(test_settings(database_url))
+    await db.migrate()
+    return application
+
+
+@pytest_asyncio.fixture
+async def client(app) -> AsyncIterator[AsyncTestClient]:
+    # Rebind in case another backend's app was built since (Piccolo's engine is global).
+    db.bind(app.state.settings.database_url)
+    app.state.throttle._failures.clear()
+    async with AsyncTestClient(app, base_url="http://testserver.local") as test_client:
+        yield test_client
+
+
+def unique_name(prefix: str = "user") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+async def csrf_token(client: AsyncTestClient) -> str:
+    if not client.cookies.get("csrftoken"):
+        await client.get("/login")
+    return client.cookies["csrftoken"]
+
+
+async def register(client: AsyncTestClient, username: str | None = None, password: str = "correct horse") -> str:
+    """Sign up (and so sign in) a fresh user; returns the username."""
+    username = username or unique_name()
+    response = await client.post(
+        "/register",
+        data={"username": username, "password": password, "confirm": password, "_csrf_token": await csrf_token(client)},
+    )
+    assert response.status_code == 200 and response.url.path == "/rooms", response.text[:500]
+    return username
+
+
+@pytest_asyncio.fixture
+async def user_client(client: AsyncTestClient) -> AsyncTestClient:
+    """A client signed in as a fresh user, sending the CSRF header like the page's htmx does."""
+    await register(client)
+    client.headers["x-csrftoken"] = client.cookies["csrftoken"]
+    return client
+
+
+@dataclass
+class LiveServer:
+    url: str
+    process: subprocess.Popen
+    database_url: str
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def start_server(tmp: Path, database_url: str | None = None, **env: str) -> LiveServer:
+    """Run `mesh-nanollm` (migrations, then Granian) in a subprocess on a free port."""
+    port = free_port()
+    database_url = database_url or f"sqlite:///{tmp / 'live.sqlite'}"
+    full_env = os.environ | {
+        "DATABASE_URL": database_url,
+        "PORT": str(port),
+        "HOST": "127.0.0.1",
+        "SECRET_KEY": "test-secret-key",
+        "ICE_SERVERS": "[]",
+        "PYTHONUNBUFFERED": "1",
+    } | env
+    log_path = tmp / f"server-{port}.log"
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from mesh_nanollm.cli import main; main()"],
+        env=full_env,
+        cwd=tmp,
+        stdout=log_path.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    server = LiveServer(f"http://127.0.0.1:{port}", process, database_url, log_path, env)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{server.log()}")
+        try:
+            if httpx.get(f"{server.url}/api/health", timeout=1).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    server.stop()
+    raise RuntimeError(f"server did not become healthy:\n{server.log()}")
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One real Granian server on SQLite, shared by the browser and socket tests."""
+    server = start_server(tmp_path_factory.mktemp("live"))
+    yield server
+    server.stop()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def browser():
+    """Debian's headless Chromium driven by Playwright (never a downloaded browser)."""
+    require(shutil.which(CHROMIUM) is not None or Path(CHROMIUM).exists(), f"Chromium not found at {CHROMIUM}")
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        instance = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield instance
+        await instance.close()
+
+
+@pytest_asyncio.fixture
+async def page(browser):
+    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    page = await context.new_page()
+    yield page
+    await context.close()
