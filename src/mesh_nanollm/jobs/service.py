@@ -196,13 +196,13 @@ async def abandon_stale_jobs(after_s: int) -> int:
     stale = await Job.select(Job.id, Job.requester_peer).where(
         Job.status.is_in(list(UNFINISHED)), Job.updated_at < cutoff
     )
-    live_peers = {
-        row["peer_id"]
-        for row in await PeerSession.select(PeerSession.peer_id).where(
-            PeerSession.peer_id.is_in([r["requester_peer"] for r in stale if r["requester_peer"]] or [None]),
-            PeerSession.disconnected_at.is_null(),
+    peer_ids = [row["requester_peer"] for row in stale if row["requester_peer"]]
+    live_peers = set()
+    if peer_ids:
+        rows = await PeerSession.select(PeerSession.peer_id).where(
+            PeerSession.peer_id.is_in(peer_ids), PeerSession.disconnected_at.is_null()
         )
-    } if stale else set()
+        live_peers = {row["peer_id"] for row in rows}
     gone = [row["id"] for row in stale if row["requester_peer"] not in live_peers]
     if gone:
         now = _now()
