@@ -1,0 +1,128 @@
+"""The front door, health check, model manifest, OpenAPI schema, error pages and oversize bodies."""
+
+from __future__ import annotations
+
+import pytest
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
+
+from conftest import register
+from conftest import test_settings as settings_for
+from mesh_nanollm import db
+from mesh_nanollm.app import create_app
+
+
+async def test_home_sends_visitor_to_sign_in(client: AsyncTestClient) -> None:
+    response = await client.get("/", follow_redirects=False)
+    assert response.status_code in (302, 303)
+    assert response.headers["location"] == "/login"
+
+
+async def test_home_sends_signed_in_user_to_rooms(client: AsyncTestClient) -> None:
+    await register(client)
+    response = await client.get("/", follow_redirects=False)
+    assert response.headers["location"] == "/rooms"
+
+
+async def test_health_reports_database_ok(client: AsyncTestClient) -> None:
+    response = await client.get("/api/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "database": "ok"}
+
+
+@pytest.mark.filterwarnings("ignore:.*Unable to connect to database")
+async def test_health_returns_503_when_database_is_down(app: Litestar) -> None:
+    # An instance whose Postgres is gone (nothing listens on port 1), asked before any query.
+    down = create_app(settings_for("postgres://postgres@127.0.0.1:1/test"))
+    try:
+        response = await AsyncTestClient(down).get("/api/health")
+    finally:
+        db.bind(app.state.settings.database_url)
+    assert response.status_code == 503
+    assert response.json() == {"status": "degraded", "database": "unreachable"}
+
+
+async def test_models_lists_the_offline_tiny_model(client: AsyncTestClient) -> None:
+    response = await client.get("/api/models")
+    assert response.status_code == 200
+    models = {entry["id"]: entry for entry in response.json()}
+    tiny = models["tiny-gpt2"]
+    assert tiny["source"] == "local"
+    assert tiny["url"] == "/models/tiny-gpt2/"
+    assert tiny["size_bytes"] > 0
+    assert tiny["task"] == "text-generation"
+    assert [entry["id"] for entry in response.json() if entry["default"]] == ["tiny-gpt2"]
+    assert any(entry["source"] == "hub" for entry in models.values())
+
+
+async def test_model_files_are_served_under_models(client: AsyncTestClient) -> None:
+    config = await client.get("/models/tiny-gpt2/config.json")
+    assert config.status_code == 200
+    assert config.json()["model_type"] == "gpt2"
+    weights = await client.get("/models/tiny-gpt2/onnx/model_quantized.onnx")
+    assert weights.status_code == 200 and len(weights.content) > 1000
+
+
+async def test_schema_is_openapi_json_listing_the_api(client: AsyncTestClient) -> None:
+    response = await client.get("/schema")
+    assert response.status_code == 200
+    assert "json" in response.headers["content-type"]
+    schema = response.json()
+    assert schema["openapi"].startswith("3.")
+    for path in (
+        "/api/health",
+        "/api/models",
+        "/api/rooms",
+        "/api/rooms/{slug}",
+        "/api/rooms/{slug}/peers",
+        "/api/jobs",
+        "/api/jobs/{job_id}",
+    ):
+        assert path in schema["paths"], path
+    assert {"get", "patch"} <= set(schema["paths"]["/api/jobs/{job_id}"])
+
+
+async def test_unknown_page_shows_friendly_404(client: AsyncTestClient) -> None:
+    response = await client.get("/no-such-page")
+    assert response.status_code == 404
+    assert response.headers["content-type"].startswith("text/html")
+    assert 'data-testid="flash"' in response.text
+    assert "Not found" in response.text
+    assert "Traceback" not in response.text
+
+
+async def test_unknown_api_path_returns_json_404(client: AsyncTestClient) -> None:
+    response = await client.get("/api/no-such-thing")
+    assert response.status_code == 404
+    body = response.json()
+    assert body["error"] == "Not found"
+    assert body["detail"]
+
+
+async def test_wrong_method_on_api_returns_json_405(user_client: AsyncTestClient) -> None:
+    response = await user_client.delete("/api/jobs")
+    assert response.status_code == 405
+    assert set(response.json()) >= {"error", "detail"}
+
+
+async def test_pages_carry_security_headers(client: AsyncTestClient) -> None:
+    response = await client.get("/login")
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["x-frame-options"] == "DENY"
+    assert response.headers["referrer-policy"] == "same-origin"
+
+
+async def test_oversize_api_body_is_rejected_with_413(user_client: AsyncTestClient) -> None:
+    body = b'{"room": "global", "model": "tiny-gpt2", "prompt": "' + b"x" * (1024 * 1024 + 10) + b'"}'
+    response = await user_client.post(
+        "/api/jobs", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 413
+    assert response.json()["error"] == "Too large"
+
+
+async def test_oversize_form_body_is_rejected_with_413(user_client: AsyncTestClient) -> None:
+    response = await user_client.post("/rooms", data={"name": "x" * (1024 * 1024 + 10)})
+    assert response.status_code == 413
+    assert "Traceback" not in response.text
+    assert 'data-testid="flash"' in response.text
