@@ -104,7 +104,9 @@ class RoomApi(Controller):
     @get("/")
     async def list_rooms(self, user: NamedDependency[User]) -> list[RoomView]:
         """Rooms the caller may see: public ones and private ones they belong to."""
-        return [room_view(r.room, r.peers, user) for r in await service.list_rooms(user)]
+        listings = await service.list_rooms(user)
+        owners = await service.owner_names([listing.room for listing in listings])
+        return [room_view(r.room, r.peers, user, owners.get(r.room.owner)) for r in listings]
 
     @post("/")
     async def create_room(self, user: NamedDependency[User], data: JSONBody[RoomCreate]) -> RoomView:
@@ -116,7 +118,8 @@ class RoomApi(Controller):
     async def get_room(self, user: NamedDependency[User], slug: FromPath[str]) -> RoomView:
         room = await service.get_room(user, slug)
         peers = await service.list_peers(room)
-        return room_view(room, len(peers), user)
+        owners = await service.owner_names([room])
+        return room_view(room, len(peers), user, owners.get(room.owner))
 
     @get("/{slug:str}/peers")
     async def list_peers(self, user: NamedDependency[User], slug: FromPath[str]) -> list[PeerView]:

@@ -106,6 +106,13 @@ async def join_by_invite(user: User, code: str) -> Room:
     return room
 
 
+async def owner_names(rooms: list[Room]) -> dict[int, str]:
+    """Usernames of the owners of `rooms`, by user id."""
+    ids = list({room.owner for room in rooms if room.owner is not None})
+    rows = await User.select(User.id, User.username).where(User.id.is_in(ids)) if ids else []
+    return {row["id"]: row["username"] for row in rows}
+
+
 async def list_peers(room: Room) -> list[dict[str, Any]]:
     """Live peers of `room`, with their user's name, oldest first."""
     return await PeerSession.select(
@@ -113,4 +120,4 @@ async def list_peers(room: Room) -> list[dict[str, Any]]:
         PeerSession.user.username.as_alias("username"),
     ).where(
         PeerSession.room == room.id, PeerSession.disconnected_at.is_null()
-    ).order_by(PeerSession.connected_at)
+    ).order_by(PeerSession.connected_at).output(load_json=True)  # else models_warm comes back as JSON text
