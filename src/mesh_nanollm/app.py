@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
+import socketio
 from litestar import Litestar, Request, Response
 from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import State
@@ -30,6 +31,7 @@ from mesh_nanollm.catalogue import load_catalogue
 from mesh_nanollm.errors import ServiceError
 from mesh_nanollm.jobs.routes import JobApi, JobPages
 from mesh_nanollm.jobs.service import abandon_stale_jobs
+from mesh_nanollm.realtime.server import create_realtime
 from mesh_nanollm.rooms.routes import RoomApi, RoomPages
 from mesh_nanollm.security import BearerAwareCSRFMiddleware, LoginThrottle
 from mesh_nanollm.sessions import DatabaseStore, QuietSessionConfig
@@ -141,6 +143,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     vendor = load_vendor_manifest(STATIC_DIR)
     session_store = DatabaseStore()
     throttle = LoginThrottle()
+    realtime = create_realtime(settings)
 
     def register_globals(templates: JinjaTemplateEngine) -> None:
         templates.engine.globals["vendor_url"] = vendor.url
@@ -160,6 +163,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "catalogue": catalogue,
             "throttle": throttle,
             "session_store": session_store,
+            "realtime": realtime,
         }
     )
     route_handlers: list[Any] = [
@@ -214,10 +218,12 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exception_handlers={Exception: handle_error},
         after_request=security_headers,
         request_max_body_size=MAX_BODY_BYTES,
-        lifespan=[lifespan],
+        lifespan=[lifespan, realtime.lifespan],
     )
 
 
 def create_asgi() -> Any:
-    """What Granian serves."""
-    return create_app()
+    """What Granian serves: Socket.IO in front, everything else (lifespan included) to Litestar."""
+    app = create_app()
+    # No on_startup/on_shutdown here: with either, ASGIApp stops passing lifespan to Litestar.
+    return socketio.ASGIApp(app.state.realtime.sio, other_asgi_app=app, socketio_path="socket.io")

@@ -32,6 +32,13 @@ class Settings:
     port: int = 8000
     abandon_after_s: int = 600
     db_pool_size: int = 10
+    # Socket.IO: per-connection token bucket, liveness pings, presence batching (docs/realtime.md).
+    socket_rate: int = 50
+    socket_burst: int = 200
+    ping_interval_s: int = 5
+    ping_timeout_s: int = 5
+    presence_interval_ms: int = 1000
+    peer_stale_after_s: int = 60
 
     @property
     def production(self) -> bool:
@@ -107,4 +114,10 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         port=_int(environ, "PORT", 8000),
         abandon_after_s=_int(environ, "JOB_ABANDON_AFTER", 600),
         db_pool_size=_int(environ, "DB_POOL_SIZE", 10),
+        socket_rate=_int(environ, "SOCKET_RATE", 50),
+        socket_burst=_int(environ, "SOCKET_BURST", 200),
+        ping_interval_s=_int(environ, "PING_INTERVAL", 5),
+        ping_timeout_s=_int(environ, "PING_TIMEOUT", 5),
+        presence_interval_ms=_int(environ, "PRESENCE_INTERVAL_MS", 1000),
+        peer_stale_after_s=_int(environ, "PEER_STALE_AFTER", 60),
     )

@@ -1,0 +1,40 @@
+"""Who opens a socket: the same session cookie or Bearer token the HTTP side accepts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar.connection import ASGIConnection
+
+from mesh_nanollm.security import bearer_token, user_for_session, user_for_token
+from mesh_nanollm.sessions import DatabaseStore
+from mesh_nanollm.tables import User
+
+SESSION_COOKIE = "mesh_session"
+_store = DatabaseStore()
+
+
+async def authenticate_socket(environ: dict[str, Any], auth: object) -> User | None:
+    """The user behind a Socket.IO handshake, or None.
+
+    Browsers send the session cookie; scripts send `Authorization: Bearer …`, or `auth={"token": …}`
+    where their websocket library cannot set headers.
+    """
+    connection = ASGIConnection(scope=environ["asgi.scope"])
+    token = bearer_token(connection.headers)
+    if token is None and isinstance(auth, dict) and isinstance(auth.get("token"), str):
+        token = auth["token"]
+    if token is not None:
+        return await user_for_token(token) if 0 < len(token) <= 200 else None
+    session_id = connection.cookies.get(SESSION_COOKIE)
+    if not session_id or len(session_id) > 64:
+        return None
+    raw = await _store.get(session_id)
+    if raw is None:
+        return None
+    try:
+        session = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    return await user_for_session(session) if isinstance(session, dict) else None

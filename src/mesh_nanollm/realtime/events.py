@@ -1,0 +1,210 @@
+"""The Socket.IO handlers: connect, join_room, leave_room, signal, status, disconnect."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import socketio
+from socketio.exceptions import ConnectionRefusedError as Refused
+
+from mesh_nanollm.errors import ServiceError
+from mesh_nanollm.realtime.auth import authenticate_socket
+from mesh_nanollm.realtime.ice import ice_servers_for
+from mesh_nanollm.realtime.limits import TokenBucket
+from mesh_nanollm.realtime.notify import notify_error, peer_channel, room_channel
+from mesh_nanollm.realtime.presence import LocalPeer, Presence, live_peer_entries, open_peer_session
+from mesh_nanollm.realtime.schemas import (
+    IceCandidate,
+    JoinAck,
+    JoinRoom,
+    SessionDescription,
+    Signal,
+    Status,
+)
+from mesh_nanollm.rooms.service import get_room
+from mesh_nanollm.settings import Settings
+from mesh_nanollm.tables import User
+
+log = logging.getLogger("mesh_nanollm.realtime")
+REFUSED = "Sign in first: the connection needs a valid session cookie or Bearer token."
+CODES = {403: "forbidden", 404: "not_found"}
+
+
+@dataclass(slots=True)
+class Connection:
+    """What the server knows about one socket; kept in its Socket.IO session."""
+
+    user: User
+    bucket: TokenBucket
+    peer: LocalPeer | None = None
+
+
+def _problem(exc: msgspec.ValidationError) -> str:
+    return f"The payload is not valid: {exc}"
+
+
+def register_events(sio: socketio.AsyncServer, presence: Presence, settings: Settings) -> None:
+    """Attach the handlers to `sio`; `presence` is this instance's peer registry."""
+
+    async def connection_of(sid: str) -> Connection | None:
+        session = await sio.get_session(sid)
+        return session.get("conn")
+
+    async def admitted(sid: str) -> Connection | None:
+        """The connection, if its token bucket lets this event through; otherwise tell it why."""
+        conn = await connection_of(sid)
+        if conn is None:
+            return None
+        if conn.bucket.take():
+            return conn
+        if conn.bucket.should_warn():
+            await notify_error(
+                sio, sid, "rate_limited",
+                f"Too many events: at most {settings.socket_rate}/s (bursts of {settings.socket_burst}). "
+                "Events over the limit were dropped.",
+            )
+        return None
+
+    async def depart(conn: Connection, sid: str, *, closing: bool = False) -> None:
+        peer = conn.peer
+        if peer is None:
+            return
+        conn.peer = None
+        presence.remove(peer.peer_id)
+        if not closing:  # a closing socket leaves all its rooms anyway
+            await sio.leave_room(sid, room_channel(peer.room_slug))
+            await sio.leave_room(sid, peer_channel(peer.room_slug, peer.peer_id))
+
+    def event(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        """Register `fn` under its name; a bug in it is logged and reported, never fatal."""
+
+        @functools.wraps(fn)
+        async def guarded(sid: str, *args: Any) -> Any:
+            try:
+                return await fn(sid, *args)
+            except Exception:
+                log.exception("socket event %s failed", fn.__name__)
+                return await refuse(sid, "internal", "Something went wrong on our side. Please try again.")
+
+        sio.on(fn.__name__, guarded)
+        return guarded
+
+    @sio.event
+    async def connect(sid: str, environ: dict[str, Any], auth: object = None) -> None:
+        """A browser or script opens the socket; it must already be signed in."""
+        user = await authenticate_socket(environ, auth)
+        if user is None:
+            raise Refused(REFUSED)
+        bucket = TokenBucket(settings.socket_rate, settings.socket_burst)
+        await sio.save_session(sid, {"conn": Connection(user, bucket)})
+
+    @event
+    async def join_room(sid: str, data: object = None, *extra: object) -> dict[str, Any]:
+        """A peer enters a room: `{room, capabilities}`. Acks `{peer_id, peers, ice_servers}` (or
+        `{error}`); the room hears `peer_joined` with the next presence batch."""
+        conn = await admitted(sid)
+        if conn is None:
+            return {"error": {"code": "rate_limited", "message": "Too many events."}}
+        try:
+            join = msgspec.convert(data, JoinRoom)
+        except msgspec.ValidationError as exc:
+            return await refuse(sid, "invalid", _problem(exc))
+        if conn.peer is not None:
+            return await refuse(sid, "already_joined", f"This connection is already in room “{conn.peer.room_slug}”; leave it first.")
+        try:
+            room = await get_room(conn.user, join.room)
+        except ServiceError as exc:
+            return await refuse(sid, CODES.get(exc.status_code, "invalid"), exc.detail)
+        caps = join.capabilities
+        peer_id = await open_peer_session(room, conn.user.id, sid, caps)
+        status = Status(state=caps.state, backend=caps.backend, models_warm=caps.models_warm)
+        peer = LocalPeer(peer_id, sid, room.id, room.slug, conn.user.username, status)
+        conn.peer = peer
+        presence.add(peer)
+        await sio.enter_room(sid, room_channel(room.slug))
+        await sio.enter_room(sid, peer_channel(room.slug, peer_id))
+        peers = await live_peer_entries(room, exclude=peer_id)
+        ack = JoinAck(peer_id=peer_id, peers=peers, ice_servers=ice_servers_for(settings, conn.user.id))
+        return msgspec.to_builtins(ack)
+
+    @event
+    async def leave_room(sid: str, *args: object) -> dict[str, Any]:
+        """A peer leaves its room; the room hears `peer_left` with the next presence batch."""
+        conn = await admitted(sid)
+        if conn is not None:
+            await depart(conn, sid)
+        return {"ok": True}
+
+    @event
+    async def signal(sid: str, data: object = None, *extra: object) -> None:
+        """WebRTC signaling `{to, kind, data}`, relayed as `signal {from, kind, data}` to peer `to`
+        if it is in the sender's room. The hot path: no database, no extra emit."""
+        conn = await admitted(sid)
+        if conn is None:
+            return
+        peer = conn.peer
+        if peer is None:
+            await notify_error(sio, sid, "not_in_room", "Join a room before signaling.")
+            return
+        try:
+            msg = msgspec.convert(data, Signal)
+            if msg.kind == "candidate":
+                if msg.data is not None:
+                    msgspec.convert(msg.data, IceCandidate)
+            elif msg.data is None:
+                raise msgspec.ValidationError(f"a {msg.kind} needs `data` (a session description)")
+            else:
+                msgspec.convert(msg.data, SessionDescription)
+        except msgspec.ValidationError as exc:
+            await notify_error(sio, sid, "invalid", _problem(exc))
+            return
+        out = {"from": peer.peer_id, "kind": msg.kind, "data": msg.data}
+        target = presence.peers.get(msg.to)
+        if target is not None:
+            if target.room_slug == peer.room_slug:
+                await sio.emit("signal", out, to=target.sid, ignore_queue=True)
+                return
+        elif settings.redis_url:
+            # Not on this instance: the peer's own channel reaches it on another one, and only if
+            # it is in the sender's room.
+            await sio.emit("signal", out, to=peer_channel(peer.room_slug, msg.to))
+            return
+        await notify_error(sio, sid, "unknown_peer", f"No peer {msg.to} in room “{peer.room_slug}”.")
+
+    @event
+    async def status(sid: str, data: object = None, *extra: object) -> None:
+        """A peer's state, backend, warm models, queue and speed; written and announced in the next
+        presence batch (`peer_updated`), never one by one."""
+        conn = await admitted(sid)
+        if conn is None:
+            return
+        if conn.peer is None:
+            await notify_error(sio, sid, "not_in_room", "Join a room before sending status.")
+            return
+        try:
+            update = msgspec.convert(data, Status)
+        except msgspec.ValidationError as exc:
+            await notify_error(sio, sid, "invalid", _problem(exc))
+            return
+        presence.update(conn.peer, update)
+
+    @sio.on("*")
+    async def unknown(event: object, sid: str, *args: object) -> None:
+        if await admitted(sid) is not None:
+            await notify_error(sio, sid, "unknown_event", f"There is no event called {str(event)[:64]!r}.")
+
+    @sio.event
+    async def disconnect(sid: str, reason: object = None) -> None:
+        """The socket closed (left, lost or timed out): its peer leaves its room."""
+        conn = await connection_of(sid)
+        if conn is not None:
+            await depart(conn, sid, closing=True)
+
+    async def refuse(sid: str, code: str, message: str) -> dict[str, Any]:
+        await notify_error(sio, sid, code, message)
+        return {"error": {"code": code, "message": message}}

@@ -1,0 +1,41 @@
+"""Everything the server tells rooms and peers over Socket.IO: presence batches and errors.
+
+Socket handlers and the presence loop call these; HTTP routes and services may too, through the
+`Realtime` kept in the app's state, so none of them touches the Socket.IO server directly.
+"""
+
+from __future__ import annotations
+
+import msgspec
+import socketio
+
+from mesh_nanollm.realtime.presence import RoomChanges
+
+
+def room_channel(room_slug: str) -> str:
+    """The Socket.IO room every peer of a mesh room is in."""
+    return f"r:{room_slug}"
+
+
+def peer_channel(room_slug: str, peer_id: str) -> str:
+    """One peer's own Socket.IO room. It names the mesh room too, so a signal addressed through it
+    can only reach a peer of the sender's room, on whichever instance that peer is connected."""
+    return f"p:{room_slug}:{peer_id}"
+
+
+async def notify_room_changes(sio: socketio.AsyncServer, changes: RoomChanges) -> None:
+    """One batch per kind of change, to everyone in the room: `peer_left {peer_ids}`,
+    `peer_joined {peers}`, `peer_updated {peers}`."""
+    to = room_channel(changes.room_slug)
+    room = changes.room_slug
+    if changes.left:
+        await sio.emit("peer_left", {"room": room, "peer_ids": changes.left}, to=to)
+    if changes.joined:
+        await sio.emit("peer_joined", {"room": room, "peers": msgspec.to_builtins(changes.joined)}, to=to)
+    if changes.updated:
+        await sio.emit("peer_updated", {"room": room, "peers": msgspec.to_builtins(changes.updated)}, to=to)
+
+
+async def notify_error(sio: socketio.AsyncServer, sid: str, code: str, message: str) -> None:
+    """`error {code, message}` to one connection on this instance; the connection stays up."""
+    await sio.emit("error", {"code": code, "message": message}, to=sid, ignore_queue=True)

@@ -1,0 +1,88 @@
+"""The Socket.IO payloads, client to server and back, as msgspec Structs with their size caps."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+
+# An SDP is a few KB (about 2-6 KB with audio-less data channels); 16 KiB leaves room for
+# many ICE candidates inlined without letting a peer push megabytes through the relay.
+SDP_MAX = 16 * 1024
+CANDIDATE_MAX = 1024
+PEER_ID_PATTERN = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+
+PeerId = Annotated[str, msgspec.Meta(pattern=PEER_ID_PATTERN)]
+Backend = Annotated[str, msgspec.Meta(max_length=16, pattern="^[a-z0-9_-]*$")]
+ModelId = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+WarmModels = Annotated[list[ModelId], msgspec.Meta(max_length=32)]
+PeerState = Literal["idle", "busy", "loading"]
+
+
+class Capabilities(msgspec.Struct):
+    """What a peer says about itself when it joins; unknown keys are ignored for forward compatibility."""
+
+    backend: Backend = ""
+    user_agent: Annotated[str, msgspec.Meta(max_length=300)] = ""
+    state: PeerState = "idle"
+    models_warm: WarmModels = []
+
+
+class JoinRoom(msgspec.Struct):
+    room: Annotated[str, msgspec.Meta(min_length=1, max_length=48)]
+    capabilities: Capabilities = msgspec.field(default_factory=Capabilities)
+
+
+class Status(msgspec.Struct):
+    state: PeerState = "idle"
+    backend: Backend = ""
+    models_warm: WarmModels = []
+    queue: Annotated[int, msgspec.Meta(ge=0, le=100_000)] = 0
+    tok_s: Annotated[float, msgspec.Meta(ge=0, le=1_000_000)] = 0.0
+
+
+class Signal(msgspec.Struct):
+    """`signal {to, kind, data}`; any `from` the client adds is ignored, the server stamps its own."""
+
+    to: PeerId
+    kind: Literal["offer", "answer", "candidate"]
+    data: dict[str, object] | None = None
+
+
+class SessionDescription(msgspec.Struct, forbid_unknown_fields=True):
+    """RTCSessionDescription.toJSON(): forwarded as sent, so nothing else may ride along."""
+
+    type: Literal["offer", "answer", "pranswer", "rollback"]
+    sdp: Annotated[str, msgspec.Meta(max_length=SDP_MAX)] = ""
+
+
+class IceCandidate(msgspec.Struct, forbid_unknown_fields=True):
+    """RTCIceCandidate.toJSON(); an empty `candidate` marks the end of gathering."""
+
+    candidate: Annotated[str, msgspec.Meta(max_length=CANDIDATE_MAX)] = ""
+    sdpMid: Annotated[str, msgspec.Meta(max_length=64)] | None = None  # noqa: N815 - the browser's name
+    sdpMLineIndex: Annotated[int, msgspec.Meta(ge=0, le=1024)] | None = None  # noqa: N815
+    usernameFragment: Annotated[str, msgspec.Meta(max_length=256)] | None = None  # noqa: N815
+
+
+class PeerEntry(msgspec.Struct):
+    """A peer as other peers see it in `join_room`'s ack and in presence events."""
+
+    peer_id: str
+    username: str
+    backend: str
+    state: str
+    models_warm: list[str]
+    queue: int
+    tok_s: float
+
+
+class JoinAck(msgspec.Struct):
+    peer_id: str
+    peers: list[PeerEntry]
+    ice_servers: list[dict[str, object]]
+
+
+class ErrorEvent(msgspec.Struct):
+    code: str
+    message: str

@@ -1,0 +1,145 @@
+"""Socket test helpers: accounts made over HTTP, and Socket.IO clients that record what they hear."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest_asyncio
+import socketio
+
+from conftest import LiveServer
+
+
+
+@dataclass
+class Account:
+    username: str
+    session_cookie: str
+    token: str
+
+
+async def sign_up(base_url: str) -> Account:
+    """Register a fresh user in the browser's way, then create an API token on /settings/tokens."""
+    username = f"rt-{uuid.uuid4().hex[:10]}"
+    async with httpx.AsyncClient(base_url=base_url, follow_redirects=True, timeout=10) as http:
+        await http.get("/register")
+        csrf = http.cookies["csrftoken"]
+        password = "correct horse battery"
+        response = await http.post(
+            "/register",
+            data={"username": username, "password": password, "confirm": password, "_csrf_token": csrf},
+        )
+        assert response.url.path == "/rooms", response.text[:300]
+        response = await http.post("/settings/tokens", data={"name": "sockets", "_csrf_token": csrf})
+        token = re.search(r'data-testid="new-token">([^<]+)<', response.text)
+        assert token, response.text[:300]
+        return Account(username, http.cookies["mesh_session"], token.group(1))
+
+
+async def create_room(base_url: str, account: Account, name: str, private: bool) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=base_url, timeout=10) as http:
+        response = await http.post(
+            "/api/rooms",
+            json={"name": name, "private": private},
+            headers={"Authorization": f"Bearer {account.token}"},
+        )
+        assert response.status_code == 201, response.text
+        return response.json()
+
+
+async def room_peers(base_url: str, account: Account, slug: str) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient(base_url=base_url, timeout=10) as http:
+        response = await http.get(
+            f"/api/rooms/{slug}/peers", headers={"Authorization": f"Bearer {account.token}"}
+        )
+        assert response.status_code == 200, response.text
+        return response.json()
+
+
+class Peer:
+    """A python-socketio client that keeps every event it receives, in order."""
+
+    def __init__(self) -> None:
+        self.client = socketio.AsyncClient(reconnection=False)
+        self.events: dict[str, list[Any]] = defaultdict(list)
+        self.peer_id: str | None = None
+        self._arrived = asyncio.Event()
+        self.client.on("*", self._record)
+        self.client.on("connect_error", lambda data: self.events["connect_error"].append(data))
+
+    async def _record(self, event: str, *args: Any) -> None:
+        self.events[event].append(args[0] if len(args) == 1 else list(args))
+        self._arrived.set()
+
+    async def connect(self, url: str, *, cookie: str | None = None, token: str | None = None, auth: Any = None) -> None:
+        headers = {}
+        if cookie is not None:
+            headers["Cookie"] = f"mesh_session={cookie}"
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        await self.client.connect(url, headers=headers, auth=auth, transports=["websocket"], wait_timeout=10)
+
+    async def join(self, room: str, **capabilities: Any) -> dict[str, Any]:
+        ack = await self.client.call("join_room", {"room": room, "capabilities": capabilities}, timeout=10)
+        if "peer_id" in ack:
+            self.peer_id = ack["peer_id"]
+        return ack
+
+    async def emit(self, event: str, data: Any) -> None:
+        await self.client.emit(event, data)
+
+    async def wait_for(self, event: str, match: Callable[[Any], bool] = lambda _: True, timeout: float = 10) -> Any:
+        """The first `event` payload (past or future) for which `match` is true."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            for payload in self.events[event]:
+                if match(payload):
+                    return payload
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                raise AssertionError(f"no matching {event!r} within {timeout}s; got {dict(self.events)}")
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), left)
+            except TimeoutError:
+                pass
+
+    async def close(self) -> None:
+        if self.client.connected:
+            await self.client.disconnect()
+
+
+def offer(sdp: str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n") -> dict[str, str]:
+    return {"type": "offer", "sdp": sdp}
+
+
+@pytest_asyncio.fixture
+async def peers() -> AsyncIterator[Callable[[], Peer]]:
+    """Make as many clients as a test needs; all are disconnected afterwards."""
+    made: list[Peer] = []
+
+    def make() -> Peer:
+        peer = Peer()
+        made.append(peer)
+        return peer
+
+    yield make
+    for peer in made:
+        await peer.close()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def account(live_server: LiveServer) -> Account:
+    return await sign_up(live_server.url)
+
+
+@pytest_asyncio.fixture(scope="session")
+async def other_account(live_server: LiveServer) -> Account:
+    return await sign_up(live_server.url)
