@@ -43,7 +43,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--proxy-server=http://127.0.0.1:9",
-    "--proxy-bypass-list=<-loopback>",
     "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1",
     "--allow-loopback-in-peer-connection",
     "--use-fake-ui-for-media-stream",
