@@ -26,7 +26,7 @@ os.environ.setdefault("SECRET_KEY", "test-secret-key")
 
 from litestar.testing import AsyncTestClient  # noqa: E402
 
-from mesh_nanollm import db  # noqa: E402
+from mesh_nanollm import db, security  # noqa: E402
 from mesh_nanollm.app import create_app  # noqa: E402
 from mesh_nanollm.settings import PROJECT_ROOT, Settings  # noqa: E402
 
@@ -104,6 +104,14 @@ def test_settings(database_url: str, **overrides: object) -> Settings:
         ice_servers=[],
         **overrides,  # type: ignore[arg-type]
     )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cheap_password_hashing() -> Iterator[None]:
+    """bcrypt's real cost (~0.2 s a hash) would dominate the HTTP tests; live servers keep it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(security, "BCRYPT_ROUNDS", 4)
+        yield
 
 
 @pytest_asyncio.fixture(scope="session", params=["sqlite", "postgres"])

@@ -19,13 +19,14 @@ from mesh_nanollm.tables import ApiToken, User
 
 SESSION_USER_KEY = "user_id"
 _SCOPE_USER = "mesh.user"
+BCRYPT_ROUNDS = 12  # tests lower it; the stored hash records the cost, so checks follow it
 # Compared against when the username is unknown, so a miss costs as much as a hit.
 _DUMMY_HASH = bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=12))
 
 
 async def hash_password(password: str) -> str:
     # bcrypt is deliberately slow: keep it off the event loop.
-    hashed = await asyncio.to_thread(bcrypt.hashpw, password.encode(), bcrypt.gensalt(rounds=12))
+    hashed = await asyncio.to_thread(bcrypt.hashpw, password.encode(), bcrypt.gensalt(rounds=BCRYPT_ROUNDS))
     return hashed.decode()
 
 
