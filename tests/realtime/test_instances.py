@@ -1,0 +1,95 @@
+"""Two Granian instances, one Postgres, one Redis: presence and relay cross between instances."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import (
+    TEST_DATABASE_URL,
+    TEST_REDIS_URL,
+    LiveServer,
+    postgres_reachable,
+    redis_reachable,
+    require,
+    reset_postgres,
+    start_server,
+)
+from realtime.conftest import create_room, offer, room_peers, sign_up
+
+pytestmark = pytest.mark.slow
+
+
+async def own_database(base_url: str, name: str) -> str:
+    """A database of our own beside the HTTP tests' one, so neither resets the other's tables."""
+    import asyncpg
+
+    admin = await asyncpg.connect(base_url.replace("postgres://", "postgresql://", 1))
+    try:
+        if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    url = base_url.rsplit("/", 1)[0] + "/" + name
+    await reset_postgres(url)
+    return url
+
+
+@pytest.fixture(scope="module")
+def two_instances(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, LiveServer]]:
+    problem = asyncio.run(postgres_reachable(TEST_DATABASE_URL)) or redis_reachable(TEST_REDIS_URL)
+    require(problem is None, problem or "")
+    database_url = asyncio.run(own_database(TEST_DATABASE_URL, "test_realtime"))
+    tmp: Path = tmp_path_factory.mktemp("instances")
+    first = start_server(tmp, database_url, REDIS_URL=TEST_REDIS_URL)
+    try:
+        second = start_server(tmp, database_url, REDIS_URL=TEST_REDIS_URL)
+    except Exception:
+        first.stop()
+        raise
+    yield first, second
+    second.stop()
+    first.stop()
+
+
+async def test_peers_on_two_instances_see_presence_and_relay(two_instances, peers) -> None:
+    one, two = two_instances
+    alice_account = await sign_up(one.url)
+    bob_account = await sign_up(two.url)
+    room = await create_room(one.url, alice_account, "spanning room", private=False)
+    elsewhere = await create_room(two.url, bob_account, "other room", private=False)
+    alice, bob, carol = peers(), peers(), peers()
+    # The session cookie made on instance one works on instance two: sessions live in Postgres.
+    await alice.connect(one.url, cookie=alice_account.session_cookie)
+    await bob.connect(two.url, cookie=alice_account.session_cookie)
+    await carol.connect(two.url, token=bob_account.token)
+    await alice.join(room["slug"], backend="webgpu")
+    bob_ack = await bob.join(room["slug"], backend="wasm")
+    await carol.join(elsewhere["slug"])
+
+    assert [p["peer_id"] for p in bob_ack["peers"]] == [alice.peer_id]  # presence from the database
+    await alice.wait_for("peer_joined", lambda e: any(p["peer_id"] == bob.peer_id for p in e["peers"]))
+    listed = await room_peers(one.url, alice_account, room["slug"])
+    assert {p["peer_id"] for p in listed} == {alice.peer_id, bob.peer_id}
+
+    await alice.emit("signal", {"to": bob.peer_id, "kind": "offer", "data": offer()})
+    assert await bob.wait_for("signal") == {"from": alice.peer_id, "kind": "offer", "data": offer()}
+    await bob.emit("signal", {"to": alice.peer_id, "kind": "answer", "data": {"type": "answer", "sdp": "v=0"}})
+    assert (await alice.wait_for("signal"))["from"] == bob.peer_id
+
+    await bob.emit("status", {"state": "busy", "backend": "wasm", "tok_s": 12.5})
+    await alice.wait_for("peer_updated", lambda e: any(p["peer_id"] == bob.peer_id and p["state"] == "busy" for p in e["peers"]))
+
+    # Carol is on instance two, but in another room: a signal addressed to her from alice's room
+    # must not reach her.
+    await alice.emit("signal", {"to": carol.peer_id, "kind": "offer", "data": offer()})
+    await asyncio.sleep(1)
+    assert carol.events["signal"] == []
+
+    await bob.close()
+    await alice.wait_for("peer_left", lambda e: bob.peer_id in e["peer_ids"])
+    listed = await room_peers(one.url, alice_account, room["slug"])
+    assert [p["peer_id"] for p in listed] == [alice.peer_id]
