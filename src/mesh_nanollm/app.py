@@ -136,6 +136,12 @@ def security_headers(response: Response) -> Response:
     return response
 
 
+def static_headers(response: Response) -> Response:
+    # A worker script must declare COEP itself, or a cross-origin-isolated page may not start it.
+    response.headers.setdefault("Cross-Origin-Embedder-Policy", "credentialless")
+    return security_headers(response)
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or load_settings()
     engine = db.bind(settings.database_url)
@@ -177,7 +183,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         JobPages,
         JobApi,
         vendor_router(STATIC_DIR),
-        create_static_files_router(path="/static", directories=[STATIC_DIR], name="static"),
+        create_static_files_router(
+            path="/static", directories=[STATIC_DIR], name="static", after_request=static_headers
+        ),
     ]
     if settings.models_dir.is_dir():
         route_handlers.append(

@@ -1,0 +1,294 @@
+/* Runs language models with transformers.js inside a module Web Worker.
+ * It speaks only {type, ...} messages (protocol in docs/inference.md); one worker keeps one backend for life. */
+
+// An adapter from one of these is a CPU emulating a GPU: slower than WASM, so it counts as "no GPU".
+const SOFTWARE_GPU = /swiftshader|llvmpipe|lavapipe|softpipe|basic render|software/i;
+
+const state = {
+  config: null, // the init message
+  device: "", // "webgpu" | "wasm", fixed once init has answered
+  lib: null, // the transformers.js module (a promise while it imports)
+  model: null, // {id, generator, contextLimit} of the warm model
+  loading: null, // {id, promise} while a model loads
+  job: null, // {id, stopper} while a generation runs
+};
+
+const post = (message) => self.postMessage(message);
+const fail = (code, message, extra = {}) => post({ type: "error", code, message, ...extra });
+
+self.addEventListener("message", (event) => {
+  const message = event.data;
+  const handler = message && typeof message === "object" && HANDLERS[message.type];
+  if (!handler) {
+    fail("bad_message", "Messages must be objects whose type is one of: " + Object.keys(HANDLERS).join(", ") + ".");
+    return;
+  }
+  handler(message).catch((error) => fail("internal", describe(error), { id: message.id }));
+});
+
+const HANDLERS = { init, load, generate, cancel };
+
+function describe(error) {
+  return String(error?.message ?? error).slice(0, 500);
+}
+
+function isUrl(value) {
+  return typeof value === "string" && value.startsWith("/");
+}
+
+/** {type: "init", runtime, device, allow_software_gpu, threads, local_model_path} → {type: "backend"}. */
+async function init(message) {
+  if (state.config) return fail("bad_message", "This worker is already initialised; start a new one to change its backend.");
+  const { runtime, device = "auto", threads = null, local_model_path: localModelPath = "/models/" } = message;
+  const pairsOk = ["webgpu", "wasm"].every((key) => isUrl(runtime?.[key]?.mjs) && isUrl(runtime?.[key]?.wasm));
+  if (!isUrl(runtime?.transformers) || !pairsOk || !["auto", "webgpu", "wasm"].includes(device) || !isUrl(localModelPath)) {
+    return fail("bad_message", "init needs runtime.transformers, runtime.webgpu/wasm {mjs, wasm} as root-relative URLs, device auto|webgpu|wasm and a root-relative local_model_path.");
+  }
+  if (threads !== null && !(Number.isInteger(threads) && threads >= 1 && threads <= 16)) {
+    return fail("bad_message", "threads must be an integer from 1 to 16, or null for ONNX Runtime's default.");
+  }
+  state.config = { ...message, local_model_path: localModelPath };
+
+  const gpu = device === "wasm" ? { adapter: null, reason: "WASM was asked for." } : await probeGpu(message);
+  state.device = gpu.adapter ? "webgpu" : "wasm";
+  const lib = await importRuntime(runtime, threads);
+  post({
+    type: "backend",
+    device: state.device,
+    adapter: gpu.adapter,
+    reason: gpu.reason,
+    threads: lib.env.backends.onnx.wasm.numThreads ?? null,
+    isolated: self.crossOriginIsolated === true,
+  });
+}
+
+/** A real GPU adapter ({vendor, architecture}) or null, and why. */
+async function probeGpu({ device, allow_software_gpu: allowSoftware = false }) {
+  if (!self.navigator.gpu) return { adapter: null, reason: "This browser has no WebGPU." };
+  let adapter = null;
+  try {
+    adapter = await self.navigator.gpu.requestAdapter({ powerPreference: "high-performance" });
+  } catch (error) {
+    return { adapter: null, reason: `WebGPU adapter request failed: ${describe(error)}` };
+  }
+  if (!adapter) return { adapter: null, reason: "WebGPU is present but offers no adapter." };
+  const info = adapter.info ?? {};
+  const label = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(" ");
+  const software = info.isFallbackAdapter === true || adapter.isFallbackAdapter === true || SOFTWARE_GPU.test(label);
+  if (software && !(allowSoftware && device === "webgpu")) {
+    return { adapter: null, reason: `The only WebGPU adapter is a software one (${label || "fallback"}); WASM is faster.` };
+  }
+  return { adapter: { vendor: info.vendor ?? "", architecture: info.architecture ?? "", software }, reason: "" };
+}
+
+/** Import transformers.js and point ONNX Runtime at our own copy of the wasm pair for this backend. */
+async function importRuntime(runtime, threads) {
+  state.lib ??= import(runtime.transformers);
+  const lib = await state.lib;
+  const pair = runtime[state.device];
+  // Mutate, don't replace: transformers.js shares this object with ONNX Runtime. Its own default
+  // points at a CDN; ORT reads the pair once per worker, which is why a backend is fixed per worker.
+  lib.env.backends.onnx.wasm.wasmPaths = { mjs: pair.mjs, wasm: pair.wasm };
+  if (threads !== null) lib.env.backends.onnx.wasm.numThreads = threads;
+  lib.env.localModelPath = state.config.local_model_path; // root-relative: an absolute URL loses the tokenizer in 4.3.1
+  return lib;
+}
+
+/** {type: "load", model, source: "local"|"hub", dtype} → {type: "progress"}* → {type: "ready"} | error. */
+async function load({ model, source, dtype }) {
+  if (!state.config) return fail("not_initialised", "Send init before load.", { model });
+  if (typeof model !== "string" || !model || !["local", "hub"].includes(source) || typeof dtype !== "string") {
+    return fail("bad_message", "load needs model (string), source (local|hub) and dtype.", { model });
+  }
+  if (state.job) return fail("busy", "A generation is running; cancel it or wait before loading another model.", { model });
+  if (state.model?.id === model) return post({ type: "ready", model, device: state.device, load_ms: 0, warm: true });
+  if (state.loading?.id === model) return; // the first load's ready/error answers both
+  if (state.loading) return fail("busy", `Still loading ${state.loading.id}.`, { model });
+
+  const started = performance.now();
+  const promise = openModel(model, source, dtype);
+  state.loading = { id: model, promise };
+  try {
+    const opened = await promise;
+    state.model = opened;
+    post({ type: "ready", model, device: state.device, load_ms: performance.now() - started, warm: false });
+  } catch (error) {
+    // 4.3.1 cannot recover from a failed WebGPU session in the same worker: the page starts a fresh one.
+    const code = state.device === "webgpu" ? "webgpu_failed" : "load_failed";
+    fail(code, `Could not load ${model}: ${describe(error)}`, { model });
+  } finally {
+    state.loading = null;
+  }
+}
+
+async function openModel(model, source, dtype) {
+  const lib = await state.lib;
+  const previous = state.model;
+  state.model = null;
+  // One warm model per worker: a second one would double the memory a tab holds.
+  await previous?.generator.dispose();
+  lib.env.allowLocalModels = source === "local";
+  lib.env.allowRemoteModels = source === "hub";
+  const progress = progressReporter(model);
+  const generator = await lib.pipeline("text-generation", model, {
+    device: state.device,
+    dtype,
+    progress_callback: progress,
+  });
+  progress.flush();
+  yieldBeforeEachStep(generator.model);
+  const config = generator.model.config ?? {};
+  const contextLimit = config.max_position_embeddings ?? config.n_positions ?? config.n_ctx ?? null;
+  return { id: model, generator, contextLimit };
+}
+
+/** Let queued messages (a cancel) run between decoding steps.
+ * On the WASM backend a whole generate() call only awaits already-settled promises, so without a
+ * real task boundary the worker would read "cancel" after the last token. A MessageChannel hop costs
+ * microseconds, where setTimeout(0) is clamped to 4 ms. */
+function yieldBeforeEachStep(model) {
+  const channel = new MessageChannel();
+  const waiting = [];
+  channel.port1.onmessage = () => waiting.shift()?.();
+  const forward = model.forward.bind(model);
+  model.forward = async (inputs) => {
+    await new Promise((resolve) => {
+      waiting.push(resolve);
+      channel.port2.postMessage(null);
+    });
+    return forward(inputs);
+  };
+}
+
+/** Aggregate byte progress across the model's files, posted at most every 100 ms. */
+function progressReporter(model) {
+  let last = 0;
+  let latest = null;
+  const send = () => latest && post({ type: "progress", model, ...latest });
+  const report = (info) => {
+    if (info.status !== "progress_total") return;
+    latest = { loaded: info.loaded, total: info.total };
+    const now = performance.now();
+    if (now - last >= 100 || info.loaded >= info.total) {
+      last = now;
+      send();
+    }
+  };
+  report.flush = send;
+  return report;
+}
+
+/** {type: "generate", id, model, prompt, params} → {type: "token"}* → {type: "done"} | error. */
+async function generate({ id, model, prompt, params = {} }) {
+  const received = performance.now();
+  if (typeof id !== "string" || !id || typeof prompt !== "string" || !prompt || typeof params !== "object" || params === null) {
+    return fail("bad_message", "generate needs id (string), prompt (non-empty string) and params (object).", { id });
+  }
+  if (state.job) return fail("busy", `Generation ${state.job.id} is still running.`, { id });
+  if (!state.model || state.model.id !== model) return fail("not_loaded", `Load ${model} first.`, { id });
+
+  const lib = await state.lib;
+  const { generator, contextLimit } = state.model;
+  const stopper = new lib.InterruptableStoppingCriteria();
+  state.job = { id, stopper };
+  try {
+    const input = generator.tokenizer.chat_template ? [{ role: "user", content: prompt }] : prompt;
+    const promptTokens = countPromptTokens(generator.tokenizer, input);
+    const options = generationOptions(params);
+    let limitedByContext = false;
+    if (contextLimit) {
+      if (promptTokens >= contextLimit) {
+        return fail("too_long", `The prompt is ${promptTokens} tokens; this model reads at most ${contextLimit - 1}.`, { id });
+      }
+      const room = contextLimit - promptTokens;
+      const asked = options.max_new_tokens ?? generator.model.generation_config?.max_new_tokens ?? room;
+      if (asked > room) {
+        options.max_new_tokens = room;
+        limitedByContext = true;
+      }
+    }
+
+    const run = { tokens: 0, text: "", pending: "", first: 0, last: 0 };
+    const streamer = new lib.TextStreamer(generator.tokenizer, {
+      skip_prompt: true,
+      skip_special_tokens: true,
+      callback_function: (text) => {
+        run.text += text;
+        run.pending += text;
+      },
+      token_callback_function: () => {
+        run.last = performance.now();
+        run.first ||= run.last;
+        run.tokens += 1;
+      },
+    });
+    // One message per token, carrying whatever text that token completed (words arrive whole).
+    const put = streamer.put.bind(streamer);
+    streamer.put = (value) => {
+      const before = run.tokens;
+      put(value);
+      if (run.tokens > before) {
+        post({ type: "token", id, seq: run.tokens, text: run.pending });
+        run.pending = "";
+      }
+    };
+    const end = streamer.end.bind(streamer);
+    streamer.end = () => {
+      end();
+      if (run.pending) post({ type: "token", id, seq: run.tokens, text: run.pending });
+      run.pending = "";
+    };
+
+    await generator(input, { ...options, streamer, stopping_criteria: [stopper] });
+
+    const decodeS = (run.last - run.first) / 1000;
+    const reason = stopper.interrupted
+      ? "cancelled"
+      : options.max_new_tokens && run.tokens >= options.max_new_tokens
+        ? (limitedByContext ? "context" : "length")
+        : "eos";
+    post({
+      type: "done",
+      id,
+      text: run.text,
+      tokens: run.tokens,
+      prompt_tokens: promptTokens,
+      ttft_ms: run.first ? run.first - received : null,
+      tok_s: run.tokens > 1 && decodeS > 0 ? (run.tokens - 1) / decodeS : null,
+      total_ms: performance.now() - received,
+      reason,
+    });
+  } catch (error) {
+    fail("generate_failed", describe(error), { id });
+  } finally {
+    state.job = null;
+  }
+}
+
+function countPromptTokens(tokenizer, input) {
+  if (typeof input === "string") return tokenizer(input).input_ids.dims.at(-1);
+  return tokenizer.apply_chat_template(input, { add_generation_prompt: true, tokenize: true, return_tensor: false }).length;
+}
+
+/** Only the parameters the requester chose; the model's generation_config supplies the rest. */
+function generationOptions(params) {
+  const options = {};
+  const int = (value, lo, hi) => Number.isInteger(value) && value >= lo && value <= hi;
+  const num = (value, lo, hi) => typeof value === "number" && value >= lo && value <= hi;
+  if (int(params.max_new_tokens, 1, 4096)) options.max_new_tokens = params.max_new_tokens;
+  if (num(params.repetition_penalty, 1, 2)) options.repetition_penalty = params.repetition_penalty;
+  if (num(params.temperature, 0, 2) && params.temperature > 0) {
+    options.do_sample = true;
+    options.temperature = params.temperature;
+    if (int(params.top_k, 1, 1000)) options.top_k = params.top_k;
+    if (num(params.top_p, 0.01, 1)) options.top_p = params.top_p;
+  } else {
+    options.do_sample = false;
+  }
+  return options;
+}
+
+/** {type: "cancel", id}: the running generation stops after its current token and answers done/cancelled. */
+async function cancel({ id }) {
+  if (state.job && (id === undefined || id === state.job.id)) state.job.stopper.interrupt();
+}
