@@ -7,10 +7,10 @@ import re
 from html import unescape
 
 import pytest
+from conftest import csrf_token, register, unique_name
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from conftest import csrf_token, register, unique_name
 from mesh_nanollm import db
 from mesh_nanollm.app import create_app
 
@@ -34,7 +34,7 @@ async def sign_up(client: AsyncTestClient, username: str, password: str = PASSWO
 
 def flash(html: str) -> list[str]:
     """The texts of every data-testid="flash" element, as a user would read them."""
-    texts = re.findall(r'data-testid="flash"[^>]*>(.*?)</', html, re.S)
+    texts = re.findall(r'data-testid="flash"[^>]*>(.*?)</', html, re.DOTALL)
     return [unescape(re.sub(r"\s+", " ", text).strip()) for text in texts]
 
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import base64
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from html import unescape
 from uuid import UUID, uuid4
 
 import pytest
+from conftest import register
 from litestar.testing import AsyncTestClient
 
-from conftest import register
 from mesh_nanollm.tables import Job
 
 HTMX = {"HX-Request": "true"}
@@ -38,7 +38,7 @@ PATH_TO = {
 
 
 def flash(html: str) -> list[str]:
-    texts = re.findall(r'data-testid="flash"[^>]*>(.*?)</', html, re.S)
+    texts = re.findall(r'data-testid="flash"[^>]*>(.*?)</', html, re.DOTALL)
     return [unescape(re.sub(r"\s+", " ", text).strip()) for text in texts]
 
 
@@ -220,7 +220,7 @@ async def test_history_filters_by_status_room_and_model(user_client: AsyncTestCl
 async def test_api_pagination_has_no_duplicates_or_gaps(user_client: AsyncTestClient) -> None:
     created = [(await create_job(user_client, f"job {n}"))["id"] for n in range(7)]
     # Three jobs share one timestamp, so the id has to break the tie.
-    same = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    same = datetime(2026, 1, 1, tzinfo=UTC)
     await Job.update({Job.created_at: same}).where(Job.id.is_in([UUID(i) for i in created[2:5]]))
     seen: list[str] = []
     cursor = None

@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from html import unescape
 
 import pytest
+from conftest import register, unique_name
 from litestar.testing import AsyncTestClient
 
-from conftest import register, unique_name
 from mesh_nanollm.tables import PeerSession, Room, User
 
 HTMX = {"HX-Request": "true"}
 
 
 def flash(html: str) -> list[str]:
-    texts = re.findall(r'data-testid="flash"[^>]*>(.*?)</', html, re.S)
+    texts = re.findall(r'data-testid="flash"[^>]*>(.*?)</', html, re.DOTALL)
     return [unescape(re.sub(r"\s+", " ", text).strip()) for text in texts]
 
 
@@ -50,7 +50,7 @@ async def add_peer(slug: str, username: str, connected: bool = True) -> str:
     """A browser peer as the socket layer records it on join_room; returns its peer id."""
     room = await Room.select(Room.id).where(Room.slug == slug).first()
     user = await User.select(User.id).where(User.username == username).first()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     peer = PeerSession(
         room=room["id"],
         user=user["id"],
@@ -200,7 +200,7 @@ async def test_room_page_is_cross_origin_isolated(user_client: AsyncTestClient) 
 
 async def test_room_page_model_picker_offers_the_tiny_model(user_client: AsyncTestClient) -> None:
     response = await user_client.get("/rooms/global")
-    picker = re.search(r'<select[^>]*data-testid="model"[^>]*>(.*?)</select>', response.text, re.S).group(1)
+    picker = re.search(r'<select[^>]*data-testid="model"[^>]*>(.*?)</select>', response.text, re.DOTALL).group(1)
     tiny = re.search(r'<option value="tiny-gpt2"[^>]*>', picker)
     assert tiny is not None and "selected" in tiny.group(0)
     for testid in ("prompt", "run", "output", "mode", "backend", "peers"):
@@ -231,7 +231,7 @@ async def test_peers_fragment_lists_connected_peers(user_client: AsyncTestClient
     assert "sid" not in peer
     assert (await user_client.get(f"/api/rooms/{slug}")).json()["peers"] == 1
     listing = (await user_client.get("/rooms")).text
-    assert re.search(rf'data-room="{slug}".*?1 peer online', listing, re.S)
+    assert re.search(rf'data-room="{slug}".*?1 peer online', listing, re.DOTALL)
 
 
 # The rooms API

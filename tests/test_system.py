@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from conftest import register
+from conftest import test_settings as settings_for
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from conftest import register
-from conftest import test_settings as settings_for
 from mesh_nanollm import db
 from mesh_nanollm.app import create_app
 

@@ -6,7 +6,10 @@ import argparse
 import asyncio
 import logging
 import os
+import sqlite3
 import sys
+
+import asyncpg
 
 from mesh_nanollm import db
 from mesh_nanollm.settings import SettingsError, load_settings
@@ -34,7 +37,11 @@ def _parser() -> argparse.ArgumentParser:
 def migrate() -> None:
     settings = load_settings()
     db.bind(settings.database_url)
-    asyncio.run(db.migrate())
+    try:
+        asyncio.run(db.migrate())
+    except (OSError, sqlite3.Error, asyncpg.PostgresError) as exc:
+        # Unreachable server, missing folder, wrong password: the usual DATABASE_URL mistakes.
+        raise SettingsError(f"cannot use the database in DATABASE_URL ({exc.__class__.__name__}: {exc})") from exc
 
 
 def serve(args: argparse.Namespace) -> None:

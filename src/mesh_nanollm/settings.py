@@ -7,6 +7,7 @@ import os
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ICE_SERVERS: list[dict[str, object]] = [{"urls": ["stun:stun.l.google.com:19302"]}]
@@ -87,11 +88,25 @@ def _int(environ: dict[str, str], name: str, default: int) -> int:
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
 
 
+def _port(environ: dict[str, str]) -> int:
+    port = _int(environ, "PORT", 8000)
+    if not 1 <= port <= 65535:
+        raise SettingsError(f"PORT must be between 1 and 65535, got {port}")
+    return port
+
+
 def load_database_url(environ: dict[str, str] | None = None) -> str:
     environ = dict(os.environ if environ is None else environ)
     database_url = environ.get("DATABASE_URL") or "sqlite:///mesh-nanollm.sqlite"
     if not database_url.startswith(("sqlite:///", "postgres://", "postgresql://")):
         raise SettingsError("DATABASE_URL must start with sqlite:///, postgres:// or postgresql://")
+    try:
+        _ = urlsplit(database_url).port  # parsed lazily; the driver would fail later with a traceback
+    except ValueError as exc:
+        raise SettingsError(f"DATABASE_URL has a malformed port: {exc}") from exc
+    folder = Path(database_url.removeprefix("sqlite:///")).parent
+    if database_url.startswith("sqlite:///") and not folder.is_dir():
+        raise SettingsError(f"DATABASE_URL points into a folder that does not exist: {folder}")
     return database_url
 
 
@@ -111,7 +126,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         models_dir=Path(environ.get("MODELS_DIR") or PROJECT_ROOT / "models"),
         catalogue_path=Path(environ.get("MODEL_CATALOGUE") or PROJECT_ROOT / "catalogue.json"),
         host=environ.get("HOST", "0.0.0.0" if env == "production" else "127.0.0.1"),
-        port=_int(environ, "PORT", 8000),
+        port=_port(environ),
         abandon_after_s=_int(environ, "JOB_ABANDON_AFTER", 600),
         db_pool_size=_int(environ, "DB_POOL_SIZE", 10),
         socket_rate=_int(environ, "SOCKET_RATE", 50),
