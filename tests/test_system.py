@@ -126,3 +126,17 @@ async def test_oversize_form_body_is_rejected_with_413(user_client: AsyncTestCli
     assert response.status_code == 413
     assert "Traceback" not in response.text
     assert 'data-testid="flash"' in response.text
+
+
+async def test_nul_characters_never_cause_a_server_error(user_client: AsyncTestClient, app: Litestar) -> None:
+    # SQLite stores a NUL character; Postgres text cannot hold one and must answer 400, not 500.
+    stored = 201 if app.state.settings.is_sqlite else 400
+    room = await user_client.post("/api/rooms", json={"name": "nul\u0000room"})
+    assert room.status_code == stored
+    job = await user_client.post("/api/jobs", json={"room": "global", "model": "tiny-gpt2", "prompt": "a\u0000b"})
+    assert job.status_code == stored
+    if stored == 400:
+        assert job.json()["detail"].startswith("The request contains a value that cannot be stored")
+    assert (await user_client.get("/api/jobs?model=a%00b")).status_code in (200, 400)
+    page = await user_client.get("/rooms/a%00b")
+    assert page.status_code in (400, 404) and 'data-testid="flash"' in page.text

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
+import asyncpg
 import socketio
 from litestar import Litestar, Request, Response
 from litestar.config.csrf import CSRFConfig
@@ -81,6 +82,9 @@ def describe(exc: Exception) -> tuple[int, str]:
         return 400, f"The request is not valid — {detail}"
     if isinstance(exc, HTTPException):
         return exc.status_code, str(exc.detail)
+    if isinstance(exc, asyncpg.DataError):
+        # Input Postgres cannot hold (a NUL character, say) that SQLite would have taken.
+        return 400, f"The request contains a value that cannot be stored: {exc}."
     return HTTP_500_INTERNAL_SERVER_ERROR, "Something went wrong on our side. Please try again."
 
 
