@@ -333,6 +333,13 @@ async def test_revoke_someone_elses_token_is_404(client: AsyncTestClient) -> Non
     assert flash(response.text) == ["No such token."]
 
 
+@pytest.mark.parametrize("token_id", ["0", "123456789", "99999999999999999999999"])
+async def test_revoke_unknown_token_is_404(user_client: AsyncTestClient, token_id: str) -> None:
+    response = await user_client.post(f"/settings/tokens/{token_id}/revoke", headers={"HX-Request": "true"})
+    assert response.status_code == 404
+    assert flash(response.text) == ["No such token."]
+
+
 async def test_unknown_bearer_token_gets_401_json(client: AsyncTestClient) -> None:
     response = await client.get("/api/rooms", headers={"authorization": "Bearer mnl_not-a-real-token"})
     assert response.status_code == 401

@@ -75,6 +75,8 @@ async def create_token(user: User, name: str) -> tuple[ApiToken, str]:
 
 
 async def revoke_token(user: User, token_id: int) -> None:
+    if not 0 < token_id < 2**63:  # beyond the id column's range the drivers raise, not miss
+        raise NotFound("No such token.")
     deleted = await ApiToken.delete().where(ApiToken.id == token_id, ApiToken.user == user.id).returning(ApiToken.id)
     if not deleted:
         raise NotFound("No such token.")
