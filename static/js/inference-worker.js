@@ -94,14 +94,16 @@ async function importRuntime(runtime, threads) {
   return lib;
 }
 
-/** {type: "load", model, source: "local"|"hub", dtype} → {type: "progress"}* → {type: "ready"} | error. */
+/** {type: "load", model, source: "local"|"hub", dtype} → {type: "progress"}* → {type: "ready", defaults} | error. */
 async function load({ model, source, dtype }) {
   if (!state.config) return fail("not_initialised", "Send init before load.", { model });
   if (typeof model !== "string" || !model || !["local", "hub"].includes(source) || typeof dtype !== "string") {
     return fail("bad_message", "load needs model (string), source (local|hub) and dtype.", { model });
   }
   if (state.job) return fail("busy", "A generation is running; cancel it or wait before loading another model.", { model });
-  if (state.model?.id === model) return post({ type: "ready", model, device: state.device, load_ms: 0, warm: true });
+  if (state.model?.id === model) {
+    return post({ type: "ready", model, device: state.device, load_ms: 0, warm: true, defaults: state.model.defaults });
+  }
   if (state.loading?.id === model) return; // the first load's ready/error answers both
   if (state.loading) return fail("busy", `Still loading ${state.loading.id}.`, { model });
 
@@ -111,7 +113,7 @@ async function load({ model, source, dtype }) {
   try {
     const opened = await promise;
     state.model = opened;
-    post({ type: "ready", model, device: state.device, load_ms: performance.now() - started, warm: false });
+    post({ type: "ready", model, device: state.device, load_ms: performance.now() - started, warm: false, defaults: opened.defaults });
   } catch (error) {
     // 4.3.1 cannot recover from a failed WebGPU session in the same worker: the page starts a fresh one.
     const code = state.device === "webgpu" ? "webgpu_failed" : "load_failed";
@@ -139,7 +141,9 @@ async function openModel(model, source, dtype) {
   yieldBeforeEachStep(generator.model);
   const config = generator.model.config ?? {};
   const contextLimit = config.max_position_embeddings ?? config.n_positions ?? config.n_ctx ?? null;
-  return { id: model, generator, contextLimit };
+  // What the model's generation_config applies when a request leaves a parameter out.
+  const defaults = { repetition_penalty: generator.model.generation_config?.repetition_penalty ?? 1 };
+  return { id: model, generator, contextLimit, defaults };
 }
 
 /** Let queued messages (a cancel) run between decoding steps.

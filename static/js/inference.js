@@ -1,0 +1,102 @@
+/* The page's handle on inference-worker.js: starts it, pairs replies with requests, and falls back
+ * to a fresh WASM worker when WebGPU cannot open a model (one worker keeps one backend for life). */
+
+const WORKER_URL = "/static/js/inference-worker.js";
+
+export class InferenceError extends Error {
+  constructor({ code, message }) {
+    super(message);
+    this.code = code;
+  }
+}
+
+export class InferenceClient {
+  /** config: {runtime, device: auto|webgpu|wasm, allow_software_gpu, threads, local_model_path}. */
+  constructor(config, { onBackend = () => {}, onProgress = () => {} } = {}) {
+    this.config = config;
+    this.onBackend = onBackend;
+    this.onProgress = onProgress;
+    this.backend = null; // the worker's last "backend" message
+    this.worker = null;
+    this.pending = new Map(); // "init" | "load:<model>" | "gen:<id>" → {resolve, reject}
+    this.streams = new Map(); // generation id → token callback
+  }
+
+  /** Start a worker on `device` and resolve with its backend report. */
+  start(device = this.config.device) {
+    this.worker?.terminate();
+    this.#rejectAll({ code: "restarted", message: "The inference worker was restarted." });
+    this.worker = new Worker(WORKER_URL, { type: "module" });
+    this.worker.addEventListener("message", (event) => this.#receive(event.data));
+    this.worker.addEventListener("error", () =>
+      this.#rejectAll({ code: "worker_failed", message: "The inference worker could not start." }),
+    );
+    const ready = this.#expect("init");
+    this.worker.postMessage({ type: "init", ...this.config, device });
+    return ready.then((backend) => {
+      this.backend = backend;
+      this.onBackend(backend);
+      return backend;
+    });
+  }
+
+  /** Load (or find warm) `entry` = {id, source, dtype}; resolves with the worker's "ready" message. */
+  async load(entry) {
+    const ready = this.#expect(`load:${entry.id}`);
+    this.worker.postMessage({ type: "load", model: entry.id, source: entry.source, dtype: entry.dtype });
+    try {
+      return await ready;
+    } catch (error) {
+      if (error.code !== "webgpu_failed") throw error;
+      console.warn(`WebGPU could not open ${entry.id}; retrying on WASM in a fresh worker.`, error.message);
+      await this.start("wasm");
+      return this.load(entry);
+    }
+  }
+
+  /** Generate; `onToken({seq, text})` per token; resolves with the worker's "done" message. */
+  generate({ id, model, prompt, params }, onToken) {
+    const done = this.#expect(`gen:${id}`);
+    this.streams.set(id, onToken);
+    this.worker.postMessage({ type: "generate", id, model, prompt, params });
+    return done.finally(() => this.streams.delete(id));
+  }
+
+  cancel(id) {
+    this.worker?.postMessage({ type: "cancel", id });
+  }
+
+  #expect(key) {
+    return new Promise((resolve, reject) => this.pending.set(key, { resolve, reject }));
+  }
+
+  #settle(key, outcome, value) {
+    const waiter = this.pending.get(key);
+    if (!waiter) return;
+    this.pending.delete(key);
+    waiter[outcome](value);
+  }
+
+  #rejectAll(reason) {
+    for (const key of [...this.pending.keys()]) this.#settle(key, "reject", new InferenceError(reason));
+  }
+
+  #receive(message) {
+    switch (message.type) {
+      case "backend":
+        return this.#settle("init", "resolve", message);
+      case "progress":
+        return this.onProgress(message);
+      case "ready":
+        return this.#settle(`load:${message.model}`, "resolve", message);
+      case "token":
+        return this.streams.get(message.id)?.(message);
+      case "done":
+        return this.#settle(`gen:${message.id}`, "resolve", message);
+      case "error": {
+        const key = message.id ? `gen:${message.id}` : message.model ? `load:${message.model}` : "init";
+        return this.#settle(key, "reject", new InferenceError(message));
+      }
+    }
+  }
+}
