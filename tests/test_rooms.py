@@ -88,6 +88,14 @@ async def test_create_public_room_opens_it_for_everyone(user_client: AsyncTestCl
     assert (await user_client.get(f"/rooms/{slug}")).status_code == 200
 
 
+async def test_create_room_with_htmx_sends_browser_to_the_room(user_client: AsyncTestClient) -> None:
+    response = await user_client.post("/rooms", data={"name": "Htmx room"}, headers=HTMX, follow_redirects=False)
+    assert response.status_code == 200
+    target = response.headers["hx-redirect"]
+    assert target.startswith("/rooms/htmx-room")
+    assert (await user_client.get(target)).status_code == 200
+
+
 async def test_same_name_twice_gets_two_rooms(user_client: AsyncTestClient) -> None:
     name = f"Twin {unique_name()}"
     assert await create_room(user_client, name) != await create_room(user_client, name)
@@ -135,6 +143,15 @@ async def test_join_by_invite_lets_a_new_member_in(user_client: AsyncTestClient)
     assert slug in listed_rooms((await user_client.get("/rooms")).text)
     # Joining twice is harmless.
     assert (await user_client.post("/rooms/join", data={"code": code}, follow_redirects=False)).status_code == 303
+
+
+async def test_join_with_htmx_sends_browser_to_the_room(user_client: AsyncTestClient) -> None:
+    slug = await create_room(user_client, "Htmx invite", private=True)
+    code = await invite_code(user_client, slug)
+    await switch_user(user_client)
+    response = await user_client.post("/rooms/join", data={"code": code}, headers=HTMX, follow_redirects=False)
+    assert response.status_code == 200
+    assert response.headers["hx-redirect"] == f"/rooms/{slug}"
 
 
 @pytest.mark.parametrize("code", ["not-a-code", "", "c" * 500])

@@ -8,7 +8,7 @@ import msgspec
 from litestar import Controller, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody, URLEncodedBody
-from litestar.plugins.htmx import HTMXRequest, HTMXTemplate
+from litestar.plugins.htmx import ClientRedirect, HTMXRequest, HTMXTemplate
 from litestar.response import Redirect, Template
 
 from mesh_nanollm.catalogue import Catalogue
@@ -34,6 +34,11 @@ def room_view(room: Room, peers: int, user: NamedDependency[User], owner_name: s
     )
 
 
+def go_to(request: HTMXRequest, path: str) -> Redirect | ClientRedirect:
+    # fetch() follows a 303 by itself, so htmx would swap the whole next page into the form.
+    return ClientRedirect(path) if request.htmx else Redirect(path, status_code=303)
+
+
 def peer_views(rows: list[dict[str, Any]]) -> list[PeerView]:
     return [msgspec.convert(row, PeerView, from_attributes=False, strict=False) for row in rows]
 
@@ -50,7 +55,7 @@ class RoomPages(Controller):
         return Template("rooms.html", context=await self._list_page(user))
 
     @post("/", name="room_create", status_code=200)
-    async def create(self, request: HTMXRequest, user: NamedDependency[User], data: Form) -> Template | Redirect:
+    async def create(self, request: HTMXRequest, user: NamedDependency[User], data: Form) -> Template | Redirect | ClientRedirect:
         name = data.get("name", "")
         try:
             room = await service.create_room(user, name, data.get("private") in ("on", "true", "1"))
@@ -59,10 +64,10 @@ class RoomPages(Controller):
             if request.htmx:
                 return HTMXTemplate(template_name="_room_form.html", context=context, status_code=422)
             return Template("rooms.html", context=context, status_code=422)
-        return Redirect(f"/rooms/{room.slug}", status_code=303)
+        return go_to(request, f"/rooms/{room.slug}")
 
     @post("/join", name="room_join", status_code=200)
-    async def join(self, request: HTMXRequest, user: NamedDependency[User], data: Form) -> Template | Redirect:
+    async def join(self, request: HTMXRequest, user: NamedDependency[User], data: Form) -> Template | Redirect | ClientRedirect:
         code = data.get("code", "")
         try:
             room = await service.join_by_invite(user, code)
@@ -71,7 +76,7 @@ class RoomPages(Controller):
             if request.htmx:
                 return HTMXTemplate(template_name="_join_form.html", context=context, status_code=422)
             return Template("rooms.html", context=context, status_code=422)
-        return Redirect(f"/rooms/{room.slug}", status_code=303)
+        return go_to(request, f"/rooms/{room.slug}")
 
     @get("/{slug:str}", name="room")
     async def room(self, user: NamedDependency[User], slug: FromPath[str], catalogue: NamedDependency[Catalogue], settings: NamedDependency[Settings]) -> Template:

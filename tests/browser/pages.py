@@ -1,0 +1,97 @@
+"""Page objects for the foundation pages, driven through labels, roles and data-testid hooks."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from playwright.async_api import Locator, Page, expect
+
+
+@dataclass
+class AppPage:
+    page: Page
+    base_url: str
+
+    async def screenshot(self, path: Path) -> Path:
+        await self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+    @property
+    def flash(self) -> Locator:
+        return self.page.get_by_test_id("flash")
+
+
+class RegisterPage(AppPage):
+    async def open(self) -> RegisterPage:
+        await self.page.goto(f"{self.base_url}/register")
+        return self
+
+    async def sign_up(self, username: str, password: str) -> RoomsPage:
+        await self.page.get_by_label("Username").fill(username)
+        await self.page.get_by_label("Password", exact=True).fill(password)
+        await self.page.get_by_label("Repeat the password").fill(password)
+        await self.page.get_by_role("button", name="Create account").click()
+        await expect(self.page).to_have_url(f"{self.base_url}/rooms")
+        return RoomsPage(self.page, self.base_url)
+
+
+class RoomsPage(AppPage):
+    @property
+    def rows(self) -> Locator:
+        return self.page.get_by_test_id("room-row")
+
+    async def create_room(self, name: str, private: bool = False) -> RoomPage:
+        await self.page.get_by_label("Name").fill(name)
+        if private:
+            await self.page.get_by_label(re.compile("^Private")).check()
+        await self.page.get_by_role("button", name="Create room").click()
+        await expect(self.page).to_have_url(re.compile(rf"^{re.escape(self.base_url)}/rooms/[a-z0-9-]+$"))
+        return RoomPage(self.page, self.base_url)
+
+
+class RoomPage(AppPage):
+    @property
+    def heading(self) -> Locator:
+        return self.page.get_by_role("heading", level=1)
+
+    @property
+    def model_picker(self) -> Locator:
+        return self.page.get_by_test_id("model")
+
+    @property
+    def peers(self) -> Locator:
+        return self.page.get_by_test_id("peers")
+
+    @property
+    def slug(self) -> str:
+        return self.page.url.rsplit("/", 1)[-1]
+
+
+class HistoryPage(AppPage):
+    async def open(self) -> HistoryPage:
+        await self.page.goto(f"{self.base_url}/jobs")
+        return self
+
+    @property
+    def rows(self) -> Locator:
+        return self.page.get_by_test_id("job-row")
+
+    def row(self, job_id: str) -> Locator:
+        return self.page.locator(f'[data-testid="job-row"][data-job-id="{job_id}"]')
+
+    @property
+    def empty_state(self) -> Locator:
+        return self.page.get_by_text("No jobs yet.")
+
+    async def create_job_through_api(self, room: str, prompt: str) -> str:
+        """Record a job as the room page does: the page's own cookies plus its CSRF token."""
+        csrf = await self.page.locator('meta[name="csrf-token"]').get_attribute("content")
+        response = await self.page.request.post(
+            f"{self.base_url}/api/jobs",
+            data={"room": room, "model": "tiny-gpt2", "prompt": prompt},
+            headers={"x-csrftoken": csrf or ""},
+        )
+        assert response.status == 201, await response.text()
+        return (await response.json())["id"]
