@@ -1,0 +1,180 @@
+"""Running the tiny model in the room page, in headless Chromium, fully offline: streaming, history,
+cancel, the WASM fallback, and the WebGPU path through SwiftShader."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.async_api import Page, Route, expect
+
+from browser.conftest import MODEL, InferenceRoom, RequestLog, sign_in
+from conftest import LiveServer
+
+pytestmark = pytest.mark.browser
+
+# Records every change of the output's length with its time, from before the click on Run.
+WATCH_OUTPUT = """() => {
+  window.growth = [];
+  const output = document.querySelector('[data-testid="output"]');
+  new MutationObserver(() => window.growth.push([performance.now(), output.textContent.length]))
+    .observe(output, { childList: true, characterData: true, subtree: true });
+}"""
+
+# Clicks Cancel the moment the first words appear, as an impatient person would.
+CANCEL_ON_FIRST_WORDS = """() => {
+  const output = document.querySelector('[data-testid="output"]');
+  const observer = new MutationObserver(() => {
+    if (output.textContent.trim()) {
+      observer.disconnect();
+      document.querySelector('[data-testid="cancel"]').click();
+    }
+  });
+  observer.observe(output, { childList: true, characterData: true, subtree: true });
+}"""
+
+
+async def open_warm_room(page: Page, server: LiveServer, query: str = "") -> InferenceRoom:
+    await sign_in(page, server.url)
+    room = await InferenceRoom(page, server.url).open(query=query)
+    await room.wait_until_warm()
+    return room
+
+
+async def test_run_prompt_streams_tokens_and_records_job_with_timings(live_server: LiveServer, page: Page) -> None:
+    requests = RequestLog(live_server.url).attach(page.context)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    room = await open_warm_room(page, live_server)
+
+    # The bar counted the model's real bytes (about half a megabyte) and filled up.
+    size = int(await room.progress.get_attribute("max") or 0)
+    assert size > 400_000
+    await expect(room.progress).to_have_attribute("value", str(size))
+
+    await page.evaluate(WATCH_OUTPUT)
+    await room.run("You may", max_tokens=48)
+    job = await room.recorded_job()
+
+    lengths = [length for _, length in await page.evaluate("window.growth")]
+    assert len(set(lengths)) >= 5, lengths  # the text arrived in many pieces, not at once
+    assert lengths == sorted(lengths)
+    text = await room.output.text_content()
+    assert text and len(text.split()) >= 10
+    assert job["status"] == "succeeded"
+    assert job["output"] == text
+    assert job["token_count"] == 48
+    assert job["mode"] == "local"
+    assert job["params"]["max_new_tokens"] == 48
+    assert 0 < job["ttft_ms"] < 10_000
+    assert job["tokens_per_s"] > 0
+    await expect(room.metrics).to_contain_text("first token")
+    await expect(room.metrics).to_contain_text("tok/s")
+
+    # The model stays warm in the page's worker: the next run fetches no model file.
+    model_fetches = requests.count("/models/")
+    assert model_fetches > 0
+    await room.run("The Program", max_tokens=4)
+    await expect(room.job_link).not_to_have_attribute("data-job-id", job["id"])
+    again = await room.recorded_job()
+    assert again["status"] == "succeeded" and again["token_count"] == 4
+    assert requests.count("/models/") == model_fetches
+
+    await page.goto(f"{live_server.url}/jobs")
+    row = page.locator(f'[data-testid="job-row"][data-job-id="{job["id"]}"]')
+    await expect(row).to_contain_text("succeeded")
+    await expect(row).to_contain_text(MODEL)
+    await expect(row).to_contain_text("48")
+    await page.goto(f"{live_server.url}/jobs/{job['id']}")
+    await expect(page.get_by_test_id("ttft")).to_contain_text("ms")
+
+    assert requests.count("/static/vendor/") > 0  # the log sees the worker's own fetches too
+    assert requests.off_origin == []
+    assert errors == []
+
+
+async def test_reopened_room_reuses_cached_model_files(live_server: LiveServer, page: Page) -> None:
+    requests = RequestLog(live_server.url).attach(page.context)
+    room = await open_warm_room(page, live_server)
+    first_visit = requests.count("/models/")
+    await room.open()
+    await room.wait_until_warm()
+    # transformers.js keeps model files in Cache Storage: a second visit does not fetch them again.
+    assert requests.count("/models/") == first_visit
+    assert requests.off_origin == []
+
+
+async def test_cancel_mid_generation_keeps_partial_output_and_records_cancelled(
+    live_server: LiveServer, page: Page
+) -> None:
+    room = await open_warm_room(page, live_server)
+    await page.evaluate(CANCEL_ON_FIRST_WORDS)
+    # 240 new tokens nearly fill the model's 256-token context: far longer than the cancel takes.
+    await room.run("You may", max_tokens=240)
+    job = await room.recorded_job()
+
+    assert job["status"] == "cancelled"
+    assert 0 < job["token_count"] < 240
+    assert job["output"] and job["output"] == await room.output.text_content()
+    await expect(room.metrics).to_contain_text("cancelled")
+    await expect(page.get_by_test_id("run")).to_be_enabled()
+    await expect(page.get_by_test_id("cancel")).to_be_disabled()
+
+    await page.goto(f"{live_server.url}/jobs?status=cancelled")
+    await expect(page.locator(f'[data-testid="job-row"][data-job-id="{job["id"]}"]')).to_contain_text("cancelled")
+
+
+async def test_room_without_webgpu_adapter_runs_on_wasm(live_server: LiveServer, page: Page) -> None:
+    # Headless Chromium has navigator.gpu but no adapter; asking for WebGPU must still end on WASM.
+    room = await open_warm_room(page, live_server, query="?backend=webgpu")
+    await expect(room.backend).to_have_attribute("data-backend", "wasm")
+    await expect(room.backend).to_contain_text("WASM")
+    await room.run("You may", max_tokens=4)
+    assert (await room.recorded_job())["status"] == "succeeded"
+
+
+async def test_mesh_mode_says_it_runs_locally(live_server: LiveServer, page: Page) -> None:
+    room = await open_warm_room(page, live_server)
+    await page.get_by_test_id("mode").select_option("mesh")
+    await expect(room.flash).to_contain_text("in this browser")
+    await room.run("You may", max_tokens=4)
+    await expect(room.flash).to_contain_text("not available yet")
+    job = await room.recorded_job()
+    assert job["status"] == "succeeded" and job["mode"] == "local" and job["worker_peer"] is None
+
+
+@pytest.mark.slow
+async def test_webgpu_through_swiftshader_streams_and_records(live_server: LiveServer, gpu_page: Page) -> None:
+    requests = RequestLog(live_server.url).attach(gpu_page.context)
+    # A software adapter is not a GPU worth using: without the flag the page picks WASM.
+    room = await open_warm_room(gpu_page, live_server)
+    await expect(room.backend).to_have_attribute("data-backend", "wasm")
+
+    await room.open(query="?backend=webgpu")
+    await room.wait_until_warm(timeout=90_000)
+    await expect(room.backend).to_have_attribute("data-backend", "webgpu")
+    await expect(room.backend).to_contain_text("WebGPU")
+    await room.run("You may", max_tokens=3)
+    job = await room.recorded_job(timeout=120_000)
+    assert job["status"] == "succeeded"
+    assert job["token_count"] == 3
+    assert job["output"].strip()
+    assert requests.off_origin == []
+
+
+@pytest.mark.slow
+async def test_failed_webgpu_session_retries_in_fresh_wasm_worker(live_server: LiveServer, gpu_page: Page) -> None:
+    workers: list[str] = []
+    gpu_page.on("worker", lambda worker: workers.append(worker.url))
+
+    async def break_first_worker(route: Route) -> None:
+        # Only the first (WebGPU) worker sees a broken model file; the WASM retry gets the real one.
+        if len(workers) < 2:
+            await route.fulfill(status=500, body="broken on purpose")
+        else:
+            await route.continue_()
+
+    await gpu_page.context.route(f"**/models/{MODEL}/onnx/*.onnx", break_first_worker)
+    room = await open_warm_room(gpu_page, live_server, query="?backend=webgpu")
+    await expect(room.backend).to_have_attribute("data-backend", "wasm")
+    assert [url.rsplit("/", 1)[-1] for url in workers] == ["inference-worker.js", "inference-worker.js"]
+    await room.run("You may", max_tokens=4)
+    assert (await room.recorded_job())["status"] == "succeeded"
