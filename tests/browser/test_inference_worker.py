@@ -1,0 +1,135 @@
+"""inference-worker.js on its own: raw {type, ...} messages in and out, as the page and peers use them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from playwright.async_api import Page
+
+from browser.conftest import MODEL, RequestLog
+from conftest import LiveServer
+from mesh_nanollm.app import STATIC_DIR
+from mesh_nanollm.vendor import load_vendor_manifest
+
+pytestmark = pytest.mark.browser
+
+# A page-side harness: everything the worker says lands in window.heard; next() awaits a message.
+HARNESS = """() => {
+  window.heard = [];
+  window.worker = new Worker("/static/js/inference-worker.js", { type: "module" });
+  worker.onmessage = (event) => heard.push(event.data);
+  worker.onerror = (event) => heard.push({ type: "worker-error", message: event.message });
+}"""
+UNTIL = """([type, from]) => window.heard.slice(from).some((m) => m.type === type || m.type === "worker-error")"""
+
+
+def runtime() -> dict[str, Any]:
+    vendor = load_vendor_manifest(STATIC_DIR)
+    return {
+        "transformers": vendor.url("transformers"),
+        "webgpu": {"mjs": vendor.url("ort_webgpu_mjs"), "wasm": vendor.url("ort_webgpu_wasm")},
+        "wasm": {"mjs": vendor.url("ort_wasm_mjs"), "wasm": vendor.url("ort_wasm_wasm")},
+    }
+
+
+class Conversation:
+    """Send raw messages to the worker and read back what it answered since."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.seen = 0
+
+    async def send(self, message: Any) -> None:
+        await self.page.evaluate("(m) => window.worker.postMessage(m)", message)
+
+    async def until(self, type_: str, timeout: float = 30_000) -> list[dict[str, Any]]:
+        """Messages from the last read up to and including the first of `type_`."""
+        await self.page.wait_for_function(UNTIL, arg=[type_, self.seen], timeout=timeout)
+        heard = await self.page.evaluate("(from) => window.heard.slice(from)", self.seen)
+        end = next(i for i, m in enumerate(heard) if m["type"] in (type_, "worker-error")) + 1
+        self.seen += end
+        assert heard[end - 1]["type"] == type_, heard[:end]
+        return heard[:end]
+
+
+async def start(page: Page, server: LiveServer) -> Conversation:
+    await page.goto(f"{server.url}/login")  # any page of the app's origin can host the worker
+    await page.evaluate(HARNESS)
+    return Conversation(page)
+
+
+async def test_worker_speaks_the_message_protocol(live_server: LiveServer, page: Page) -> None:
+    requests = RequestLog(live_server.url).attach(page.context)
+    worker = await start(page, live_server)
+
+    # Anything that is not a known {type} object is answered with an error, and the worker lives on.
+    for bad in ("hello", {"type": "explode"}, None, [1, 2]):
+        await worker.send(bad)
+        (error,) = await worker.until("error")
+        assert error["code"] == "bad_message"
+    await worker.send({"type": "load", "model": MODEL, "source": "local", "dtype": "q8"})
+    assert (await worker.until("error"))[-1]["code"] == "not_initialised"
+    await worker.send({"type": "init", "runtime": {"transformers": "https://cdn.example/t.js"}})
+    assert (await worker.until("error"))[-1]["code"] == "bad_message"
+
+    await worker.send({"type": "init", "runtime": runtime(), "device": "auto", "local_model_path": "/models/"})
+    (backend,) = await worker.until("backend")
+    assert backend["device"] == "wasm" and backend["adapter"] is None
+    assert "no adapter" in backend["reason"]
+
+    await worker.send({"type": "generate", "id": "early", "model": MODEL, "prompt": "You may", "params": {}})
+    assert (await worker.until("error"))[-1] == {
+        "type": "error", "code": "not_loaded", "message": f"Load {MODEL} first.", "id": "early",
+    }
+
+    await worker.send({"type": "load", "model": MODEL, "source": "local", "dtype": "q8"})
+    loading = await worker.until("ready", timeout=60_000)
+    progress = [m for m in loading if m["type"] == "progress"]
+    assert progress and progress[-1]["loaded"] == progress[-1]["total"] > 400_000
+    assert all(m["model"] == MODEL for m in loading)
+    assert loading[-1]["warm"] is False and loading[-1]["defaults"] == {"repetition_penalty": 1.2}
+
+    await worker.send({"type": "load", "model": MODEL, "source": "local", "dtype": "q8"})
+    assert (await worker.until("ready"))[-1]["warm"] is True
+
+    await worker.send({"type": "generate", "id": "g1", "model": MODEL, "prompt": "You may", "params": {"max_new_tokens": 12}})
+    stream = await worker.until("done")
+    tokens, done = stream[:-1], stream[-1]
+    assert [m["type"] for m in tokens] == ["token"] * len(tokens)
+    assert [m["seq"] for m in tokens][:12] == list(range(1, 13))
+    assert done["id"] == "g1" and done["tokens"] == 12 and done["reason"] == "length"
+    assert "".join(m["text"] for m in tokens) == done["text"]
+    assert done["text"].startswith(" add a copy of the Library")  # greedy decoding, as in Python
+    assert done["ttft_ms"] > 0 and done["tok_s"] > 0
+
+    # While one generation runs, a second is refused; a cancel stops the first after a token or two.
+    await worker.send({"type": "generate", "id": "long", "model": MODEL, "prompt": "You may", "params": {"max_new_tokens": 240}})
+    await worker.until("token")
+    await worker.send({"type": "generate", "id": "other", "model": MODEL, "prompt": "Hi", "params": {}})
+    await worker.send({"type": "cancel", "id": "long"})
+    stream = await worker.until("done")
+    busy = [m for m in stream if m["type"] == "error"]
+    assert busy and busy[0]["code"] == "busy" and busy[0]["id"] == "other"
+    assert stream[-1]["id"] == "long" and stream[-1]["reason"] == "cancelled"
+    assert stream[-1]["tokens"] < 240
+
+    # Requests past the 256-token context are clamped to it; prompts that fill it are refused.
+    await worker.send({"type": "generate", "id": "far", "model": MODEL, "prompt": "You may", "params": {"max_new_tokens": 2000}})
+    done = (await worker.until("done"))[-1]
+    assert done["reason"] == "context" and done["prompt_tokens"] + done["tokens"] == 256
+    await worker.send({"type": "generate", "id": "huge", "model": MODEL, "prompt": "word " * 400, "params": {}})
+    error = (await worker.until("error"))[-1]
+    assert error["code"] == "too_long" and error["id"] == "huge"
+
+    assert requests.off_origin == []
+
+
+async def test_worker_init_twice_is_refused(live_server: LiveServer, page: Page) -> None:
+    worker = await start(page, live_server)
+    init = {"type": "init", "runtime": runtime(), "device": "wasm", "threads": 1}
+    await worker.send(init)
+    (backend,) = await worker.until("backend")
+    assert backend["device"] == "wasm" and backend["threads"] == 1
+    await worker.send(init)
+    assert "already initialised" in (await worker.until("error"))[-1]["message"]
