@@ -13,7 +13,7 @@ import asyncpg
 import socketio
 from litestar import Litestar, Request, Response
 from litestar.config.csrf import CSRFConfig
-from litestar.datastructures import State
+from litestar.datastructures import CacheControlHeader, State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.middleware import DefineMiddleware
@@ -193,7 +193,14 @@ def create_app(settings: Settings | None = None) -> Litestar:
     ]
     if settings.models_dir.is_dir():
         route_handlers.append(
-            create_static_files_router(path="/models", directories=[settings.models_dir], name="models")
+            create_static_files_router(
+                path="/models",
+                directories=[settings.models_dir],
+                name="models",
+                # Unversioned names and no 304s from this router: cache for an hour, so a rebuilt
+                # model shows up soon. transformers.js keeps its own copy in Cache Storage anyway.
+                cache_control=CacheControlHeader(public=True, max_age=3600),
+            )
         )
     return Litestar(
         route_handlers=route_handlers,

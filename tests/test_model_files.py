@@ -1,0 +1,43 @@
+"""What the browser's inference needs from the server: model files, an isolated room page, a startable worker."""
+
+from __future__ import annotations
+
+from litestar.testing import AsyncTestClient
+
+from mesh_nanollm.settings import PROJECT_ROOT
+
+TINY = PROJECT_ROOT / "models" / "tiny-gpt2"
+
+
+async def test_model_files_are_served_with_types_and_cache_headers(client: AsyncTestClient) -> None:
+    weights = await client.get("/models/tiny-gpt2/onnx/model_quantized.onnx")
+    assert weights.status_code == 200
+    assert weights.headers["content-type"] == "application/octet-stream"
+    assert weights.content == (TINY / "onnx" / "model_quantized.onnx").read_bytes()
+    assert "max-age=3600" in weights.headers["cache-control"]
+
+    config = await client.get("/models/tiny-gpt2/config.json")
+    assert config.headers["content-type"].startswith("application/json")
+    assert config.json()["model_type"] == "gpt2"
+
+
+async def test_missing_or_escaping_model_paths_are_404(client: AsyncTestClient) -> None:
+    for path in ("/models/tiny-gpt2/onnx/nope.onnx", "/models/nope/config.json", "/models/../pyproject.toml",
+                 "/models/tiny-gpt2/..%2F..%2Fpyproject.toml"):
+        response = await client.get(path)
+        assert response.status_code == 404, path
+        assert "Traceback" not in response.text
+
+
+async def test_room_page_is_cross_origin_isolated_and_its_worker_may_start(user_client: AsyncTestClient) -> None:
+    page = await user_client.get("/rooms/global")
+    assert page.headers["cross-origin-opener-policy"] == "same-origin"
+    # credentialless, not require-corp: hub downloads (CORS, no CORP header) keep working.
+    assert page.headers["cross-origin-embedder-policy"] == "credentialless"
+    assert 'id="inference-config"' in page.text
+
+    worker = await user_client.get("/static/js/inference-worker.js")
+    assert worker.status_code == 200
+    assert worker.headers["content-type"].startswith("text/javascript")
+    # A dedicated worker of an isolated page must declare COEP itself, or Chromium refuses to run it.
+    assert worker.headers["cross-origin-embedder-policy"] == "credentialless"
