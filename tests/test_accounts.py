@@ -59,6 +59,7 @@ async def test_register_page_shows_the_form(client: AsyncTestClient) -> None:
     response = await client.get("/register")
     assert response.status_code == 200
     assert 'name="username"' in response.text and 'name="confirm"' in response.text
+    assert "3–32 letters, digits" in response.text  # the hint, until an error replaces it
     assert 'name="_csrf_token"' in response.text
 
 

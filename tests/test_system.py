@@ -86,17 +86,18 @@ async def test_unknown_page_shows_friendly_404(client: AsyncTestClient) -> None:
     response = await client.get("/no-such-page")
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("text/html")
-    assert 'data-testid="flash"' in response.text
-    assert "Not found" in response.text
+    assert "<h1>Not found</h1>" in response.text
+    assert '<p data-testid="flash">There is nothing at this address.' in response.text
     assert "Traceback" not in response.text
 
 
 async def test_unknown_api_path_returns_json_404(client: AsyncTestClient) -> None:
     response = await client.get("/api/no-such-thing")
     assert response.status_code == 404
-    body = response.json()
-    assert body["error"] == "Not found"
-    assert body["detail"]
+    assert response.json() == {
+        "error": "Not found",
+        "detail": "There is nothing at this address. Check the link, or start from your rooms.",
+    }
 
 
 async def test_wrong_method_on_api_returns_json_405(user_client: AsyncTestClient) -> None:

@@ -6,10 +6,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+from conftest import LiveServer
 from playwright.async_api import expect
 
 from browser.pages import HistoryPage, RegisterPage
-from conftest import LiveServer
 
 pytestmark = pytest.mark.browser
 

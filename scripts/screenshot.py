@@ -1,0 +1,118 @@
+"""Take the README's screenshots: start the app as the README does, sign up, create rooms, run a prompt.
+
+Usage: uv run python scripts/screenshot.py   (writes docs/screenshot-rooms.png and docs/screenshot-room.png)
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from playwright.sync_api import Page, expect, sync_playwright
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+# Quiet on a closed network: no background traffic to Google's services.
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+VIEWPORT = {"width": 1280, "height": 800}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_app(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """`uv run mesh-nanollm`, the README's command, on a fresh SQLite file in `tmp`."""
+    port = free_port()
+    env = os.environ | {
+        "DATABASE_URL": f"sqlite:///{tmp / 'screenshot.sqlite'}",
+        "SECRET_KEY_FILE": str(tmp / "secret"),
+        "PORT": str(port),
+        "ICE_SERVERS": "[]",
+    }
+    env.pop("SECRET_KEY", None)
+    log = (tmp / "server.log").open("wb")
+    server = subprocess.Popen(["uv", "run", "mesh-nanollm"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            sys.exit(f"the app exited early:\n{(tmp / 'server.log').read_text()}")
+        try:
+            if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
+                return server, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    server.terminate()
+    sys.exit(f"the app did not become healthy:\n{(tmp / 'server.log').read_text()}")
+
+
+def sign_up(page: Page, url: str, username: str) -> None:
+    page.goto(f"{url}/register")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password", exact=True).fill("correct horse battery")
+    page.get_by_label("Repeat the password").fill("correct horse battery")
+    page.get_by_role("button", name="Create account").click()
+    expect(page).to_have_url(f"{url}/rooms")
+
+
+def create_room(page: Page, url: str, name: str, private: bool = False) -> None:
+    page.goto(f"{url}/rooms")
+    page.get_by_label("Name").fill(name)
+    if private:
+        page.get_by_label("Private", exact=False).check()
+    page.get_by_role("button", name="Create room").click()
+    expect(page).not_to_have_url(f"{url}/rooms")
+
+
+def run_prompt(page: Page, prompt: str) -> None:
+    """Run a prompt on the default (tiny, local) model and wait for the whole answer."""
+    expect(page.get_by_test_id("run")).to_be_enabled(timeout=30_000)
+    page.get_by_test_id("prompt").fill(prompt)
+    page.get_by_test_id("run").click()
+    expect(page.get_by_test_id("output")).not_to_be_empty(timeout=60_000)
+    expect(page.get_by_test_id("cancel")).to_be_disabled(timeout=60_000)
+    page.wait_for_load_state("networkidle")  # the run is recorded through the API after it ends
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="mesh-screenshot-") as tmp_name:
+        server, url = start_app(Path(tmp_name))
+        try:
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                page = browser.new_page(viewport=VIEWPORT)
+                sign_up(page, url, "ada")
+                create_room(page, url, "Reading group", private=True)
+                create_room(page, url, "Lab bench")
+                page.goto(f"{url}/rooms")
+                page.screenshot(path=str(DOCS / "screenshot-rooms.png"))
+                page.goto(f"{url}/rooms/lab-bench")
+                run_prompt(page, "Once upon a time")
+                page.screenshot(path=str(DOCS / "screenshot-room.png"))
+                browser.close()
+        finally:
+            server.terminate()
+            server.wait(10)
+    print(f"wrote {DOCS / 'screenshot-rooms.png'} and {DOCS / 'screenshot-room.png'}")
+
+
+if __name__ == "__main__":
+    main()
