@@ -19,7 +19,9 @@ async def test_register_create_room_and_see_job_in_history(live_server: LiveServ
     page.on("pageerror", lambda error: errors.append(str(error)))
     username = f"flow-{uuid.uuid4().hex[:8]}"
 
-    rooms = await (await RegisterPage(page, live_server.url).open()).sign_up(username, "correct horse")
+    register = await RegisterPage(page, live_server.url).open()
+    await register.screenshot(tmp_path / "register.png")
+    rooms = await register.sign_up(username, "correct horse")
     await expect(page.get_by_text(username)).to_be_visible()
     await expect(rooms.rows.first).to_have_attribute("data-room", "global")
     await rooms.screenshot(tmp_path / "rooms.png")
@@ -45,4 +47,4 @@ async def test_register_create_room_and_see_job_in_history(live_server: LiveServ
     await history.screenshot(tmp_path / "history-one-job.png")
 
     assert errors == []
-    assert all((tmp_path / name).stat().st_size > 10_000 for name in ("rooms.png", "room.png", "history-one-job.png"))
+    assert all((tmp_path / name).stat().st_size > 10_000 for name in ("register.png", "rooms.png", "room.png", "history-one-job.png"))
