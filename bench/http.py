@@ -99,10 +99,14 @@ class Cell:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--reseed", action="store_true", help="drop the bench database's tables and seed them again")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement (default 5)")
-    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of unmeasured load before each (default 1)")
+    parser.add_argument("--duration", type=int, default=2, help="seconds per measurement (default 2)")
+    parser.add_argument("--warmup", type=int, default=2,
+                        help="seconds of unmeasured load per cell before the first round (default 2)")
     parser.add_argument("--connections", type=int, default=8, help="concurrent closed-loop clients (default 8)")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds; each measures every cell once (default 3)")
+    # Many short rounds rather than a few long ones: the two users' cells sit seconds apart, so
+    # a burst of load from elsewhere on the machine tends to hit both, and the median ratio
+    # over rounds shrugs off the rounds it does not.
+    parser.add_argument("--rounds", type=int, default=15, help="rounds; each measures every cell once (default 15)")
     parser.add_argument("--generator", choices=["auto", "wrk", "httpx"], default="auto",
                         help="load generator: wrk when installed (auto), or the built-in httpx one")
     return parser.parse_args()
@@ -280,8 +284,8 @@ end
 """
 
 
-def run_wrk(url: str, headers: dict[str, str], seconds: float, connections: int, script: Path) -> dict:
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "30s",
+def run_wrk(url: str, headers: dict[str, str], seconds: int, connections: int, script: Path) -> dict:
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s",
                "-s", str(script)]
     for name, value in headers.items():
         command += ["-H", f"{name}: {value}"]
@@ -293,7 +297,7 @@ def run_wrk(url: str, headers: dict[str, str], seconds: float, connections: int,
             "p50_ms": report["p50_us"] / 1000, "p99_ms": report["p99_us"] / 1000}
 
 
-async def run_httpx(url: str, headers: dict[str, str], seconds: float, connections: int) -> dict:
+async def run_httpx(url: str, headers: dict[str, str], seconds: int, connections: int) -> dict:
     latencies: list[float] = []
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     async with httpx.AsyncClient(headers=headers, limits=limits, timeout=30) as client:
@@ -314,7 +318,7 @@ async def run_httpx(url: str, headers: dict[str, str], seconds: float, connectio
             "p50_ms": quantiles[49] * 1000, "p99_ms": quantiles[98] * 1000}
 
 
-def load(args: argparse.Namespace, url: str, headers: dict[str, str], seconds: float, script: Path) -> dict:
+def load(args: argparse.Namespace, url: str, headers: dict[str, str], seconds: int, script: Path) -> dict:
     if args.generator == "wrk":
         return run_wrk(url, headers, seconds, args.connections, script)
     return asyncio.run(run_httpx(url, headers, seconds, args.connections))
@@ -322,7 +326,7 @@ def load(args: argparse.Namespace, url: str, headers: dict[str, str], seconds: f
 
 def measure(args: argparse.Namespace, server: subprocess.Popen, target: str, user: str, round_: int,
             url: str, headers: dict[str, str], script: Path) -> Cell:
-    if args.warmup > 0:
+    if round_ == 1 and args.warmup > 0:
         load(args, url, headers, args.warmup, script)
     server_before = process_tree_cpu(server.pid)
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -362,16 +366,16 @@ def report(cells: list[Cell], targets: list[str]) -> dict[str, float]:
     print("\nmedians over rounds; server and loadgen = share of one CPU core used while measured")
     ratios: dict[str, float] = {}
     small, large = USERS
+    print(f"\nratio {large}/{small}, median of the per-round ratios (each round measures both users"
+          " back to back, so a ratio per round cancels most noise):")
     for target in targets:
-        # Each round measures both users back to back, so a ratio per round cancels most noise.
-        per_round = [
-            next(c for c in cells if c.target == target and c.user == large and c.round == r).p99_ms
-            / next(c for c in cells if c.target == target and c.user == small and c.round == r).p99_ms
-            for r in sorted({c.round for c in cells})
-        ]
-        ratios[target] = statistics.median(per_round)
-        shown = ", ".join(f"{ratio:.2f}" for ratio in per_round)
-        print(f"p99({large})/p99({small}) {target:<26} {ratios[target]:.2f}x  (rounds: {shown})")
+        by_round = {(c.user, c.round): c for c in cells if c.target == target}
+        rounds = sorted({r for _, r in by_round})
+        p99 = [by_round[large, r].p99_ms / by_round[small, r].p99_ms for r in rounds]
+        p50 = [by_round[large, r].p50_ms / by_round[small, r].p50_ms for r in rounds]
+        ratios[target] = statistics.median(p99)
+        print(f"  {target:<26} p99 {ratios[target]:.2f}x (rounds {min(p99):.2f}-{max(p99):.2f})"
+              f"   p50 {statistics.median(p50):.2f}x (rounds {min(p50):.2f}-{max(p50):.2f})")
     return ratios
 
 
@@ -399,18 +403,23 @@ def main() -> None:
                 for username in USERS:
                     headers = {"Cookie": cookies[username]} | extra
                     check_page(url + path.format(cursor=cursors[username]), headers, rows)
-            print(f"\n{args.generator}, {args.connections} connections, {args.duration:g} s per cell, "
+            print(f"\n{args.generator}, {args.connections} connections, {args.duration} s per cell, "
                   f"{args.rounds} rounds, server {url} (Granian, 1 worker), Postgres {urlsplit(database_url).path}")
             cells: list[Cell] = []
             for round_ in range(1, args.rounds + 1):
+                # Alternate who goes first, so neither user always gets the warmer or quieter slot.
+                order = list(USERS) if round_ % 2 else list(reversed(USERS))
                 for target, (path, extra, _) in targets.items():
-                    for username in USERS:
+                    for username in order:
                         headers = {"Cookie": cookies[username]} | extra
                         cell = measure(args, server, target, username, round_,
                                        url + path.format(cursor=cursors[username]), headers, script)
                         cells.append(cell)
-                        print(f"round {round_} {target:<26}{username:<10}{cell.rps:>7.0f} req/s"
-                              f"  p50 {cell.p50_ms:6.2f} ms  p99 {cell.p99_ms:6.2f} ms", flush=True)
+                p99 = {(c.target, c.user): c.p99_ms for c in cells if c.round == round_}
+                shown = "  ".join(
+                    f"{target} {' / '.join(f'{p99[target, user]:.0f}' for user in USERS)}" for target in targets
+                )
+                print(f"round {round_:>2}/{args.rounds}  p99 ms {'/'.join(USERS)}:  {shown}", flush=True)
         finally:
             server.terminate()
             server.wait(10)
