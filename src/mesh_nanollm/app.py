@@ -15,7 +15,7 @@ from litestar import Litestar, Request, Response
 from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import CacheControlHeader, State
 from litestar.di import Provide
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
@@ -80,6 +80,8 @@ def describe(exc: Exception) -> tuple[int, str]:
         ]
         detail = "; ".join(problems) if problems else str(exc.detail)
         return 400, f"The request is not valid — {detail}"
+    if isinstance(exc, NotFoundException) and exc.detail == "Not Found":  # the router's own
+        return 404, "There is nothing at this address. Check the link, or start from your rooms."
     if isinstance(exc, HTTPException):
         return exc.status_code, str(exc.detail)
     if isinstance(exc, asyncpg.DataError):
