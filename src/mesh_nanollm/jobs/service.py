@@ -178,6 +178,8 @@ async def update_job(user: User, job_id: UUID, patch: JobPatch) -> JobView:
             values[Job.started_at] = current["started_at"] or now
             worker = str(patch.worker_peer) if patch.worker_peer else "local"
             values[Job.workers] = [*_json(current["workers"]), worker]
+            # Each attempt names its own worker: one that fails over to the requester clears it.
+            values[Job.worker_peer] = patch.worker_peer
         if patch.status in TERMINAL:
             values[Job.finished_at] = now
     elif patch.status is None and status in TERMINAL and patch.output is not None:
@@ -197,11 +199,29 @@ async def update_job(user: User, job_id: UUID, patch: JobPatch) -> JobView:
     updated = await Job.update(values).where(Job.id == job_id, Job.status == status).returning(Job.id)
     if not updated:
         raise Conflict("The job changed while you were updating it; reload and try again.")
+    if values.get(Job.status) == "succeeded":
+        await _credit_peer(current, values)
     return await get_job(user, job_id)
 
 
+async def _credit_peer(current: dict[str, Any], values: dict[Any, Any]) -> None:
+    """Count a finished job and its tokens for the peer that ran it (the requester's own page when
+    it ran locally); the peers API shows these totals."""
+    peer = values.get(Job.worker_peer, current["worker_peer"]) or current["requester_peer"]
+    if peer is None:
+        return
+    tokens = values.get(Job.token_count, current["token_count"])
+    await PeerSession.update(
+        {
+            PeerSession.jobs_run: PeerSession.jobs_run + 1,
+            PeerSession.tokens_generated: PeerSession.tokens_generated + tokens,
+        }
+    ).where(PeerSession.peer_id == peer)
+
+
 async def abandon_stale_jobs(after_s: int) -> int:
-    """Mark `abandoned` the unfinished jobs whose requester has been gone longer than `after_s`."""
+    """Mark `abandoned` the unfinished jobs whose requester has been gone longer than `after_s`
+    (and that nobody updated for as long): only the requester's page finishes or fails a job over."""
     cutoff = _now() - timedelta(seconds=after_s)
     stale = await Job.select(Job.id, Job.requester_peer).where(
         Job.status.is_in(list(UNFINISHED)), Job.updated_at < cutoff
@@ -209,8 +229,10 @@ async def abandon_stale_jobs(after_s: int) -> int:
     peer_ids = [row["requester_peer"] for row in stale if row["requester_peer"]]
     live_peers = set()
     if peer_ids:
+        # Still connected, or gone for less than `after_s`: it may yet come back to its job.
         rows = await PeerSession.select(PeerSession.peer_id).where(
-            PeerSession.peer_id.is_in(peer_ids), PeerSession.disconnected_at.is_null()
+            PeerSession.peer_id.is_in(peer_ids),
+            PeerSession.disconnected_at.is_null() | (PeerSession.disconnected_at > cutoff),
         )
         live_peers = {row["peer_id"] for row in rows}
     gone = [row["id"] for row in stale if row["requester_peer"] not in live_peers]
