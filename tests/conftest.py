@@ -95,7 +95,7 @@ def redis_reachable(url: str) -> str | None:
     return None
 
 
-def test_settings(database_url: str, **overrides: object) -> Settings:
+def make_settings(database_url: str, **overrides: object) -> Settings:
     return Settings(
         env="test",
         database_url=database_url,
@@ -127,7 +127,7 @@ async def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.
 
 @pytest_asyncio.fixture(scope="session")
 async def app(database_url: str):
-    application = create_app(test_settings(database_url))
+    application = create_app(make_settings(database_url))
     await db.migrate()
     return application
 

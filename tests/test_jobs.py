@@ -138,9 +138,11 @@ async def test_illegal_transitions_are_409(user_client: AsyncTestClient) -> None
 
 async def test_finished_job_output_cannot_change(user_client: AsyncTestClient) -> None:
     job_id = await job_in(user_client, "succeeded")
-    response = await user_client.patch(f"/api/jobs/{job_id}", json={"output": "rewritten"})
-    assert response.status_code == 409
-    assert response.json()["detail"] == "The job is already succeeded."
+    for patch in ({"output": "rewritten"}, {"status": "succeeded", "output": "rewritten"}, {"token_count": 1}):
+        response = await user_client.patch(f"/api/jobs/{job_id}", json=patch)
+        assert response.status_code == 409, patch
+        assert response.json()["detail"] == "The job is already succeeded."
+    assert (await user_client.get(f"/api/jobs/{job_id}")).json()["output"] != "rewritten"
 
 
 # Whose jobs

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from conftest import register
-from conftest import test_settings as settings_for
+from conftest import make_settings as settings_for
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import require
 from litestar import Litestar
 from litestar.config.compression import CompressionConfig
 from litestar.testing import AsyncTestClient
@@ -151,8 +152,8 @@ def test_compressed_siblings_decode_to_raw(manifest: VendorManifest) -> None:
                 assert _brotli_decompressed_sha256(path) == raw.sha256, sibling
 
 
-@pytest.mark.skipif(not NODE_MODULES.is_dir(), reason="node_modules/ not installed")
 def test_vendored_files_identical_to_node_modules(manifest: VendorManifest) -> None:
+    require(NODE_MODULES.is_dir(), "node_modules/ is not installed (npm ci --ignore-scripts)")
     raw_names = _raw_names(manifest)
     assert set(manifest.sources) == set(raw_names)
     for name, source in manifest.sources.items():

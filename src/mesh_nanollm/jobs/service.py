@@ -182,7 +182,8 @@ async def update_job(user: User, job_id: UUID, patch: JobPatch) -> JobView:
             values[Job.worker_peer] = patch.worker_peer
         if patch.status in TERMINAL:
             values[Job.finished_at] = now
-    elif patch.status is None and status in TERMINAL and patch.output is not None:
+    elif status in TERMINAL:
+        # A finished job is a record: nothing about it changes any more.
         raise Conflict(f"The job is already {status}.")
     if patch.output is not None:
         values[Job.output] = patch.output

@@ -8,7 +8,7 @@ import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
-from mesh_nanollm.errors import Forbidden, InvalidInput, NotFound
+from mesh_nanollm.errors import Conflict, Forbidden, InvalidInput, NotFound
 from mesh_nanollm.tables import PeerSession, Room, RoomMember, User
 
 GLOBAL_SLUG = "global"
@@ -65,16 +65,24 @@ async def create_room(user: User, name: str, is_private: bool) -> Room:
         raise InvalidInput("Please correct the highlighted fields.", errors)
     base = slugify(name)
     slug = base if base not in RESERVED_SLUGS else f"{base}-room"
-    while await Room.exists().where(Room.slug == slug):
-        slug = f"{base}-{secrets.token_hex(2)}"
-    room = Room(
-        slug=slug,
-        name=name,
-        owner=user.id,
-        is_private=is_private,
-        invite_code=secrets.token_urlsafe(9) if is_private else None,
-    )
-    await room.save()
+    for _ in range(5):
+        if not await Room.exists().where(Room.slug == slug):
+            room = Room(
+                slug=slug,
+                name=name,
+                owner=user.id,
+                is_private=is_private,
+                invite_code=secrets.token_urlsafe(9) if is_private else None,
+            )
+            try:
+                await room.save()
+                break
+            except Exception:  # someone took the slug between the check and the insert
+                if not await Room.exists().where(Room.slug == slug):
+                    raise
+        slug = f"{base}-{secrets.token_hex(3)}"
+    else:
+        raise Conflict("Could not find a free address for that room name; try another name.")
     if is_private:
         await RoomMember.insert(RoomMember(room=room.id, user=user.id))
     return room
