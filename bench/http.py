@@ -67,7 +67,7 @@ SELECT gen_random_uuid(), s.room, $1, s.peer, s.worker, s.model, 'text-generatio
        s.created_at + s.tokens * interval '12 ms'
 FROM (
     SELECT i,
-           (SELECT array_agg(id ORDER BY id) FROM room WHERE slug = ANY($2::text[]))[1 + i % 4] AS room,
+           (SELECT array_agg(id ORDER BY id) FROM room WHERE slug = ANY($2::text[]))[1 + i % cardinality($2::text[])] AS room,
            ($3::text[])[1 + (i * 7) % cardinality($3::text[])] AS model,
            CASE WHEN i % 100 < 86 THEN 'succeeded' WHEN i % 100 < 93 THEN 'failed'
                 WHEN i % 100 < 97 THEN 'cancelled' ELSE 'abandoned' END AS status,
