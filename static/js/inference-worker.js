@@ -3,6 +3,9 @@
 
 // An adapter from one of these is a CPU emulating a GPU: slower than WASM, so it counts as "no GPU".
 const SOFTWARE_GPU = /swiftshader|llvmpipe|lavapipe|softpipe|basic render|software/i;
+// Tokens are posted together when they come faster than this: a tiny model makes thousands a
+// second, and ~30 page updates a second read as smooth while costing the page half the repaints.
+const TOKEN_BATCH_MS = 33;
 
 const state = {
   config: null, // the init message
@@ -11,6 +14,7 @@ const state = {
   model: null, // {id, generator, contextLimit} of the warm model
   loading: null, // {id, promise} while a model loads
   job: null, // {id, stopper} while a generation runs
+  cancelFlag: null, // Int32Array on a SharedArrayBuffer the page sets to 1 to cancel, if it gave one
 };
 
 const post = (message) => self.postMessage(message);
@@ -36,7 +40,8 @@ function isUrl(value) {
   return typeof value === "string" && value.startsWith("/");
 }
 
-/** {type: "init", runtime, device, allow_software_gpu, threads, local_model_path} → {type: "backend"}. */
+/** {type: "init", runtime, device, allow_software_gpu, threads, local_model_path, cancel_flag?} → {type: "backend"}.
+ * cancel_flag (a SharedArrayBuffer, in cross-origin-isolated pages) lets a cancel land mid-generation at no cost. */
 async function init(message) {
   if (state.config) return fail("bad_message", "This worker is already initialised; start a new one to change its backend.");
   const { runtime, device = "auto", threads = null, local_model_path: localModelPath = "/models/" } = message;
@@ -48,6 +53,10 @@ async function init(message) {
     return fail("bad_message", "threads must be an integer from 1 to 16, or null for ONNX Runtime's default.");
   }
   state.config = { ...message, local_model_path: localModelPath };
+  // SharedArrayBuffer only exists in cross-origin-isolated contexts.
+  if (self.crossOriginIsolated && message.cancel_flag instanceof SharedArrayBuffer) {
+    state.cancelFlag = new Int32Array(message.cancel_flag);
+  }
 
   const gpu = device === "wasm" ? { adapter: null, reason: "WASM was asked for." } : await probeGpu(message);
   state.device = gpu.adapter ? "webgpu" : "wasm";
@@ -138,7 +147,7 @@ async function openModel(model, source, dtype) {
     progress_callback: progress,
   });
   progress.flush();
-  yieldBeforeEachStep(generator.model);
+  if (!state.cancelFlag) yieldBeforeEachStep(generator.model);
   const config = generator.model.config ?? {};
   const contextLimit = config.max_position_embeddings ?? config.n_positions ?? config.n_ctx ?? null;
   // What the model's generation_config applies when a request leaves a parameter out.
@@ -146,10 +155,10 @@ async function openModel(model, source, dtype) {
   return { id: model, generator, contextLimit, defaults };
 }
 
-/** Let queued messages (a cancel) run between decoding steps.
+/** Without a shared cancel flag, let queued messages (a cancel) run between decoding steps.
  * On the WASM backend a whole generate() call only awaits already-settled promises, so without a
  * real task boundary the worker would read "cancel" after the last token. A MessageChannel hop costs
- * microseconds, where setTimeout(0) is clamped to 4 ms. */
+ * tens of microseconds, where setTimeout(0) is clamped to 4 ms. */
 function yieldBeforeEachStep(model) {
   const channel = new MessageChannel();
   const waiting = [];
@@ -183,10 +192,10 @@ function progressReporter(model) {
 }
 
 /** {type: "generate", id, model, prompt, params} → {type: "token"}* → {type: "done"} | error. */
-async function generate({ id, model, prompt, params = {} }) {
+async function generate({ id, model, prompt, params = {}, resume_text: resumeText = "" }) {
   const received = performance.now();
-  if (typeof id !== "string" || !id || typeof prompt !== "string" || !prompt || typeof params !== "object" || params === null) {
-    return fail("bad_message", "generate needs id (string), prompt (non-empty string) and params (object).", { id });
+  if (typeof id !== "string" || !id || typeof prompt !== "string" || !prompt || typeof params !== "object" || params === null || typeof resumeText !== "string") {
+    return fail("bad_message", "generate needs id (string), prompt (non-empty string), params (object) and an optional resume_text (string).", { id });
   }
   if (state.job) return fail("busy", `Generation ${state.job.id} is still running.`, { id });
   if (!state.model || state.model.id !== model) return fail("not_loaded", `Load ${model} first.`, { id });
@@ -195,10 +204,24 @@ async function generate({ id, model, prompt, params = {} }) {
   const { generator, contextLimit } = state.model;
   const stopper = new lib.InterruptableStoppingCriteria();
   state.job = { id, stopper };
+  if (state.cancelFlag) Atomics.store(state.cancelFlag, 0, 0);
   try {
-    const input = generator.tokenizer.chat_template ? [{ role: "user", content: prompt }] : prompt;
-    const promptTokens = countPromptTokens(generator.tokenizer, input);
+    const { tokenizer } = generator;
+    const asked = tokenizer.chat_template ? [{ role: "user", content: prompt }] : prompt;
+    // A resumed job (the mesh's failover, docs/mesh.md) continues an answer another peer began:
+    // the model reads the prompt plus that answer, and the answer's tokens count against the budget.
+    const input = resumeText ? continuation(tokenizer, asked, resumeText) : asked;
+    const special = { add_special_tokens: !(resumeText && tokenizer.chat_template) };
+    const promptTokens = countPromptTokens(tokenizer, input, special);
+    const resumedTokens = resumeText ? promptTokens - countPromptTokens(tokenizer, asked) : 0;
     const options = generationOptions(params);
+    if (resumedTokens) {
+      const budget = options.max_new_tokens ?? generator.model.generation_config?.max_new_tokens;
+      if (budget !== undefined && budget <= resumedTokens) {
+        return post({ type: "done", id, text: "", tokens: 0, resumed_tokens: resumedTokens, prompt_tokens: promptTokens, ttft_ms: null, tok_s: null, total_ms: performance.now() - received, reason: "length" });
+      }
+      if (budget !== undefined) options.max_new_tokens = budget - resumedTokens;
+    }
     let limitedByContext = false;
     if (contextLimit) {
       if (promptTokens >= contextLimit) {
@@ -212,7 +235,7 @@ async function generate({ id, model, prompt, params = {} }) {
       }
     }
 
-    const run = { tokens: 0, text: "", pending: "", first: 0, last: 0 };
+    const run = { tokens: 0, text: "", pending: "", first: 0, last: 0, posted: 0, postedAt: 0 };
     const streamer = new lib.TextStreamer(generator.tokenizer, {
       skip_prompt: true,
       skip_special_tokens: true,
@@ -226,24 +249,28 @@ async function generate({ id, model, prompt, params = {} }) {
         run.tokens += 1;
       },
     });
-    // One message per token, carrying whatever text that token completed (words arrive whole).
+    // {type: "token", seq, text}: seq counts the tokens so far, text is what they completed since the
+    // last message (words arrive whole). The first and the last token are always posted at once.
+    const flush = () => {
+      post({ type: "token", id, seq: run.tokens, text: run.pending });
+      run.pending = "";
+      run.posted = run.tokens;
+      run.postedAt = run.last;
+    };
     const put = streamer.put.bind(streamer);
     streamer.put = (value) => {
       const before = run.tokens;
       put(value);
-      if (run.tokens > before) {
-        post({ type: "token", id, seq: run.tokens, text: run.pending });
-        run.pending = "";
-      }
+      if (run.tokens > before && (run.posted === 0 || run.last - run.postedAt >= TOKEN_BATCH_MS)) flush();
+      if (state.cancelFlag && Atomics.load(state.cancelFlag, 0) === 1) stopper.interrupt();
     };
     const end = streamer.end.bind(streamer);
     streamer.end = () => {
       end();
-      if (run.pending) post({ type: "token", id, seq: run.tokens, text: run.pending });
-      run.pending = "";
+      if (run.tokens > run.posted || run.pending) flush();
     };
 
-    await generator(input, { ...options, streamer, stopping_criteria: [stopper] });
+    await generator(input, { ...options, ...special, streamer, stopping_criteria: [stopper] });
 
     const decodeS = (run.last - run.first) / 1000;
     const reason = stopper.interrupted
@@ -256,6 +283,7 @@ async function generate({ id, model, prompt, params = {} }) {
       id,
       text: run.text,
       tokens: run.tokens,
+      resumed_tokens: resumedTokens,
       prompt_tokens: promptTokens,
       ttft_ms: run.first ? run.first - received : null,
       tok_s: run.tokens > 1 && decodeS > 0 ? (run.tokens - 1) / decodeS : null,
@@ -269,9 +297,16 @@ async function generate({ id, model, prompt, params = {} }) {
   }
 }
 
-function countPromptTokens(tokenizer, input) {
-  if (typeof input === "string") return tokenizer(input).input_ids.dims.at(-1);
+function countPromptTokens(tokenizer, input, { add_special_tokens = true } = {}) {
+  if (typeof input === "string") return tokenizer(input, { add_special_tokens }).input_ids.dims.at(-1);
   return tokenizer.apply_chat_template(input, { add_generation_prompt: true, tokenize: true, return_tensor: false }).length;
+}
+
+/** The prompt followed by the answer so far, as one text the model continues. A chat prompt is
+ * rendered through its template first, so the answer sits where the assistant's turn begins. */
+function continuation(tokenizer, asked, resumeText) {
+  if (typeof asked === "string") return asked + resumeText;
+  return tokenizer.apply_chat_template(asked, { add_generation_prompt: true, tokenize: false }) + resumeText;
 }
 
 /** Only the parameters the requester chose; the model's generation_config supplies the rest. */

@@ -20,6 +20,8 @@ export class InferenceClient {
     this.worker = null;
     this.pending = new Map(); // "init" | "load:<model>" | "gen:<id>" → {resolve, reject}
     this.streams = new Map(); // generation id → token callback
+    // Shared with the worker where the page is cross-origin isolated: a cancel then needs no message.
+    this.cancelFlag = self.crossOriginIsolated ? new Int32Array(new SharedArrayBuffer(4)) : null;
   }
 
   /** Start a worker on `device` and resolve with its backend report. */
@@ -32,7 +34,7 @@ export class InferenceClient {
       this.#rejectAll({ code: "worker_failed", message: "The inference worker could not start." }),
     );
     const ready = this.#expect("init");
-    this.worker.postMessage({ type: "init", ...this.config, device });
+    this.worker.postMessage({ type: "init", ...this.config, device, cancel_flag: this.cancelFlag?.buffer });
     return ready.then((backend) => {
       this.backend = backend;
       this.onBackend(backend);
@@ -54,15 +56,17 @@ export class InferenceClient {
     }
   }
 
-  /** Generate; `onToken({seq, text})` per token; resolves with the worker's "done" message. */
-  generate({ id, model, prompt, params }, onToken) {
+  /** Generate (continuing `resume_text`, if given, as the answer so far); `onToken({seq, text})` per
+   * batch of tokens; resolves with the worker's "done" message. */
+  generate({ id, model, prompt, params, resume_text = "" }, onToken) {
     const done = this.#expect(`gen:${id}`);
     this.streams.set(id, onToken);
-    this.worker.postMessage({ type: "generate", id, model, prompt, params });
+    this.worker.postMessage({ type: "generate", id, model, prompt, params, resume_text });
     return done.finally(() => this.streams.delete(id));
   }
 
   cancel(id) {
+    if (this.cancelFlag && this.streams.has(id)) Atomics.store(this.cancelFlag, 0, 1);
     this.worker?.postMessage({ type: "cancel", id });
   }
 

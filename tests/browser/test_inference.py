@@ -51,19 +51,21 @@ async def test_run_prompt_streams_tokens_and_records_job_with_timings(live_serve
     await expect(room.progress).to_have_attribute("value", str(size))
 
     await page.evaluate(WATCH_OUTPUT)
-    await room.run("You may", max_tokens=48)
+    await room.run("You may", max_tokens=200)
     job = await room.recorded_job()
 
-    lengths = [length for _, length in await page.evaluate("window.growth")]
-    assert len(set(lengths)) >= 5, lengths  # the text arrived in many pieces, not at once
-    assert lengths == sorted(lengths)
+    growth = await page.evaluate("window.growth")
+    lengths = [length for _, length in growth]
+    # The text arrived in pieces over time (the worker batches what comes within 33 ms), not at once.
+    assert len(set(lengths)) >= 3, growth
+    assert lengths == sorted(lengths) and growth[-1][0] > growth[0][0]
     text = await room.output.text_content()
     assert text and len(text.split()) >= 10
     assert job["status"] == "succeeded"
     assert job["output"] == text
-    assert job["token_count"] == 48
+    assert job["token_count"] == 200
     assert job["mode"] == "local"
-    assert job["params"]["max_new_tokens"] == 48
+    assert job["params"] == {"max_new_tokens": 200, "repetition_penalty": 1.2, "temperature": 0.0, "top_k": 0, "top_p": 1.0}
     assert 0 < job["ttft_ms"] < 10_000
     assert job["tokens_per_s"] > 0
     await expect(room.metrics).to_contain_text("first token")
@@ -82,7 +84,7 @@ async def test_run_prompt_streams_tokens_and_records_job_with_timings(live_serve
     row = page.locator(f'[data-testid="job-row"][data-job-id="{job["id"]}"]')
     await expect(row).to_contain_text("succeeded")
     await expect(row).to_contain_text(MODEL)
-    await expect(row).to_contain_text("48")
+    await expect(row).to_contain_text("200")
     await page.goto(f"{live_server.url}/jobs/{job['id']}")
     await expect(page.get_by_test_id("ttft")).to_contain_text("ms")
 

@@ -97,7 +97,8 @@ async def test_worker_speaks_the_message_protocol(live_server: LiveServer, page:
     stream = await worker.until("done")
     tokens, done = stream[:-1], stream[-1]
     assert [m["type"] for m in tokens] == ["token"] * len(tokens)
-    assert [m["seq"] for m in tokens][:12] == list(range(1, 13))
+    seqs = [m["seq"] for m in tokens]
+    assert seqs[0] == 1 and seqs == sorted(seqs) and seqs[-1] == 12  # fast tokens may share a message
     assert done["id"] == "g1" and done["tokens"] == 12 and done["reason"] == "length"
     assert "".join(m["text"] for m in tokens) == done["text"]
     assert done["text"].startswith(" add a copy of the Library")  # greedy decoding, as in Python

@@ -1,0 +1,275 @@
+"""Inference benchmark: the room page (worker + UI + job recording) against bare.html (transformers.js
+called directly), in one headless Chromium, same model, prompt and WASM thread count.
+
+    uv run python bench/inference/run.py                # threads 1 and 2, results in bench/results/
+    uv run python bench/inference/run.py --threads 1 --rounds 3 --cold 1
+
+Measures tokens/s and time to first token on a warm model, and "model ready" time from opening the
+page with an empty and with a warm browser cache. Method and latest figures: docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+from conftest import CHROMIUM, CHROMIUM_ARGS, start_server  # noqa: E402  the tests' browser and server
+
+from mesh_nanollm.vendor import load_vendor_manifest  # noqa: E402
+
+MODEL, DTYPE = "tiny-gpt2", "q8"
+PROMPT = "You may"
+BARE_PATH = "/bench/bare"  # answered by Playwright with bare.html, so it shares the app's origin
+# The room page's own headers, so both pages may use WASM threads.
+ISOLATION = {"cross-origin-opener-policy": "same-origin", "cross-origin-embedder-policy": "credentialless"}
+RESULTS_DIR = ROOT / "bench" / "results"
+READY_MARK = {"ours": "mesh:model-ready", "bare": "bare:model-ready"}
+# For the breakdown only: the room page with its jobs API calls answered inside the page, which
+# shows what recording (browser network work plus the server on these same cores) costs a run.
+UNRECORDED = """(() => {
+  const fetch = window.fetch;
+  let n = 0;
+  window.fetch = (url, init) => String(url).startsWith("/api/jobs")
+    ? Promise.resolve(Response.json({ id: `unrecorded-${n++}` }))
+    : fetch(url, init);
+})()"""
+RATIO_TARGET, TTFT_BUDGET_MS = 0.97, 10.0
+STEADY_KINDS = ("ours", "ours-unrecorded", "bare")
+# Runs the room page's form and resolves once the run is recorded (the metrics line links its job).
+RUN_IN_PAGE = """async () => {
+  const metrics = document.querySelector("#metrics");
+  const previous = metrics.querySelector("a")?.dataset.jobId;
+  const recorded = new Promise((resolve) => new MutationObserver((_, observer) => {
+    const id = metrics.querySelector("a")?.dataset.jobId;
+    if (id && id !== previous) {
+      observer.disconnect();
+      resolve();
+    }
+  }).observe(metrics, { childList: true, subtree: true }));
+  document.querySelector("#prompt-form").requestSubmit();
+  await recorded;
+  const m = metrics.dataset;
+  return { ttft_ms: Number(m.ttftMs), tok_s: Number(m.tokS), tokens: Number(m.tokens),
+           text: document.querySelector("#output").textContent };
+}"""
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="WASM thread counts to compare")
+    parser.add_argument("--rounds", type=int, default=9, help="measured generations per page and thread count")
+    parser.add_argument("--tokens", type=int, default=200, help="new tokens per generation (model context: 256)")
+    parser.add_argument("--cold", type=int, default=3, help="cold and warm-cache page opens per page")
+    parser.add_argument("--server-priority", choices=["low", "same"], default="low",
+                        help="low: renice the app server to 19, standing in for a server on another machine")
+    return parser.parse_args()
+
+
+async def sign_up(base_url: str) -> str:
+    """A fresh account's session cookie, registered the way the browser does it."""
+    async with httpx.AsyncClient(base_url=base_url, follow_redirects=True, timeout=30) as http:
+        await http.get("/register")
+        password = "bench password"
+        form = {"username": f"bench-{uuid.uuid4().hex[:8]}", "password": password, "confirm": password,
+                "_csrf_token": http.cookies["csrftoken"]}
+        response = await http.post("/register", data=form)
+        assert response.url.path == "/rooms", response.text[:300]
+        return http.cookies["mesh_session"]
+
+
+class Pages:
+    """Opens either page in a browser context and drives one generation through it."""
+
+    def __init__(self, base_url: str, session: str, threads: int) -> None:
+        vendor = load_vendor_manifest(ROOT / "static")
+        self.base_url, self.session, self.threads = base_url, session, threads
+        config = {"transformers": vendor.url("transformers"), "mjs": vendor.url("ort_wasm_mjs"),
+                  "wasm": vendor.url("ort_wasm_wasm"), "model": MODEL, "dtype": DTYPE, "threads": threads}
+        self.bare_url = f"{base_url}{BARE_PATH}#{quote(json.dumps(config))}"
+        self.bare_html = (Path(__file__).parent / "bare.html").read_text()
+
+    async def new_context(self, browser: Browser, unrecorded: bool = False) -> BrowserContext:
+        context = await browser.new_context()
+        if unrecorded:
+            await context.add_init_script(UNRECORDED)
+        await context.add_cookies([{"name": "mesh_session", "value": self.session, "url": self.base_url}])
+        await context.route(f"{self.base_url}{BARE_PATH}", lambda route: route.fulfill(
+            body=self.bare_html, headers={"content-type": "text/html; charset=utf-8", **ISOLATION}))
+        return context
+
+    async def open(self, page: Page, kind: str) -> float:
+        kind = "bare" if kind == "bare" else "ours"
+        """Navigate and return the "model ready" time in ms since navigation started."""
+        url = f"{self.base_url}/rooms/global?threads={self.threads}" if kind == "ours" else self.bare_url
+        await page.goto(url)
+        return await self.ready(page, kind)
+
+    async def ready(self, page: Page, kind: str) -> float:
+        mark = READY_MARK[kind]
+        await page.wait_for_function("m => performance.getEntriesByName(m).length > 0", arg=mark, timeout=120_000)
+        return await page.evaluate("m => performance.getEntriesByName(m)[0].startTime", mark)
+
+    async def generate(self, page: Page, kind: str, tokens: int) -> dict[str, Any]:
+        kind = "bare" if kind == "bare" else "ours"
+        if kind == "bare":
+            return await page.evaluate("([p, n]) => window.generate(p, n)", [PROMPT, tokens])
+        await page.fill("#prompt", PROMPT)
+        await page.fill("#max-tokens", str(tokens))
+        # Submitted from inside the page, the path a click or Enter takes: Playwright's synthetic
+        # click costs 10-15 ms of input handling in headless Chromium before any page code runs.
+        return await page.evaluate(RUN_IN_PAGE)
+
+
+def renice_tree(pid: int, niceness: int) -> None:
+    """Lower the CPU priority of a process and all its descendants (Granian forks workers)."""
+    os.setpriority(os.PRIO_PROCESS, pid, niceness)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            renice_tree(int(child), niceness)
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "n": len(values)}
+
+
+async def steady_state(browser: Browser, pages: Pages, rounds: int, tokens: int) -> dict[str, Any]:
+    """Warm model: take turns generating on each page, after one warm-up run each."""
+    opened: dict[str, Page] = {}
+    for kind in STEADY_KINDS:
+        page = await (await pages.new_context(browser, unrecorded=kind == "ours-unrecorded")).new_page()
+        await pages.open(page, kind)
+        await pages.generate(page, kind, tokens)  # the first run of a session pays ORT's warm-up
+        opened[kind] = page
+    isolated = {kind: await page.evaluate("crossOriginIsolated") for kind, page in opened.items()}
+    runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in STEADY_KINDS}
+    for round_ in range(rounds):
+        for kind in STEADY_KINDS if round_ % 2 == 0 else STEADY_KINDS[::-1]:
+            runs[kind].append(await pages.generate(opened[kind], kind, tokens))
+    for page in opened.values():
+        await page.context.close()
+    texts = {kind: {run["text"] for run in results} for kind, results in runs.items()}
+    # Each ours/bare pair ran back to back, so their ratio cancels slow drifts in the machine's load.
+    paired = [o["tok_s"] / b["tok_s"] for o, b in zip(runs["ours"], runs["bare"], strict=True)]
+    return {
+        "isolated": isolated,
+        "paired_tok_s_ratio": summary(paired),
+        "same_text": len(set.union(*texts.values())) == 1,
+        "tokens": {kind: sorted({run["tokens"] for run in results}) for kind, results in runs.items()},
+        **{kind: {"tok_s": summary([r["tok_s"] for r in results]), "ttft_ms": summary([r["ttft_ms"] for r in results])}
+           for kind, results in runs.items()},
+    }
+
+
+async def page_opens(browser: Browser, pages: Pages, times: int) -> dict[str, Any]:
+    """"Model ready" after opening the page in a fresh context (empty cache), then reloading it (warm)."""
+    ready: dict[str, dict[str, list[float]]] = {kind: {"empty": [], "warm": []} for kind in READY_MARK}
+    for round_ in range(times):
+        for kind in ("ours", "bare") if round_ % 2 == 0 else ("bare", "ours"):
+            context = await pages.new_context(browser)
+            page = await context.new_page()
+            ready[kind]["empty"].append(await pages.open(page, kind))
+            await asyncio.sleep(1)  # let transformers.js finish writing its Cache Storage copies
+            await page.reload()
+            ready[kind]["warm"].append(await pages.ready(page, kind))
+            await context.close()
+    return {kind: {cache: summary(values) for cache, values in by_cache.items()} for kind, by_cache in ready.items()}
+
+
+def compare(steady: dict[str, Any]) -> dict[str, float]:
+    """Ours against bare, on medians and on the best run of each (the least disturbed by other load)."""
+    ours, bare = steady["ours"], steady["bare"]
+    return {
+        "tok_s_ratio": ours["tok_s"]["median"] / bare["tok_s"]["median"],
+        "ttft_delta_ms": ours["ttft_ms"]["median"] - bare["ttft_ms"]["median"],
+        "best_tok_s_ratio": ours["tok_s"]["max"] / bare["tok_s"]["max"],
+        "best_ttft_delta_ms": ours["ttft_ms"]["min"] - bare["ttft_ms"]["min"],
+        "paired_tok_s_ratio": steady["paired_tok_s_ratio"]["median"],
+    }
+
+
+def spread(stats: dict[str, float] | None, digits: int = 0) -> str:
+    if stats is None:
+        return "—"
+    return f"{stats['median']:.{digits}f} ({stats['min']:.{digits}f}–{stats['max']:.{digits}f})"
+
+
+def report(results: dict[str, Any]) -> str:
+    lines = ["| WASM threads | page | tok/s: median (min–max) | TTFT ms: median (min–max) | ready ms, empty cache | ready ms, warm cache |",
+             "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for threads, result in results["by_threads"].items():
+        for kind in STEADY_KINDS:
+            steady, opens = result["steady"][kind], result["opens"].get(kind, {})
+            lines.append(f"| {threads} | {kind} | {spread(steady['tok_s'])} | {spread(steady['ttft_ms'], 1)} "
+                         f"| {spread(opens.get('empty'))} | {spread(opens.get('warm'))} |")
+        for label, ratio, delta in (("medians", result["tok_s_ratio"], result["ttft_delta_ms"]),
+                                    ("median of pairs", result["paired_tok_s_ratio"], result["ttft_delta_ms"]),
+                                    ("best runs", result["best_tok_s_ratio"], result["best_ttft_delta_ms"])):
+            verdict = "meets" if ratio >= RATIO_TARGET and delta <= TTFT_BUDGET_MS else "misses"
+            lines.append(f"| {threads} | ours ÷ bare, {label} | **{ratio:.3f}×** | **{delta:+.1f}** | {verdict} the target | |")
+    return "\n".join(lines)
+
+
+async def main() -> None:
+    args = parse_args()
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="mesh-bench-inference-") as tmp:
+        server = start_server(Path(tmp))
+        if args.server_priority == "low":
+            renice_tree(server.process.pid, 19)
+        try:
+            session = await sign_up(server.url)
+            async with async_playwright() as playwright:
+                browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                by_threads = {}
+                for threads in args.threads:
+                    pages = Pages(server.url, session, threads)
+                    started = time.monotonic()
+                    steady = await steady_state(browser, pages, args.rounds, args.tokens)
+                    opens = await page_opens(browser, pages, args.cold)
+                    by_threads[threads] = {
+                        "steady": steady,
+                        "opens": opens,
+                        **compare(steady),
+                        "seconds": time.monotonic() - started,
+                    }
+                    print(f"threads={threads}: done in {by_threads[threads]['seconds']:.0f} s", flush=True)
+                chromium = browser.version
+                await browser.close()
+        finally:
+            server.stop()
+    results = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "chromium": chromium,
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "load_average": {"before": load_before, "after": os.getloadavg()},
+        "server_priority": args.server_priority,
+        "model": MODEL, "dtype": DTYPE, "prompt": PROMPT, "tokens": args.tokens, "rounds": args.rounds,
+        "by_threads": by_threads,
+    }
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"inference-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+    path.write_text(json.dumps(results, indent=2))
+    print(report(results))
+    print(f"\nload average before {load_before}, after {results['load_average']['after']}; saved {path}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
