@@ -39,7 +39,8 @@ async def test_connect_room_relays_signals_and_presence_between_pages(live_serve
     try:
         a = await page_a.evaluate(CONNECT, room["slug"])
         b = await page_b.evaluate(CONNECT, room["slug"])
-        assert [p["peer_id"] for p in b["peers"]] == [a["peerId"]]
+        # The room pages joined as mesh peers of their own too; these connections are extra ones.
+        assert a["peerId"] in [p["peer_id"] for p in b["peers"]]
         assert b["iceServers"] == []  # the test server configures none
 
         await page_a.wait_for_function(
@@ -63,7 +64,7 @@ async def test_connect_room_relays_signals_and_presence_between_pages(live_serve
             "id => window.heard.some(e => e.type === 'peer_left' && e.detail.peer_ids.includes(id))",
             arg=b["peerId"], timeout=10_000,
         )
-        assert await page_a.evaluate("() => window.conn.peers.length") == 0
+        assert not await page_a.evaluate("id => window.conn.peers.some(p => p.peer_id === id)", b["peerId"])
     finally:
         for page in pages:
             await page.context.close()

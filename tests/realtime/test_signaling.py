@@ -240,3 +240,7 @@ async def test_peer_that_stops_answering_is_dropped_within_seconds(live_server: 
 
         await alice.wait_for("peer_left", lambda e: silent_id in e["peer_ids"], timeout=20)
         assert asyncio.get_running_loop().time() - started < 15
+        # And the server hung up on it rather than holding the dead socket open.
+        while (message := await asyncio.wait_for(ws.receive(), 5)).type == aiohttp.WSMsgType.TEXT:
+            pass
+        assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)

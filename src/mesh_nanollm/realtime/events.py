@@ -16,7 +16,7 @@ from mesh_nanollm.errors import ServiceError
 from mesh_nanollm.realtime.auth import authenticate_socket
 from mesh_nanollm.realtime.ice import ice_servers_for
 from mesh_nanollm.realtime.limits import TokenBucket
-from mesh_nanollm.realtime.notify import notify_error, peer_channel, room_channel
+from mesh_nanollm.realtime.notify import notify_error, peer_channel, relay_signal, room_channel
 from mesh_nanollm.realtime.presence import LocalPeer, Presence, live_peer_entries, open_peer_session
 from mesh_nanollm.realtime.schemas import (
     IceCandidate,
@@ -50,17 +50,14 @@ def _problem(exc: msgspec.ValidationError) -> str:
 
 def register_events(sio: socketio.AsyncServer, presence: Presence, settings: Settings) -> None:
     """Attach the handlers to `sio`; `presence` is this instance's peer registry."""
-
-    async def connection_of(sid: str) -> Connection | None:
-        session = await sio.get_session(sid)
-        return session.get("conn")
+    # The same Connection objects as in each socket's Socket.IO session, indexed by sid: the relay
+    # reads one per message, and a dict lookup costs far less than `await sio.get_session(sid)`.
+    connections: dict[str, Connection] = {}
 
     async def admitted(sid: str) -> Connection | None:
         """The connection, if its token bucket lets this event through; otherwise tell it why."""
-        conn = await connection_of(sid)
-        if conn is None:
-            return None
-        if conn.bucket.take():
+        conn = connections.get(sid)
+        if conn is None or conn.bucket.take():
             return conn
         if conn.bucket.should_warn():
             await notify_error(
@@ -100,8 +97,9 @@ def register_events(sio: socketio.AsyncServer, presence: Presence, settings: Set
         user = await authenticate_socket(environ, auth)
         if user is None:
             raise Refused(REFUSED)
-        bucket = TokenBucket(settings.socket_rate, settings.socket_burst)
-        await sio.save_session(sid, {"conn": Connection(user, bucket)})
+        conn = Connection(user, TokenBucket(settings.socket_rate, settings.socket_burst))
+        await sio.save_session(sid, {"conn": conn})
+        connections[sid] = conn
 
     @event
     async def join_room(sid: str, data: object = None, *extra: object) -> dict[str, Any]:
@@ -123,7 +121,8 @@ def register_events(sio: socketio.AsyncServer, presence: Presence, settings: Set
         caps = join.capabilities
         peer_id = await open_peer_session(room, conn.user.id, sid, caps)
         status = Status(state=caps.state, backend=caps.backend, models_warm=caps.models_warm)
-        peer = LocalPeer(peer_id, sid, room.id, room.slug, conn.user.username, status)
+        eio_sid = sio.manager.eio_sid_from_sid(sid, "/")
+        peer = LocalPeer(peer_id, sid, eio_sid, room.id, room.slug, conn.user.username, status)
         conn.peer = peer
         presence.add(peer)
         await sio.enter_room(sid, room_channel(room.slug))
@@ -167,7 +166,7 @@ def register_events(sio: socketio.AsyncServer, presence: Presence, settings: Set
         target = presence.peers.get(msg.to)
         if target is not None:
             if target.room_slug == peer.room_slug:
-                await sio.emit("signal", out, to=target.sid, ignore_queue=True)
+                await relay_signal(sio, target.eio_sid, out)
                 return
         elif settings.redis_url:
             # Not on this instance: the peer's own channel reaches it on another one, and only if
@@ -201,7 +200,7 @@ def register_events(sio: socketio.AsyncServer, presence: Presence, settings: Set
     @sio.event
     async def disconnect(sid: str, reason: object = None) -> None:
         """The socket closed (left, lost or timed out): its peer leaves its room."""
-        conn = await connection_of(sid)
+        conn = connections.pop(sid, None)
         if conn is not None:
             await depart(conn, sid, closing=True)
 

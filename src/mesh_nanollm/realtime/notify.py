@@ -11,6 +11,8 @@ import socketio
 
 from mesh_nanollm.realtime.presence import RoomChanges
 
+_encode = msgspec.json.Encoder().encode
+
 
 def room_channel(room_slug: str) -> str:
     """The Socket.IO room every peer of a mesh room is in."""
@@ -34,6 +36,16 @@ async def notify_room_changes(sio: socketio.AsyncServer, changes: RoomChanges) -
         await sio.emit("peer_joined", {"room": room, "peers": msgspec.to_builtins(changes.joined)}, to=to)
     if changes.updated:
         await sio.emit("peer_updated", {"room": room, "peers": msgspec.to_builtins(changes.updated)}, to=to)
+
+
+async def relay_signal(sio: socketio.AsyncServer, eio_sid: str, payload: dict[str, object]) -> None:
+    """`signal {from, kind, data}` to a peer on this instance: the relay's hot path.
+
+    `sio.emit` would build a packet object, start a task per recipient and wait on them; for one
+    recipient on this instance the Socket.IO EVENT frame (`2` + JSON `[event, data]`) can go
+    straight to its engine.io socket.
+    """
+    await sio.eio.send(eio_sid, "2" + _encode(["signal", payload]).decode())
 
 
 async def notify_error(sio: socketio.AsyncServer, sid: str, code: str, message: str) -> None:

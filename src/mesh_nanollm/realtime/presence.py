@@ -27,6 +27,7 @@ class LocalPeer:
 
     peer_id: str
     sid: str
+    eio_sid: str  # the engine.io socket the relay writes to directly
     room_id: int
     room_slug: str
     username: str

@@ -14,6 +14,7 @@ import socketio
 from litestar import Litestar
 from socketio.packet import Packet
 
+from mesh_nanollm.realtime.engine import use_lean_socket
 from mesh_nanollm.realtime.events import Connection, register_events
 from mesh_nanollm.realtime.notify import notify_error, notify_room_changes
 from mesh_nanollm.realtime.presence import Presence, close_open_peer_sessions
@@ -52,6 +53,11 @@ class TextPacket(Packet):
 class SignalingServer(socketio.AsyncServer):
     """python-socketio's server, answering undecodable packets with an `error` instead of a log line
     with a traceback."""
+
+    async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> None:
+        # Called by engine.io between creating the socket and starting its websocket loop.
+        use_lean_socket(self.eio, eio_sid)
+        await super()._handle_eio_connect(eio_sid, environ)
 
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
         try:

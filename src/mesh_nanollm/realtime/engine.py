@@ -1,0 +1,76 @@
+"""engine.io's websocket loop without a task and a timer per message (the relay's largest cost
+after Granian itself; the profile is in docs/benchmarks.md, "Signaling")."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from engineio import exceptions, packet
+from engineio.async_socket import AsyncSocket
+
+
+class LeanSocket(AsyncSocket):
+    """python-engineio's socket, reading and writing a websocket with plain awaits.
+
+    Stock engine.io wraps every websocket read in a new task plus `asyncio.wait_for`, and every
+    write-queue read in another `wait_for`: two tasks' worth of scheduling and two timer handles per
+    relayed message. The timeouts only guard against a silent client, which engine.io's service
+    task already closes when it misses a ping; `close` here then wakes the writer, which closes the
+    websocket, which ends the reader. Everything else (packets, pings, upgrade-less websocket
+    handshake, close semantics) is engine.io's own code.
+    """
+
+    async def _websocket_handler(self, ws: Any) -> Any:
+        if self.connected:  # an upgrade from long-polling: not offered (websocket only), keep stock
+            return await super()._websocket_handler(ws)
+        self.connected = True
+        self.upgraded = True
+        writer = asyncio.ensure_future(self._write(ws))
+        limit = self.server.max_http_buffer_size
+        while True:
+            try:
+                data = await ws.wait()
+            except Exception:  # the ASGI server reports a closed websocket as an error
+                break
+            if data is None or len(data) > limit:
+                break
+            try:
+                await self.receive(packet.Packet(encoded_packet=data))
+            except exceptions.UnknownPacketError:
+                pass
+            except exceptions.SocketIsClosedError:
+                break
+            except Exception:
+                self.server.logger.exception("Unknown receive error")
+        await self.queue.put(None)
+        await writer
+        await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
+
+    async def _write(self, ws: Any) -> None:
+        queue = self.queue
+        while True:
+            pkt = await queue.get()
+            queue.task_done()
+            if pkt is None:
+                break
+            try:
+                await ws.send(pkt.encode())
+            except Exception:
+                break
+            if pkt.packet_type == packet.CLOSE:
+                break
+        await ws.close()
+
+    async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
+        closing = not self.closed and not self.closing
+        await super().close(wait=wait, abort=abort, reason=reason)
+        if closing:
+            self.queue.put_nowait(None)  # wake the writer: nothing else will
+
+
+def use_lean_socket(server: Any, eio_sid: str) -> None:
+    """Give a just-opened engine.io socket the lean loop; it has not started reading yet."""
+    socket = server.sockets.get(eio_sid)
+    if type(socket) is AsyncSocket:
+        socket.__class__ = LeanSocket
