@@ -207,20 +207,17 @@ async function generate({ id, model, prompt, params = {}, resume_text: resumeTex
   if (state.cancelFlag) Atomics.store(state.cancelFlag, 0, 0);
   try {
     const { tokenizer } = generator;
-    const asked = tokenizer.chat_template ? [{ role: "user", content: prompt }] : prompt;
-    // A resumed job (the mesh's failover, docs/mesh.md) continues an answer another peer began:
-    // the model reads the prompt plus that answer, and the answer's tokens count against the budget.
-    const input = resumeText ? continuation(tokenizer, asked, resumeText) : asked;
-    const special = { add_special_tokens: !(resumeText && tokenizer.chat_template) };
-    const promptTokens = countPromptTokens(tokenizer, input, special);
-    const resumedTokens = resumeText ? promptTokens - countPromptTokens(tokenizer, asked) : 0;
+    const input = tokenizer.chat_template ? [{ role: "user", content: prompt }] : prompt;
+    const promptTokens = countPromptTokens(tokenizer, input);
     const options = generationOptions(params);
-    if (resumedTokens) {
-      const budget = options.max_new_tokens ?? generator.model.generation_config?.max_new_tokens;
-      if (budget !== undefined && budget <= resumedTokens) {
-        return post({ type: "done", id, text: "", tokens: 0, resumed_tokens: resumedTokens, prompt_tokens: promptTokens, ttft_ms: null, tok_s: null, total_ms: performance.now() - received, reason: "length" });
-      }
-      if (budget !== undefined) options.max_new_tokens = budget - resumedTokens;
+    // A resumed job (the mesh's failover, docs/mesh.md) continues an answer another peer began. Its
+    // tokens are replayed as the first generated ones, one decoding step each, exactly as that peer
+    // computed them: reading prompt and answer in one pass would differ in the last bits (dynamic
+    // quantization scales by the whole batch), enough to flip greedy choices further on.
+    const resumed = resumeText ? answerTokens(tokenizer, input, resumeText) : [];
+    const budget = options.max_new_tokens ?? generator.model.generation_config?.max_new_tokens;
+    if (resumed.length && budget !== undefined && budget <= resumed.length) {
+      return post({ type: "done", id, text: "", tokens: 0, resumed_tokens: resumed.length, prompt_tokens: promptTokens, ttft_ms: null, tok_s: null, total_ms: performance.now() - received, reason: "length" });
     }
     let limitedByContext = false;
     if (contextLimit) {
@@ -258,7 +255,9 @@ async function generate({ id, model, prompt, params = {}, resume_text: resumeTex
       run.postedAt = run.last;
     };
     const put = streamer.put.bind(streamer);
+    let replaying = resumed.length + 1; // the prompt, then the resumed tokens: none of them is news
     streamer.put = (value) => {
+      if (replaying > 0 && replaying-- <= resumed.length) return;
       const before = run.tokens;
       put(value);
       if (run.tokens > before && (run.posted === 0 || run.last - run.postedAt >= TOKEN_BATCH_MS)) flush();
@@ -270,12 +269,13 @@ async function generate({ id, model, prompt, params = {}, resume_text: resumeTex
       if (run.tokens > run.posted || run.pending) flush();
     };
 
-    await generator(input, { ...options, ...special, streamer, stopping_criteria: [stopper] });
+    const replay = resumed.length ? { logits_processor: [replayer(lib, resumed)] } : {};
+    await generator(input, { ...options, ...replay, streamer, stopping_criteria: [stopper] });
 
     const decodeS = (run.last - run.first) / 1000;
     const reason = stopper.interrupted
       ? "cancelled"
-      : options.max_new_tokens && run.tokens >= options.max_new_tokens
+      : options.max_new_tokens && run.tokens + resumed.length >= options.max_new_tokens
         ? (limitedByContext ? "context" : "length")
         : "eos";
     post({
@@ -283,7 +283,7 @@ async function generate({ id, model, prompt, params = {}, resume_text: resumeTex
       id,
       text: run.text,
       tokens: run.tokens,
-      resumed_tokens: resumedTokens,
+      resumed_tokens: resumed.length,
       prompt_tokens: promptTokens,
       ttft_ms: run.first ? run.first - received : null,
       tok_s: run.tokens > 1 && decodeS > 0 ? (run.tokens - 1) / decodeS : null,
@@ -297,16 +297,38 @@ async function generate({ id, model, prompt, params = {}, resume_text: resumeTex
   }
 }
 
-function countPromptTokens(tokenizer, input, { add_special_tokens = true } = {}) {
-  if (typeof input === "string") return tokenizer(input, { add_special_tokens }).input_ids.dims.at(-1);
+function countPromptTokens(tokenizer, input) {
+  if (typeof input === "string") return tokenizer(input).input_ids.dims.at(-1);
   return tokenizer.apply_chat_template(input, { add_generation_prompt: true, tokenize: true, return_tensor: false }).length;
 }
 
-/** The prompt followed by the answer so far, as one text the model continues. A chat prompt is
- * rendered through its template first, so the answer sits where the assistant's turn begins. */
-function continuation(tokenizer, asked, resumeText) {
-  if (typeof asked === "string") return asked + resumeText;
-  return tokenizer.apply_chat_template(asked, { add_generation_prompt: true, tokenize: false }) + resumeText;
+/** The token ids of `answer` as the continuation of `input` (a prompt, or chat messages). */
+function answerTokens(tokenizer, input, answer) {
+  const chat = typeof input !== "string";
+  const head = chat ? tokenizer.apply_chat_template(input, { add_generation_prompt: true, tokenize: false }) : input;
+  const ids = (text) => Array.from(tokenizer(text, { add_special_tokens: !chat }).input_ids.data, Number);
+  const before = ids(head);
+  const whole = ids(head + answer);
+  // Where the answer's first word merges into the prompt's last, tokenise the answer on its own.
+  const aligned = before.every((id, i) => whole[i] === id);
+  return aligned ? whole.slice(before.length) : ids(answer);
+}
+
+/** A logits processor that makes the first generated tokens `ids`, one per decoding step. */
+function replayer(lib, ids) {
+  let step = 0;
+  const Replay = class extends lib.LogitsProcessor {
+    _call(inputIds, logits) {
+      const id = ids[step++];
+      if (id !== undefined) {
+        const scores = logits[0].data;
+        scores.fill(-Infinity);
+        scores[id] = 0;
+      }
+      return logits;
+    }
+  };
+  return new Replay();
 }
 
 /** Only the parameters the requester chose; the model's generation_config supplies the rest. */

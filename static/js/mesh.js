@@ -13,7 +13,8 @@
  * "done", cancel(id).
  *
  * Events (CustomEvent): link {peer_id, username, state: connecting|open|lost|unreachable, rtt_ms},
- * work {job_id, requester, username, model, state: queued|running|done|cancelled|failed|lost, tokens}.
+ * work {job_id, requester, username, model, state: queued|running|done|cancelled|failed|lost, tokens},
+ * lane {computing}: this page's inference worker started or stopped a generation (for whoever).
  */
 
 export const PROTOCOL_VERSION = 1;
@@ -520,6 +521,7 @@ export class Mesh extends EventTarget {
         if (this.#serving.get(service.id) !== service) return;
         service.tokens = token.seq;
         link.send({ type: "token", job_id: service.id, seq: token.seq, text: token.text });
+        this.#emitWork(service);
       });
     });
     service.lane.then(
@@ -579,19 +581,26 @@ export class Mesh extends EventTarget {
     this.#laneJobs.push(slot);
     const run = this.#lane.then(async () => {
       slot.running = true;
+      this.#emitLane();
       return work(slot);
     }).finally(() => {
       this.#laneJobs = this.#laneJobs.filter((j) => j !== slot);
+      this.#emitLane();
     });
     this.#lane = run.catch(() => null);
     return run;
+  }
+
+  #emitLane() {
+    this.dispatchEvent(new CustomEvent("lane", { detail: { computing: this.computing } }));
   }
 
   // ---- requester side: our jobs ------------------------------------------------------------
 
   /**
    * Run `job` = {id, model, prompt, params} here, on the mesh or wherever is best (mode
-   * local|mesh|auto). onToken(text) gets the whole answer so far after each token;
+   * local|mesh|auto). onToken(text, tokens) gets the whole answer so far and about how many
+   * tokens it holds after each token message;
    * onAttempt({worker, username, resume_text}) is called as each attempt starts (worker null =
    * this page). Returns {done, cancel()}: done resolves with {text, tokens, reason, attempts:
    * [{worker, username, outcome}], fallback} or rejects with the error that ended the job.
@@ -660,7 +669,7 @@ export class Mesh extends EventTarget {
       request.local = true;
       return this.#local.generate(job, (token) => {
         slot.produced = token.seq;
-        request.token(token.text);
+        request.token(token.text, token.seq);
       });
     });
     return request.finish(done);
@@ -673,6 +682,8 @@ class Request {
   resume = ""; // the answer the current attempt continues from
   attemptText = ""; // what the current attempt added
   resumedTokens = 0;
+  seq = 0; // tokens the current attempt has sent
+  seqBefore = 0; // tokens earlier attempts sent
   attempts = []; // {worker, username, outcome}
   tried = new Set();
   cancelled = false;
@@ -720,9 +731,11 @@ class Request {
     const attempt = this.#attempt;
     if (!attempt || attempt.link !== link) return false;
     if (message.type === "token") {
-      if (message.seq <= attempt.seq) return false; // a replayed or reordered token
+      // seq never decreases; the same seq again carries text those tokens completed later (the
+      // streamer's last flush of a word it held back).
+      if (message.seq < attempt.seq) return false;
       attempt.seq = message.seq;
-      this.token(message.text);
+      this.token(message.text, message.seq);
     } else if (message.type === "job_done") {
       this.#endAttempt({ done: { ...message.metrics, text: message.text } });
     } else if (message.type === "job_error") {
@@ -753,6 +766,8 @@ class Request {
     const username = worker ? this.#hooks.usernameOf(worker) : null;
     this.attempts.push({ worker, username, outcome: "running" });
     this.attemptText = "";
+    this.seqBefore += this.seq;
+    this.seq = 0;
     this.#hooks.onAttempt({ worker, username, resume_text: this.resume });
   }
 
@@ -775,12 +790,13 @@ class Request {
   }
 
   /** A token's text arrived (from a peer or from this page's worker). */
-  token(piece) {
+  token(piece, seq) {
     this.attemptText += piece;
+    this.seq = seq;
     const full = this.resume + this.attemptText;
     // Until a resumed attempt has re-sent the whitespace that resume_text left off, keep showing it.
     if (!(full.length < this.text.length && this.text.startsWith(full))) this.text = full;
-    this.#hooks.onToken(this.text);
+    this.#hooks.onToken(this.text, this.seqBefore + seq);
   }
 
   resumedTokensGuess() {
@@ -815,7 +831,7 @@ class Request {
     this.attemptText = done.text ?? this.attemptText;
     this.text = this.resume + this.attemptText;
     this.resumedTokens = done.resumed_tokens ?? 0;
-    this.#hooks.onToken(this.text);
+    this.#hooks.onToken(this.text, this.seqBefore + this.seq);
     const reason = this.cancelled ? "cancelled" : done.reason ?? "";
     this.attempts.at(-1).outcome = reason === "cancelled" ? "cancelled" : "finished";
     return this.result(reason, this.resumedTokens + (done.tokens ?? 0), done);

@@ -1,7 +1,10 @@
 /* The room page: model picker, prompt, streamed output, cancel and metrics, with every run
- * recorded through the jobs API. The model itself runs in inference-worker.js. */
+ * recorded through the jobs API. The model itself runs in inference-worker.js; where a prompt runs
+ * (here or on another peer) is mesh.js's choice. */
 
 import { InferenceClient } from "/static/js/inference.js";
+import { Mesh } from "/static/js/mesh.js";
+import { connectRoom } from "/static/js/signaling.js";
 
 const $ = (id) => document.getElementById(id);
 
@@ -9,6 +12,7 @@ const room = {
   slug: $("room").dataset.room,
   csrf: document.querySelector('meta[name="csrf-token"]').content,
   client: null,
+  mesh: null,
   status: { state: "loading", backend: "", models_warm: [], queue: 0, tok_s: 0 },
   loads: new Map(), // model id → promise of its "ready"
   loadQueue: Promise.resolve(),
@@ -30,10 +34,11 @@ const room = {
     output: $("output"),
     metrics: $("metrics"),
     flash: $("run-flash"),
+    serving: $("serving"),
   },
 };
 
-/** Tell the room what this peer can do: for now the local badge; signaling forwards it later. */
+/** Tell the room what this peer can do: the local badge, and the other peers through the mesh. */
 function publishStatus(status) {
   const { backend } = room.ui;
   const parts = [{ webgpu: "WebGPU", wasm: "WASM" }[status.backend] ?? "detecting…"];
@@ -44,6 +49,7 @@ function publishStatus(status) {
   backend.textContent = parts.join(" · ");
   backend.dataset.backend = status.backend;
   backend.dataset.state = status.state;
+  room.mesh?.publish(status);
 }
 
 function updateStatus(changes) {
@@ -52,7 +58,8 @@ function updateStatus(changes) {
 }
 
 function currentState() {
-  return room.loadsPending ? "loading" : room.run ? "busy" : "idle";
+  // Busy means this browser's model is generating, for this page or for another peer.
+  return room.loadsPending ? "loading" : room.mesh?.computing ? "busy" : "idle";
 }
 
 function flash(kind, text) {
@@ -63,7 +70,10 @@ function flash(kind, text) {
 
 function selectedModel() {
   const option = room.ui.model.selectedOptions[0];
-  if (!option) return null;
+  return option ? modelEntry(option) : null;
+}
+
+function modelEntry(option) {
   const { source, dtype, size, backends } = option.dataset;
   return { id: option.value, source, dtype, size: Number(size), backends: backends.split(","), name: option.textContent.trim() };
 }
@@ -153,12 +163,16 @@ class JobRecord {
     this.job = null;
     this.problem = null;
     this.started = false;
+    this.attempts = 0;
     this.chain = this.#send("POST", "/api/jobs", fields).then((job) => (this.job = job));
   }
 
-  start() {
+  /** An attempt starts on `workerPeer` (null: this browser); any attempt before it was given up. */
+  start(workerPeer = null) {
+    if (this.started) this.#then({ status: "queued" });
     this.started = true;
-    this.#then({ status: "running" });
+    this.attempts += 1;
+    this.#then(workerPeer ? { status: "running", worker_peer: workerPeer } : { status: "running" });
   }
 
   /** The last step; resolves with {job} once recorded, or {error} saying why it was not. */
@@ -190,12 +204,26 @@ function setRunning(running) {
   room.ui.model.disabled = running;
 }
 
-function showMetrics({ ttft, tokS, tokens, reason, job }) {
+/** Where an answer came from, when not (only) from this browser. */
+function whereItRan({ attempts }) {
+  if (attempts.every((attempt) => !attempt.worker)) return "";
+  const name = (attempt) => (attempt.worker ? `${attempt.username}'s browser` : "this browser");
+  if (attempts.length === 1) return `ran on ${name(attempts[0])}`;
+  return `${attempts.slice(0, -1).map(name).join(", ")} dropped out; ${name(attempts.at(-1))} finished it`;
+}
+
+const FALLBACK = {
+  no_peers: "No other peer in this room can run this model right now, so it ran in this browser.",
+  declined: "Every peer was busy or could not take it, so it ran in this browser.",
+};
+
+function showMetrics({ ttft, tokS, tokens, reason, where = "", job }) {
   const { metrics } = room.ui;
   const parts = [];
   if (ttft !== null) parts.push(`first token ${ttft.toFixed(0)} ms`);
   if (tokS !== null) parts.push(`${tokS.toFixed(1)} tok/s`);
   parts.push(`${tokens} token${tokens === 1 ? "" : "s"}`);
+  if (where) parts.push(where);
   if (reason === "context") parts.push("stopped at the model's context limit");
   if (reason === "cancelled") parts.push("cancelled");
   metrics.replaceChildren(parts.join(" · "));
@@ -219,12 +247,10 @@ async function runPrompt(event) {
   if (!(maxNewTokens >= 1 && maxNewTokens <= 2048)) return flash("error", "Max tokens must be between 1 and 2048.");
 
   flash("", "");
-  if (room.ui.mode.value !== "local") {
-    flash("info", "Running on the mesh is not available yet, so this prompt runs in this browser.");
-  }
-  const run = { id: crypto.randomUUID() };
+  const mode = room.ui.mode.value;
+  const run = { id: crypto.randomUUID(), handle: null };
   const cancelled = new Promise((resolve) => (run.cancel = () => {
-    room.client.cancel(run.id);
+    run.handle?.cancel();
     resolve("cancelled");
   }));
   room.run = run;
@@ -233,43 +259,55 @@ async function runPrompt(event) {
   room.ui.output.replaceChildren(text);
   room.ui.metrics.replaceChildren();
 
-  // Recorded as what actually happens: a local run, whatever the switch says for now.
-  const job = { room: room.slug, model: entry.id, prompt, params: { max_new_tokens: maxNewTokens }, mode: "local" };
+  const job = { room: room.slug, model: entry.id, prompt, params: { max_new_tokens: maxNewTokens }, mode };
+  if (room.mesh.peerId) job.requester_peer = room.mesh.peerId;
   let record = null;
+  const workers = []; // each attempt's worker peer (null: this browser), in order
+  const recordAttempts = () => {
+    for (const worker of workers.slice(record.attempts)) record.start(worker);
+  };
   let first = 0; // when the first token arrived here, and how many tokens that message counted
   let firstSeq = 0;
   let last = 0;
   let tokens = 0;
   let outcome;
   try {
-    const ready = await Promise.race([ensureLoaded(entry), cancelled]);
+    // A run here needs the model first; on the mesh, the peer that takes the job loads it.
+    const ready = mode === "local" ? await Promise.race([ensureLoaded(entry), cancelled]) : null;
     if (ready === "cancelled") {
       outcome = { patch: { status: "cancelled" }, metrics: { ttft: null, tokS: null, tokens: 0, reason: "cancelled" } };
     } else {
       // Spell out the model's own defaults, so the history shows the parameters that really ran.
-      job.params = { ...ready.defaults, ...job.params };
+      if (ready) job.params = { ...ready.defaults, ...job.params };
       const sent = performance.now();
-      const generating = room.client.generate({ id: run.id, model: entry.id, prompt, params: job.params }, (token) => {
-        last = performance.now();
-        if (!first) {
-          first = last;
-          firstSeq = token.seq;
-        }
-        tokens = token.seq;
-        if (token.text) text.appendData(token.text);
+      run.handle = room.mesh.run({ id: run.id, model: entry.id, prompt, params: job.params }, {
+        mode,
+        onAttempt: ({ worker }) => {
+          workers.push(worker);
+          if (record) recordAttempts();
+        },
+        onToken: (answer, seq) => {
+          last = performance.now();
+          if (!first) {
+            first = last;
+            firstSeq = seq;
+          }
+          tokens = seq;
+          text.data = answer;
+        },
       });
-      // Recorded alongside, never awaited: the server stamps "running" as close to the start as it can.
+      // Recorded alongside, never awaited: the server stamps each attempt as close to its start as it can.
       record = new JobRecord(job);
-      record.start();
-      updateStatus({ state: currentState() });
-      const done = await generating;
-      // Measured here, where the person sees it: worker, messaging and page included.
+      recordAttempts();
+      const result = await run.handle.done;
+      // Measured here, where the person sees it: offers, worker, messaging and page included.
       const ttft = first ? first - sent : null;
       const tokS = tokens > firstSeq && last > first ? ((tokens - firstSeq) * 1000) / (last - first) : null;
-      const patch = { status: done.reason === "cancelled" ? "cancelled" : "succeeded", output: done.text, token_count: done.tokens };
+      const patch = { status: result.reason === "cancelled" ? "cancelled" : "succeeded", output: result.text, token_count: result.tokens };
       if (ttft !== null) patch.ttft_ms = ttft;
-      outcome = { patch, metrics: { ttft, tokS, tokens: done.tokens, reason: done.reason } };
-      if (tokS) updateStatus({ tok_s: tokS });
+      outcome = { patch, metrics: { ttft, tokS, tokens: result.tokens, reason: result.reason, where: whereItRan(result) } };
+      if (tokS && workers.every((worker) => !worker)) updateStatus({ tok_s: tokS });
+      if (result.fallback) flash("info", FALLBACK[result.fallback]);
     }
   } catch (error) {
     flash("error", `The model could not run: ${error.message}`);
@@ -281,12 +319,99 @@ async function runPrompt(event) {
   }
   if (outcome.metrics) showMetrics({ ...outcome.metrics, job: null });
   record ??= new JobRecord(job);
+  recordAttempts();
   const { job: recorded, error } = await record.finish(outcome.patch);
   if (outcome.metrics && recorded) showMetrics({ ...outcome.metrics, job: recorded });
   if (error) flash("error", `This run was not recorded in your history: ${error.message}`);
 }
 
+/** What the mesh may do with this page's model: run jobs for this page and for other peers. */
+function localRunner() {
+  const entryOf = (id) => {
+    const option = [...room.ui.model.options].find((o) => o.value === id);
+    return option ? modelEntry(option) : null;
+  };
+  const cancelled = new Set(); // cancels that came while the model was still loading
+  return {
+    backend: () => room.status.backend,
+    models: () => [...room.ui.model.options].map((o) => o.value),
+    warm: () => room.status.models_warm,
+    tokS: () => room.status.tok_s,
+    entry: entryOf,
+    async generate(job, onToken) {
+      await ensureLoaded(entryOf(job.model));
+      if (cancelled.delete(job.id)) return { text: "", tokens: 0, reason: "cancelled" };
+      return room.client.generate(job, onToken);
+    },
+    cancel(id) {
+      cancelled.add(id);
+      room.client.cancel(id);
+      setTimeout(() => cancelled.delete(id), 60_000);
+    },
+  };
+}
+
+const WORK = {
+  queued: (w) => `Waiting to run ${w.model} for ${w.username}`,
+  running: (w) => `Running ${w.model} for ${w.username} — ${w.tokens} token${w.tokens === 1 ? "" : "s"} so far`,
+  done: (w) => `Ran ${w.model} for ${w.username}: ${w.tokens} tokens`,
+  cancelled: (w) => `${w.username} cancelled their job; stopped after ${w.tokens} tokens`,
+  lost: (w) => `${w.username} left; stopped their job after ${w.tokens} tokens`,
+  failed: (w) => `A job for ${w.username} failed here`,
+};
+
+/** What this browser does for other peers: the line under the backend badge. */
+function showWork({ detail }) {
+  const box = room.ui.serving;
+  box.hidden = false;
+  box.textContent = WORK[detail.state]?.(detail) ?? "";
+  box.dataset.state = detail.state;
+  box.dataset.requester = detail.username;
+}
+
+const LINK_LABELS = { connecting: "linking…", open: "linked", lost: "link lost", unreachable: "unreachable", none: "not linked" };
+
+/** Each row of the peers panel says whether this page has a data channel to that peer. */
+function showLinks() {
+  for (const row of document.querySelectorAll('[data-testid="peer"]')) {
+    const label = row.querySelector('[data-testid="peer-link"]');
+    if (!label) continue;
+    const link = room.mesh.links.get(row.dataset.peerId);
+    const state = row.dataset.peerId === room.mesh.peerId ? "self" : link?.state ?? "none";
+    row.dataset.link = state;
+    label.textContent = state === "self" ? "this browser"
+      : state === "open" && link.rtt !== null ? `linked · ${link.rtt.toFixed(1)} ms round trip` : LINK_LABELS[state];
+  }
+}
+
+/** Join the room's signaling and mesh; without them, prompts still run in this browser. */
+async function joinMesh() {
+  room.mesh = new Mesh(localRunner());
+  room.mesh.addEventListener("work", (event) => {
+    showWork(event);
+    if (room.status.queue !== room.mesh.queue) updateStatus({ queue: room.mesh.queue });
+  });
+  room.mesh.addEventListener("lane", () => updateStatus({ state: currentState() }));
+  room.mesh.addEventListener("link", showLinks);
+  // The peers panel replaces itself when presence changes; label the new rows.
+  new MutationObserver(showLinks).observe($("room"), { childList: true });
+  const capabilities = { backend: room.status.backend, user_agent: navigator.userAgent.slice(0, 300), state: room.status.state };
+  try {
+    const conn = await connectRoom(room.slug, { capabilities });
+    room.mesh.attach(conn);
+    addEventListener("pagehide", () => {
+      room.mesh.close();
+      conn.leave();
+    });
+    updateStatus({});
+    showLinks();
+  } catch (error) {
+    flash("error", `This page could not join the room's mesh (${error.message}); prompts run in this browser only.`);
+  }
+}
+
 async function start() {
+  joinMesh();
   const config = JSON.parse($("inference-config").textContent);
   room.client = new InferenceClient(
     { ...config, ...flags() },
@@ -299,10 +424,7 @@ async function start() {
     const entry = selectedModel();
     if (entry?.source === "local") ensureLoaded(entry).catch((error) => flash("error", error.message));
   });
-  room.ui.mode.addEventListener("change", () => {
-    if (room.ui.mode.value !== "local") flash("info", "Running on the mesh is not available yet; prompts run in this browser for now.");
-    else flash("", "");
-  });
+  room.ui.mode.addEventListener("change", () => flash("", ""));
   try {
     await room.client.start();
   } catch (error) {

@@ -1,0 +1,97 @@
+"""Interop: a peer that is not a browser (aiortc + python-socketio) joins through our signaling and
+speaks the data-channel protocol with a browser peer, well-formed and not."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+from playwright.async_api import expect
+
+from conftest import LiveServer
+from mesh.aiortc_peer import PythonPeer, allow_loopback_candidates
+from mesh.conftest import MODEL, OpenPeer, room_name
+from realtime.conftest import create_room, sign_up
+
+pytestmark = pytest.mark.browser
+
+PROMPT = "You may"
+
+
+@pytest.fixture
+async def python_peer(live_server: LiveServer):
+    allow_loopback_candidates()
+    account = await sign_up(live_server.url)
+    peer = PythonPeer(live_server.url, account.token)
+    peer.account = account
+    yield peer
+    await peer.close()
+
+
+async def test_python_peer_exchanges_protocol_with_browser_peer(
+    live_server: LiveServer, open_peer: OpenPeer, python_peer: PythonPeer
+) -> None:
+    owner = await sign_up(live_server.url)
+    room = await create_room(live_server.url, owner, room_name(), private=False)
+    assert await python_peer.join(room["slug"]) == []
+    browser = await open_peer(room["slug"], owner)
+    browser_id = await browser.own_peer_id()
+
+    # The browser, the newcomer, offers; aiortc answers with its candidates in the SDP.
+    await python_peer.opened.wait()
+    # A hello on open, and again whenever the page's status changes (its model warmed up).
+    hello = await python_peer.expect("hello", where=lambda m: MODEL in m["capabilities"]["models_warm"])
+    assert python_peer.remote == browser_id and hello["peer_id"] == browser_id
+    assert hello["capabilities"]["backend"] in ("wasm", "webgpu") and MODEL in hello["capabilities"]["models"]
+    python_peer.send({"type": "hello", "peer_id": python_peer.peer_id,
+                      "capabilities": {"backend": "wasm", "models": [MODEL], "models_warm": [], "state": "idle", "queue": 0, "tok_s": 0}})
+    await browser.wait_for_links(1)
+    python_peer.send({"type": "ping", "n": 7})
+    assert (await python_peer.expect("pong", n=7))["v"] == 1
+
+    # The Python peer asks the browser for a job and reads the token stream.
+    local = await browser.run_and_wait(PROMPT, 24, "local")
+    job_id = str(uuid.uuid4())
+    python_peer.send({"type": "job_offer", "job_id": job_id, "model": MODEL, "task": "text-generation", "prompt_tokens": 2})
+    accept = await python_peer.expect("job_accept", job_id=job_id)
+    assert accept["eta_ms"] >= 0
+    python_peer.send({"type": "job_run", "job_id": job_id, "model": MODEL, "prompt": PROMPT, "params": {"max_new_tokens": 24}})
+    tokens, done = [], None
+    while done is None:
+        message = await python_peer.inbox.get()
+        if message["type"] == "token" and message["job_id"] == job_id:
+            tokens.append(message)
+        elif message["type"] == "job_done":
+            done = message
+    seqs = [t["seq"] for t in tokens]
+    assert seqs == sorted(seqs) and seqs[-1] == 24 and len(seqs) > 1  # streamed, in order
+    assert "".join(t["text"] for t in tokens) == done["text"] == local["output"]
+    assert done["metrics"]["tokens"] == 24 and done["metrics"]["reason"] == "length"
+    await expect(browser.serving).to_contain_text(f"Ran {MODEL} for {python_peer.account.username}")
+
+    # Bad input is dropped and logged; the link and the page go on.
+    python_peer.send_raw("not json")
+    python_peer.send_raw(json.dumps({"v": 1, "type": "token", "job_id": job_id, "seq": 1, "text": "x" * 200_000}))
+    python_peer.send_raw(json.dumps({"v": 2, "type": "ping", "n": 1}))
+    python_peer.send({"type": "nonsense"})
+    python_peer.send({"type": "token", "job_id": str(uuid.uuid4()), "seq": 1, "text": "for no job"})
+    python_peer.send({"type": "job_run", "job_id": str(uuid.uuid4()), "model": MODEL, "prompt": PROMPT, "params": {}})
+    assert (await python_peer.expect("job_error"))["code"] == "not_offered"
+    python_peer.send({"type": "ping", "n": 99})
+    await python_peer.expect("pong", n=99)
+    ignored = await browser.console_lines("mesh: ignored a message", 5)
+    for problem in ("not JSON", "over the 131072 cap", "unsupported protocol version 2", "unknown type", "for a job it was not given"):
+        assert any(problem in line for line in ignored), (problem, ignored)
+
+    # The browser offers its own job; the Python peer declines, then claims it anyway.
+    await browser.run(PROMPT, 24, "mesh")
+    offer = await python_peer.expect("job_offer")
+    python_peer.send({"type": "job_decline", "job_id": offer["job_id"], "reason": "busy"})
+    python_peer.send({"type": "token", "job_id": offer["job_id"], "seq": 1, "text": " INJECTED"})
+    python_peer.send({"type": "job_done", "job_id": offer["job_id"], "text": " INJECTED", "metrics": {}})
+    job = await browser.finished_job()
+    assert job["output"] == local["output"] and "INJECTED" not in job["output"]
+    assert job["workers"] == ["local"]
+    await expect(browser.flash).to_contain_text("ran in this browser")
+    assert not [line for line in browser.console if line.startswith("pageerror")]
