@@ -390,6 +390,8 @@ async function joinMesh() {
   room.mesh.addEventListener("work", (event) => {
     showWork(event);
     if (room.status.queue !== room.mesh.queue) updateStatus({ queue: room.mesh.queue });
+    // Jobs run for others measure this browser's speed too; the cost model quotes it to peers.
+    if (event.detail.tok_s) updateStatus({ tok_s: event.detail.tok_s });
   });
   room.mesh.addEventListener("lane", () => updateStatus({ state: currentState() }));
   room.mesh.addEventListener("link", showLinks);

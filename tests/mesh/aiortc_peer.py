@@ -36,6 +36,7 @@ class PythonPeer:
         self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.opened = asyncio.Event()
         self.described = asyncio.Event()  # the remote description is set: candidates may be added
+        self.silent = False  # a hung peer: reads nothing, answers nothing, keeps its connection
         self.sio.on("signal", self._on_signal)
 
     async def join(self, room: str) -> list[dict[str, Any]]:
@@ -90,6 +91,8 @@ class PythonPeer:
             await self.pc.addIceCandidate(candidate)
 
     def _on_message(self, data: str | bytes) -> None:
+        if self.silent:
+            return
         message = json.loads(data)
         if message.get("type") == "ping":  # a peer answers heartbeats, or the browser drops it
             self.send({"type": "pong", "n": message.get("n")})

@@ -95,3 +95,34 @@ async def test_python_peer_exchanges_protocol_with_browser_peer(
     assert job["workers"] == ["local"]
     await expect(browser.flash).to_contain_text("ran in this browser")
     assert not [line for line in browser.console if line.startswith("pageerror")]
+
+
+async def test_silent_worker_is_dropped_and_the_job_finishes_here_with_the_same_text(
+    live_server: LiveServer, open_peer: OpenPeer, python_peer: PythonPeer
+) -> None:
+    owner = await sign_up(live_server.url)
+    room = await create_room(live_server.url, owner, room_name(), private=False)
+    await python_peer.join(room["slug"])
+    browser = await open_peer(room["slug"], owner)
+    await python_peer.opened.wait()
+    python_peer.send({"type": "hello", "peer_id": python_peer.peer_id,
+                      "capabilities": {"backend": "webgpu", "models": [MODEL], "models_warm": [MODEL], "state": "idle", "queue": 0, "tok_s": 5000}})
+    await browser.wait_for_links(1)
+    local = await browser.run_and_wait(PROMPT, 48, "local")
+    words = local["output"].split(" ")
+
+    # The Python peer takes the job, streams the first words of the right answer, then hangs.
+    await browser.run(PROMPT, 48, "mesh")
+    offer = await python_peer.expect("job_offer")
+    python_peer.send({"type": "job_accept", "job_id": offer["job_id"], "eta_ms": 0})
+    run = await python_peer.expect("job_run", job_id=offer["job_id"])
+    assert run["prompt"] == PROMPT and run["params"]["max_new_tokens"] == 48 and "resume_text" not in run
+    for seq, word in enumerate(words[1:9], start=1):
+        python_peer.send({"type": "token", "job_id": run["job_id"], "seq": seq, "text": f" {word}"})
+    await expect(browser.output).to_have_text(" ".join(words[:9]))
+    python_peer.silent = True  # no more pongs: the link stays up, but nobody answers
+
+    job = await browser.finished_job(timeout=20_000)  # heartbeats give up after 3.5 s of silence
+    assert job["output"] == local["output"]
+    assert job["attempts"] == 2 and job["workers"] == [python_peer.peer_id, "local"]
+    await expect(browser.metrics).to_contain_text(f"{python_peer.account.username}'s browser dropped out; this browser finished it")

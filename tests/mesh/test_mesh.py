@@ -41,6 +41,10 @@ async def test_mesh_job_runs_on_other_peer_and_streams_back(live_server: LiveSer
     await expect(bob.serving).to_contain_text(f"for {owner.username}")
     assert not [line for line in alice.console + bob.console if line.startswith("pageerror")]
 
+    # "Best available" weighs this browser too: idle and measured fast, it keeps the job.
+    auto = await alice.run_and_wait(PROMPT, 48, "auto", previous=meshed["id"])
+    assert auto["mode"] == "auto" and auto["workers"] == ["local"] and auto["output"] == local["output"]
+
 
 async def test_closing_worker_mid_job_fails_over_without_lost_or_repeated_text(
     live_server: LiveServer, open_peer: OpenPeer
