@@ -30,9 +30,9 @@ from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
-from conftest import CHROMIUM, CHROMIUM_ARGS, start_server  # noqa: E402  the tests' browser and server
+from conftest import CHROMIUM, CHROMIUM_ARGS, start_server
 
-from mesh_nanollm.vendor import load_vendor_manifest  # noqa: E402
+from mesh_nanollm.vendor import load_vendor_manifest
 
 MODEL, DTYPE = "tiny-gpt2", "q8"
 PROMPT = "You may"

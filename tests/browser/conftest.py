@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest_asyncio
+from conftest import CHROMIUM, CHROMIUM_ARGS, require
 from playwright.async_api import BrowserContext, Locator, Page, Request, async_playwright, expect
 
 from browser.pages import RegisterPage
-from conftest import CHROMIUM, CHROMIUM_ARGS, require
 
 SWIFTSHADER_ARGS = [*CHROMIUM_ARGS, "--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader"]
 MODEL = "tiny-gpt2"

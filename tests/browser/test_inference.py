@@ -4,10 +4,10 @@ cancel, the WASM fallback, and the WebGPU path through SwiftShader."""
 from __future__ import annotations
 
 import pytest
+from conftest import LiveServer
 from playwright.async_api import Page, Route, expect
 
 from browser.conftest import MODEL, InferenceRoom, RequestLog, sign_in
-from conftest import LiveServer
 
 pytestmark = pytest.mark.browser
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from conftest import LiveServer
 from playwright.async_api import Page
 
 from browser.conftest import MODEL, RequestLog
-from conftest import LiveServer
 from mesh_nanollm.app import STATIC_DIR
 from mesh_nanollm.vendor import load_vendor_manifest
 
