@@ -16,6 +16,7 @@ const cfg = {
   fanoutSeconds: 10,
   statusEveryMs: 2000,
   settleMs: 2000,
+  holdSeconds: 0, // > 0: connect, hold that long, leave; no relay or fan-out
   ...JSON.parse(process.argv[2] ?? "{}"),
 };
 const wsUrl = cfg.url.replace(/^http/, "ws") + "/socket.io/?EIO=4&transport=websocket";
@@ -144,6 +145,14 @@ async function main() {
   latencies.sort((a, b) => a - b);
   await sleep(cfg.settleMs);
   console.log("PHASE connected");
+  if (cfg.holdSeconds) {
+    // Memory probes: keep the peers connected and idle for a while, then leave.
+    await sleep(cfg.holdSeconds * 1000);
+    for (const p of peers) p.ws.close();
+    console.log("RESULT " + JSON.stringify({ peers: cfg.peers, connect_wall_ms: connectWall }));
+    await sleep(200);
+    process.exit(0);
+  }
 
   for (let i = 0; i + 1 < peers.length; i += 2) {
     peers[i].partner = peers[i + 1];

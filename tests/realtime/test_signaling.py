@@ -244,3 +244,18 @@ async def test_peer_that_stops_answering_is_dropped_within_seconds(live_server: 
         while (message := await asyncio.wait_for(ws.receive(), 5)).type == aiohttp.WSMsgType.TEXT:
             pass
         assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
+
+
+async def test_disconnect_during_join_leaves_no_live_peer(live_server: LiveServer, account: Account) -> None:
+    room = await create_room(live_server.url, account, "hasty room", private=False)
+    url = live_server.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {account.token}"}) as http:
+        for _ in range(3):
+            async with http.ws_connect(url) as ws:
+                assert (await ws.receive_str()).startswith("0")
+                await ws.send_str("40")
+                assert (await ws.receive_str()).startswith("40")
+                await ws.send_str("421" + json.dumps(["join_room", {"room": room["slug"]}]))
+            # Gone before the join's database work is done.
+    await asyncio.sleep(2.5)  # past a presence flush
+    assert await room_peers(live_server.url, account, room["slug"]) == []

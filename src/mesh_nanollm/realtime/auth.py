@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from litestar.connection import ASGIConnection
 
 from mesh_nanollm.security import bearer_token, user_for_session, user_for_token
 from mesh_nanollm.sessions import DatabaseStore
@@ -15,19 +14,28 @@ SESSION_COOKIE = "mesh_session"
 _store = DatabaseStore()
 
 
+def _cookie(header: str, name: str) -> str | None:
+    for part in header.split(";"):
+        key, _, value = part.strip().partition("=")
+        if key == name:
+            return value.strip('"')
+    return None
+
+
 async def authenticate_socket(environ: dict[str, Any], auth: object) -> User | None:
     """The user behind a Socket.IO handshake, or None.
 
     Browsers send the session cookie; scripts send `Authorization: Bearer …`, or `auth={"token": …}`
     where their websocket library cannot set headers.
     """
-    connection = ASGIConnection(scope=environ["asgi.scope"])
-    token = bearer_token(connection.headers)
+    # engine.io already copied the handshake's headers into `environ`; reading them there keeps
+    # no parsed copies alive on the long-lived ASGI scope.
+    token = bearer_token({"authorization": environ.get("HTTP_AUTHORIZATION", "")})
     if token is None and isinstance(auth, dict) and isinstance(auth.get("token"), str):
         token = auth["token"]
     if token is not None:
         return await user_for_token(token) if 0 < len(token) <= 200 else None
-    session_id = connection.cookies.get(SESSION_COOKIE)
+    session_id = _cookie(environ.get("HTTP_COOKIE", ""), SESSION_COOKIE)
     if not session_id or len(session_id) > 64:
         return None
     raw = await _store.get(session_id)

@@ -42,6 +42,7 @@ class Connection:
     user: User
     bucket: TokenBucket
     peer: LocalPeer | None = None
+    joining: bool = False
 
 
 def _problem(exc: msgspec.ValidationError) -> str:
@@ -112,19 +113,27 @@ def register_events(sio: socketio.AsyncServer, presence: Presence, settings: Set
             join = msgspec.convert(data, JoinRoom)
         except msgspec.ValidationError as exc:
             return await refuse(sid, "invalid", _problem(exc))
-        if conn.peer is not None:
-            return await refuse(sid, "already_joined", f"This connection is already in room “{conn.peer.room_slug}”; leave it first.")
+        if conn.peer is not None or conn.joining:
+            where = f"room “{conn.peer.room_slug}”" if conn.peer else "a room"
+            return await refuse(sid, "already_joined", f"This connection is already joining {where}; leave it first.")
+        conn.joining = True
         try:
             room = await get_room(conn.user, join.room)
+            caps = join.capabilities
+            peer_id = await open_peer_session(room, conn.user.id, sid, caps)
         except ServiceError as exc:
             return await refuse(sid, CODES.get(exc.status_code, "invalid"), exc.detail)
-        caps = join.capabilities
-        peer_id = await open_peer_session(room, conn.user.id, sid, caps)
+        finally:
+            conn.joining = False
         status = Status(state=caps.state, backend=caps.backend, models_warm=caps.models_warm)
         eio_sid = sio.manager.eio_sid_from_sid(sid, "/")
-        peer = LocalPeer(peer_id, sid, eio_sid, room.id, room.slug, conn.user.username, status)
-        conn.peer = peer
+        peer = LocalPeer(peer_id, sid, eio_sid or "", room.id, room.slug, conn.user.username, status)
         presence.add(peer)
+        if connections.get(sid) is not conn:
+            # The socket closed while the database worked: close the session we just opened.
+            presence.remove(peer_id)
+            return {"error": {"code": "disconnected", "message": "The connection closed while joining."}}
+        conn.peer = peer
         await sio.enter_room(sid, room_channel(room.slug))
         await sio.enter_room(sid, peer_channel(room.slug, peer_id))
         peers = await live_peer_entries(room, exclude=peer_id)

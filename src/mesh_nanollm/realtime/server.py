@@ -52,12 +52,27 @@ class TextPacket(Packet):
 
 class SignalingServer(socketio.AsyncServer):
     """python-socketio's server, answering undecodable packets with an `error` instead of a log line
-    with a traceback."""
+    with a traceback, and running joins beside the socket's reader."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._joins: set[asyncio.Task[None]] = set()  # keeps running joins referenced
 
     async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> None:
         # Called by engine.io between creating the socket and starting its websocket loop.
         use_lean_socket(self.eio, eio_sid)
         await super()._handle_eio_connect(eio_sid, environ)
+
+    async def _handle_event(self, eio_sid: str, namespace: str | None, id: int | None, data: list[Any]) -> None:
+        # Handlers run inline in the socket's reader (async_handlers=False), so a slow one stops
+        # the reader, pongs included, and a join waiting on a busy database could outlast the ping
+        # timeout. The join alone gets a task of its own; clients wait for its ack anyway.
+        if data and data[0] == "join_room":
+            task = asyncio.create_task(super()._handle_event(eio_sid, namespace, id, data))
+            self._joins.add(task)
+            task.add_done_callback(self._joins.discard)
+        else:
+            await super()._handle_event(eio_sid, namespace, id, data)
 
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
         try:
