@@ -27,6 +27,18 @@ async def test_connect_with_forged_cookie_or_token_is_refused(live_server: LiveS
             await peers().connect(live_server.url, **credentials)
 
 
+async def test_connect_from_another_site_with_cookie_is_refused(live_server: LiveServer, account: Account) -> None:
+    # Cross-site websocket hijacking: a page elsewhere must not ride the user's session cookie.
+    url = live_server.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
+    cookie = {"Cookie": f"mesh_session={account.session_cookie}"}
+    async with aiohttp.ClientSession() as http:
+        async with http.ws_connect(url, headers=cookie | {"Origin": live_server.url}) as ws:
+            assert (await ws.receive_str()).startswith("0")  # the page's own origin is welcome
+        with pytest.raises(aiohttp.WSServerHandshakeError):
+            async with http.ws_connect(url, headers=cookie | {"Origin": "https://evil.example"}) as ws:
+                await ws.receive_str()
+
+
 async def test_connect_with_cookie_token_or_auth_joins_global(live_server: LiveServer, account: Account, peers) -> None:
     for credentials in ({"cookie": account.session_cookie}, {"token": account.token}, {"auth": {"token": account.token}}):
         peer = peers()
