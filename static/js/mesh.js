@@ -31,6 +31,9 @@ const HEARTBEAT_MS = 1000;
 const SILENCE_MS = 3500;
 const CONNECT_TIMEOUT_MS = 10_000;
 const RETRY_LINK_MS = 3000;
+// A newcomer offers at once; if its offer got lost (it can reach a page whose own join has not
+// been acknowledged yet, before that page listens), the older peer offers after this long.
+const ADOPT_AFTER_MS = 3000;
 const OFFER_TIMEOUT_MS = 1500;
 const RESERVATION_MS = 5000;
 const CANCEL_GRACE_MS = 3000;
@@ -199,7 +202,10 @@ export class Mesh extends EventTarget {
     this.peerId = conn.peerId;
     this.iceServers = conn.iceServers;
     conn.addEventListener("signal", (e) => this.#onSignal(e.detail).catch((error) => console.warn(`mesh: signal from ${e.detail.from} failed: ${error.message}`)));
-    conn.addEventListener("peer_joined", (e) => this.#learn(e.detail.peers));
+    conn.addEventListener("peer_joined", (e) => {
+      this.#learn(e.detail.peers);
+      for (const peer of e.detail.peers) this.#adoptLater(peer.peer_id);
+    });
     conn.addEventListener("peer_updated", (e) => this.#learn(e.detail.peers));
     conn.addEventListener("peer_left", (e) => {
       for (const peerId of e.detail.peer_ids) {
@@ -267,6 +273,15 @@ export class Mesh extends EventTarget {
       const link = this.links.get(peer.peer_id);
       if (link && !known) this.#emitLink(link);
     }
+  }
+
+  #adoptLater(peerId) {
+    setTimeout(() => {
+      const present = this.#conn?.peers.some((p) => p.peer_id === peerId);
+      if (present && !this.#closed && !this.links.has(peerId)) {
+        this.#connect(peerId).catch((error) => console.warn(`mesh: offer to ${peerId} failed: ${error.message}`));
+      }
+    }, ADOPT_AFTER_MS);
   }
 
   /** We just joined: we open the links, to the peers already there (newest first if capped). */
@@ -584,8 +599,9 @@ export class Mesh extends EventTarget {
     this.#laneJobs.push(slot);
     const run = this.#lane.then(async () => {
       slot.running = true;
-      this.#emitLane();
-      return work(slot);
+      const working = work(slot);
+      this.#emitLane(); // after the generation is under way: telling the room can wait a moment
+      return working;
     }).finally(() => {
       this.#laneJobs = this.#laneJobs.filter((j) => j !== slot);
       this.#emitLane();
