@@ -95,6 +95,21 @@ def _port(environ: dict[str, str]) -> int:
     return port
 
 
+def _turn(environ: dict[str, str]) -> tuple[list[str], str | None, int]:
+    """TURN_URLS, TURN_SECRET and TURN_TTL: both of the first two or neither, since half a TURN
+    setup would only show up as peers behind strict NATs that never connect."""
+    urls = _json_list(environ, "TURN_URLS", [])
+    secret = environ.get("TURN_SECRET") or None
+    ttl = _int(environ, "TURN_TTL", 3600)
+    if not all(isinstance(url, str) and url.startswith(("turn:", "turns:")) for url in urls):
+        raise SettingsError("TURN_URLS must be a JSON list of turn: or turns: URLs")
+    if bool(urls) != bool(secret):
+        raise SettingsError("TURN_URLS and TURN_SECRET must be set together (coturn's use-auth-secret)")
+    if ttl < 60:
+        raise SettingsError(f"TURN_TTL must be at least 60 seconds, got {ttl}")
+    return urls, secret, ttl
+
+
 def load_database_url(environ: dict[str, str] | None = None) -> str:
     environ = dict(os.environ if environ is None else environ)
     database_url = environ.get("DATABASE_URL") or "sqlite:///mesh-nanollm.sqlite"
@@ -114,15 +129,16 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     environ = dict(os.environ if environ is None else environ)
     env = environ.get("MESH_ENV", "development")
     database_url = load_database_url(environ)
+    turn_urls, turn_secret, turn_ttl_s = _turn(environ)
     return Settings(
         env=env,
         database_url=database_url,
         redis_url=environ.get("REDIS_URL") or None,
         secret_key=_secret_key(environ, env),
         ice_servers=_json_list(environ, "ICE_SERVERS", DEFAULT_ICE_SERVERS),
-        turn_urls=_json_list(environ, "TURN_URLS", []),
-        turn_secret=environ.get("TURN_SECRET") or None,
-        turn_ttl_s=_int(environ, "TURN_TTL", 3600),
+        turn_urls=turn_urls,
+        turn_secret=turn_secret,
+        turn_ttl_s=turn_ttl_s,
         models_dir=Path(environ.get("MODELS_DIR") or PROJECT_ROOT / "models"),
         catalogue_path=Path(environ.get("MODEL_CATALOGUE") or PROJECT_ROOT / "catalogue.json"),
         host=environ.get("HOST", "0.0.0.0" if env == "production" else "127.0.0.1"),

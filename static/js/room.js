@@ -108,7 +108,11 @@ function describeModels() {
   const fetchNote = warm ? "loaded and warm" : entry.source === "hub"
     ? `downloads ${megabytes(entry.size)} from the Hugging Face hub on first run, then stays cached`
     : `${megabytes(entry.size)}, served by this server`;
-  room.ui.hint.textContent = `Runs in this browser on ${where}; ${fetchNote}.`;
+  const here = `this browser on ${where}; ${fetchNote}`;
+  room.ui.hint.textContent = {
+    mesh: `Runs in another peer's browser in this room that can take it; if none can, in ${here}.`,
+    auto: `Runs wherever it should finish first: another peer's browser, or ${here}.`,
+  }[room.ui.mode.value] ?? `Runs in ${here}.`;
 }
 
 function showProgress({ loaded, total }) {
@@ -426,7 +430,10 @@ async function start() {
     const entry = selectedModel();
     if (entry?.source === "local") ensureLoaded(entry).catch((error) => flash("error", error.message));
   });
-  room.ui.mode.addEventListener("change", () => flash("", ""));
+  room.ui.mode.addEventListener("change", () => {
+    flash("", "");
+    describeModels();
+  });
   try {
     await room.client.start();
   } catch (error) {
