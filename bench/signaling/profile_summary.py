@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import sys
 from collections import Counter
+from pathlib import Path
 
 LAYERS = [
     ("asyncio/uvloop (tasks, futures, timeouts, queues)", re.compile(r"asyncio/|uvloop|wait_for|ensure_future|create_task")),
@@ -27,7 +28,7 @@ def main(path: str) -> None:
     self_by_layer: Counter[str] = Counter()
     self_by_func: Counter[str] = Counter()
     total = 0
-    for line in open(path):
+    for line in Path(path).read_text().splitlines():
         stack, _, count = line.rstrip().rpartition(" ")
         if not count.isdigit():
             continue

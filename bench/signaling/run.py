@@ -123,13 +123,19 @@ def sign_up(url: str) -> str:
         return token.group(1)
 
 
-def start(name: str, cpu: str, env_extra: dict[str, str]) -> Server:
+def is_ours(name: str) -> bool:
+    return name == "ours" or name.startswith("ours@")
+
+
+def start(name: str, cpu: str, sources: dict[str, str]) -> Server:
     port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
     log = workdir / "server.log"
     pin = ["taskset", "-c", cpu]
-    env = os.environ | {"PYTHONUNBUFFERED": "1"} | env_extra
-    if name == "ours":
+    env = os.environ | {"PYTHONUNBUFFERED": "1"}
+    if is_ours(name):
+        if name in sources:  # another checkout of this project, e.g. an earlier commit
+            env["PYTHONPATH"] = str(Path(sources[name]) / "src")
         env |= {
             "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite'}",
             "SECRET_KEY": "benchmark",
@@ -149,12 +155,12 @@ def start(name: str, cpu: str, env_extra: dict[str, str]) -> Server:
         cmd = ["node", "node_server.mjs", str(port)]
     else:
         raise ValueError(name)
-    process = subprocess.Popen(pin + cmd, cwd=workdir if name == "ours" else HERE, env=env,
+    process = subprocess.Popen(pin + cmd, cwd=workdir if is_ours(name) else HERE, env=env,
                                stdout=log.open("w"), stderr=subprocess.STDOUT)
     server = Server(name, process, f"http://127.0.0.1:{port}", workdir=workdir)
     try:
         wait_listening(port, process, log)
-        if name == "ours":
+        if is_ours(name):
             server.token = sign_up(server.url)
     except Exception:
         server.stop()
@@ -165,7 +171,7 @@ def start(name: str, cpu: str, env_extra: dict[str, str]) -> Server:
 
 
 def room_for(server: Server, peers: int) -> str:
-    if server.name != "ours":
+    if not is_ours(server.name):
         return f"bench-{peers}"
     response = httpx.post(f"{server.url}/api/rooms", json={"name": f"bench {peers}"},
                           headers={"Authorization": f"Bearer {server.token}"}, timeout=30)
@@ -176,7 +182,7 @@ def room_for(server: Server, peers: int) -> str:
 def run_one(server: Server, peers: int, args: argparse.Namespace) -> dict[str, float]:
     config = {
         "url": server.url, "peers": peers, "room": room_for(server, peers), "token": server.token,
-        "relaySeconds": args.relay_seconds, "fanoutSeconds": args.fanout_seconds,
+        "relaySeconds": args.relay_seconds, "fanoutSeconds": args.fanout_seconds, "latencySeconds": args.latency_seconds,
         "statusEveryMs": args.status_every_ms,
     }
     before = rss_kib(server.pids)
@@ -246,9 +252,11 @@ ROWS = [
 
 
 def show(results: dict[str, dict[int, dict[str, float]]], servers: list[str], counts: list[int]) -> str:
+    """One markdown table per size; a ratio column against Node for each build of ours."""
+    ratios = [s for s in servers if is_ours(s)] if "node" in servers else []
     lines = []
     for n in counts:
-        head = f"| {n} peers | " + " | ".join(servers) + (" | ours/node |" if {"ours", "node"} <= set(servers) else " |")
+        head = f"| {n} peers | " + " | ".join(servers) + " |" + "".join(f" {s}/node |" for s in ratios)
         lines += ["", head, "|" + "---|" * (head.count("|") - 1)]
         for key, label, fmt in ROWS:
             cells = []
@@ -257,11 +265,10 @@ def show(results: dict[str, dict[int, dict[str, float]]], servers: list[str], co
                 if key == "server_rss_connected_kib" and value is not None:
                     value /= 1024
                 cells.append(fmt.format(value) if value is not None else "–")
-            ratio = ""
-            if {"ours", "node"} <= set(servers):
-                a, b = results["ours"][n].get(key), results["node"][n].get(key)
-                ratio = f" {a / b:.2f}× |" if a is not None and b else " – |"
-            lines.append(f"| {label} | " + " | ".join(cells) + " |" + ratio)
+            for s in ratios:
+                a, b = results[s][n].get(key), results["node"][n].get(key)
+                cells.append(f"{a / b:.2f}×" if a is not None and b else "–")
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
         errors = {s: results[s][n].get("errors") for s in servers if results[s][n].get("errors")}
         if errors:
             lines.append(f"\nerrors seen by the load generator: {errors}")
@@ -270,9 +277,13 @@ def show(results: dict[str, dict[int, dict[str, float]]], servers: list[str], co
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--servers", nargs="+", default=["ours", "bare", "node"], choices=["ours", "bare", "node"])
+    parser.add_argument("--servers", nargs="+", default=["ours", "bare", "node"],
+                        help="ours, bare, node, or ours@LABEL for a checkout given with --source")
+    parser.add_argument("--source", action="append", default=[], metavar="LABEL=DIR",
+                        help="run ours@LABEL from the project checked out in DIR (its src/ first on PYTHONPATH)")
     parser.add_argument("--peers", nargs="+", type=int, default=[2, 50, 500])
     parser.add_argument("--relay-seconds", type=int, default=10)
+    parser.add_argument("--latency-seconds", type=int, default=8)
     parser.add_argument("--fanout-seconds", type=int, default=10)
     parser.add_argument("--status-every-ms", type=int, default=2000)
     parser.add_argument("--server-cpu", default="0")
@@ -285,12 +296,13 @@ def main() -> None:
         sys.exit("run `npm ci` in bench/signaling first")
     RESULTS.mkdir(parents=True, exist_ok=True)
 
+    sources = {f"ours@{label}": path for label, _, path in (item.partition("=") for item in args.source)}
     runs: dict[str, dict[int, list[dict[str, float]]]] = {name: {n: [] for n in args.peers} for name in args.servers}
     # Rounds interleave the servers, so slow spells on a shared machine hit all of them alike.
     for _ in range(args.repeat):
         for peers in args.peers:
             for name in args.servers:
-                server = start(name, args.server_cpu, {})
+                server = start(name, args.server_cpu, sources)
                 try:
                     runs[name][peers].append(run_one(server, peers, args))
                 finally:

@@ -13,9 +13,7 @@ from typing import Any
 import httpx
 import pytest_asyncio
 import socketio
-
 from conftest import LiveServer
-
 
 
 @dataclass

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import LiveServer
+
 from realtime.conftest import Account, create_room, sign_up
 
 pytestmark = pytest.mark.browser

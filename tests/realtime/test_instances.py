@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import (
     TEST_DATABASE_URL,
     TEST_REDIS_URL,
@@ -18,6 +17,7 @@ from conftest import (
     reset_postgres,
     start_server,
 )
+
 from realtime.conftest import create_room, offer, room_peers, sign_up
 
 pytestmark = pytest.mark.slow

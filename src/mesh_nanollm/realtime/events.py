@@ -114,8 +114,8 @@ def register_events(sio: socketio.AsyncServer, presence: Presence, settings: Set
         except msgspec.ValidationError as exc:
             return await refuse(sid, "invalid", _problem(exc))
         if conn.peer is not None or conn.joining:
-            where = f"room “{conn.peer.room_slug}”" if conn.peer else "a room"
-            return await refuse(sid, "already_joined", f"This connection is already joining {where}; leave it first.")
+            where = f"in room “{conn.peer.room_slug}”" if conn.peer else "joining a room"
+            return await refuse(sid, "already_joined", f"This connection is already {where}; leave it first.")
         conn.joining = True
         try:
             room = await get_room(conn.user, join.room)
