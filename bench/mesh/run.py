@@ -54,9 +54,10 @@ HARNESS = """async () => {
     });
     const joinedAt = now();
     const conn = await connectRoom(slug, { capabilities: { backend: "wasm" } });
+    const ackedAt = now();  // socket open, authenticated, joined: the rest is WebRTC
     mesh.attach(conn);
     window.mesh = mesh;
-    return { joinedAt, peerId: conn.peerId };
+    return { joinedAt, ackedAt, peerId: conn.peerId };
   };
   window.allOpenAt = (n) => (opened.size >= n ? Math.max(...opened.values()) : null);
   window.pings = async (peerId, n) => {
@@ -239,7 +240,9 @@ async def join_times(browsers: Browsers, size: int) -> dict[str, float]:
     everyone_open = await wait_all_open(pages, size - 1)
     await browsers.close()
     return {"newcomer_ms": newcomer_open - newcomer["joinedAt"],
-            "all_at_once_ms": max(everyone_open) - min(j["joinedAt"] for j in joined)}
+            "newcomer_after_ack_ms": newcomer_open - newcomer["ackedAt"],
+            "all_at_once_ms": max(everyone_open) - min(j["joinedAt"] for j in joined),
+            "all_at_once_after_last_ack_ms": max(everyone_open) - max(j["ackedAt"] for j in joined)}
 
 
 async def main() -> None:
