@@ -18,12 +18,12 @@
  * lane {computing}: this page's inference worker started or stopped a generation (for whoever).
  */
 
-export const PROTOCOL_VERSION = 1;
+const PROTOCOL_VERSION = 1;
 // Each RTCPeerConnection costs the browser ICE, DTLS and SCTP state and a few threads; past a
 // dozen peers a job gains nothing from one more candidate, so a page links to at most this many.
-export const MAX_CONNECTIONS = 16;
+const MAX_CONNECTIONS = 16;
 // A job_run carries a prompt (8000 characters) and a resume_text; nothing else comes near this.
-export const MAX_MESSAGE_CHARS = 128 * 1024;
+const MAX_MESSAGE_CHARS = 128 * 1024;
 const MAX_TEXT_CHARS = 60_000;
 const HEARTBEAT_MS = 1000;
 // Three missed heartbeats: fast enough to fail over "within a few seconds", slow enough that a
@@ -79,7 +79,7 @@ const SCHEMAS = {
 };
 
 /** The message, if it is a valid protocol message; otherwise the reason it is not. */
-export function parseMessage(data) {
+function parseMessage(data) {
   if (typeof data !== "string") return { problem: "not a text message" };
   if (data.length > MAX_MESSAGE_CHARS) return { problem: `${data.length} characters, over the ${MAX_MESSAGE_CHARS} cap` };
   let message;
@@ -128,7 +128,7 @@ class Link {
     this.rtt = null; // smoothed round trip, ms
     this.heardAt = performance.now();
     this.openedAt = null;
-    this.pings = new Map(); // n → sent at
+    this.pings = new Map(); // n → {at, resolve?, reject?} of pings awaiting their pong
     this.candidates = []; // remote ICE candidates that came before the remote description
     this.budget = MESSAGES_PER_S;
     this.budgetAt = performance.now();
@@ -252,13 +252,13 @@ export class Mesh extends EventTarget {
     return this.#usernames.get(peerId) ?? "a peer";
   }
 
-  /** A round trip to `peerId` over its data channel, in ms. */
+  /** A round trip to `peerId` over its data channel, in ms; rejects if no pong comes in time. */
   ping(peerId) {
     const link = this.links.get(peerId);
     if (!link || link.state !== "open") return Promise.reject(new Error(`no open link to ${peerId}`));
     const n = ++this.#pingN;
-    return new Promise((resolve) => {
-      link.pings.set(n, { at: performance.now(), resolve });
+    return new Promise((resolve, reject) => {
+      link.pings.set(n, { at: performance.now(), resolve, reject });
       link.send({ type: "ping", n });
     });
   }
@@ -393,9 +393,13 @@ export class Mesh extends EventTarget {
         this.lose(link, `silent for ${((now - link.heardAt) / 1000).toFixed(1)} s`);
         continue;
       }
+      for (const [old, ping] of link.pings) {
+        if (now - ping.at < SILENCE_MS) continue;
+        link.pings.delete(old);
+        ping.reject?.(new Error(`no pong from ${link.peerId}`));
+      }
       const n = ++this.#pingN;
-      link.pings.set(n, { at: now, resolve: null });
-      for (const old of link.pings.keys()) if (old < n - 8) link.pings.delete(old);
+      link.pings.set(n, { at: now });
       link.send({ type: "ping", n });
     }
   }
@@ -509,7 +513,6 @@ export class Mesh extends EventTarget {
       model: message.model,
       state: "reserved",
       tokens: 0,
-      lane: null,
       timer: setTimeout(() => this.#stopService(service, "expired"), RESERVATION_MS),
     };
     this.#serving.set(service.id, service);
@@ -528,7 +531,7 @@ export class Mesh extends EventTarget {
     const params = cleanParams(message.params);
     const job = { id: service.id, model: message.model, prompt: message.prompt, params, resume_text: message.resume_text ?? "" };
     this.#emitWork(service);
-    service.lane = this.#inLane(job, (slot) => {
+    const running = this.#inLane(job, (slot) => {
       if (service.state !== "queued") return null;
       service.state = "running";
       this.#emitWork(service);
@@ -540,7 +543,7 @@ export class Mesh extends EventTarget {
         this.#emitWork(service);
       });
     });
-    service.lane.then(
+    running.then(
       (done) => {
         if (!done || this.#serving.get(service.id) !== service) return;
         service.tokS = done.tok_s ?? null;
@@ -675,7 +678,10 @@ export class Mesh extends EventTarget {
     if (request.cancelled) best = null;
     // Whoever accepted and was not chosen keeps no place for this job.
     for (const { link } of answers) if (link !== best) link.send({ type: "job_cancel", job_id: job.id });
-    if (!best && request.mode === "mesh") request.fallback = answers.length ? "" : candidates.length ? "declined" : "no_peers";
+    // Why a mesh job runs here after all; after a failover the attempts already tell the story.
+    if (!best && request.mode === "mesh" && !request.tried.size) {
+      request.fallback = answers.length ? "" : candidates.length ? "declined" : "no_peers";
+    }
     return best;
   }
 
