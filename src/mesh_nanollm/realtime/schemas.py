@@ -60,9 +60,10 @@ class IceCandidate(msgspec.Struct, forbid_unknown_fields=True):
     """RTCIceCandidate.toJSON(); an empty `candidate` marks the end of gathering."""
 
     candidate: Annotated[str, msgspec.Meta(max_length=CANDIDATE_MAX)] = ""
-    sdpMid: Annotated[str, msgspec.Meta(max_length=64)] | None = None  # noqa: N815 - the browser's name
-    sdpMLineIndex: Annotated[int, msgspec.Meta(ge=0, le=1024)] | None = None  # noqa: N815
-    usernameFragment: Annotated[str, msgspec.Meta(max_length=256)] | None = None  # noqa: N815
+    # camelCase: these are the browser's field names, forwarded as they are.
+    sdpMid: Annotated[str, msgspec.Meta(max_length=64)] | None = None
+    sdpMLineIndex: Annotated[int, msgspec.Meta(ge=0, le=1024)] | None = None
+    usernameFragment: Annotated[str, msgspec.Meta(max_length=256)] | None = None
 
 
 class PeerEntry(msgspec.Struct):
