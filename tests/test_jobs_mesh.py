@@ -23,7 +23,9 @@ async def peer_in_global(username: str) -> str:
     room = await Room.objects().where(Room.slug == "global").first()
     user = await User.objects().where(User.username == username).first()
     assert room is not None and user is not None
-    return await open_peer_session(room, user.id, f"sid-{uuid4().hex[:8]}", Capabilities(backend="wasm"))
+    return await open_peer_session(
+        room, user.id, f"sid-{uuid4().hex[:8]}", Capabilities(backend="wasm")
+    )
 
 
 @pytest_asyncio.fixture
@@ -35,7 +37,12 @@ async def member(client: AsyncTestClient) -> tuple[AsyncTestClient, str]:
 
 
 async def new_job(client: AsyncTestClient, **fields: object) -> str:
-    body = {"room": "global", "model": "tiny-gpt2", "prompt": "Once upon a time", "mode": "mesh"} | fields
+    body = {
+        "room": "global",
+        "model": "tiny-gpt2",
+        "prompt": "Once upon a time",
+        "mode": "mesh",
+    } | fields
     response = await client.post("/api/jobs", json=body)
     assert response.status_code == 201, response.text
     return response.json()["id"]
@@ -49,22 +56,32 @@ async def patch(client: AsyncTestClient, job_id: str, **body: object) -> dict:
 
 async def age(job_id: str, *, seconds: int) -> None:
     """Pretend nobody touched the job for `seconds`."""
-    await Job.update({Job.updated_at: datetime.now(UTC) - timedelta(seconds=seconds)}).where(Job.id == UUID(job_id))
+    await Job.update({Job.updated_at: datetime.now(UTC) - timedelta(seconds=seconds)}).where(
+        Job.id == UUID(job_id)
+    )
 
 
 async def leave(peer_id: str, *, seconds_ago: int) -> None:
     gone = datetime.now(UTC) - timedelta(seconds=seconds_ago)
-    await PeerSession.update({PeerSession.disconnected_at: gone}).where(PeerSession.peer_id == UUID(peer_id))
+    await PeerSession.update({PeerSession.disconnected_at: gone}).where(
+        PeerSession.peer_id == UUID(peer_id)
+    )
 
 
-async def test_failover_records_each_worker_in_order_and_attempts(user_client: AsyncTestClient) -> None:
+async def test_failover_records_each_worker_in_order_and_attempts(
+    user_client: AsyncTestClient,
+) -> None:
     job_id = await new_job(user_client)
     first, second = str(uuid4()), str(uuid4())
     await patch(user_client, job_id, status="running", worker_peer=first)
     await patch(user_client, job_id, status="queued")
     job = await patch(user_client, job_id, status="running", worker_peer=second)
-    assert job["attempts"] == 2 and job["workers"] == [first, second] and job["worker_peer"] == second
-    done = await patch(user_client, job_id, status="succeeded", output="a whole answer", token_count=9)
+    assert (
+        job["attempts"] == 2 and job["workers"] == [first, second] and job["worker_peer"] == second
+    )
+    done = await patch(
+        user_client, job_id, status="succeeded", output="a whole answer", token_count=9
+    )
     assert done["workers"] == [first, second] and done["status"] == "succeeded"
 
     page = await user_client.get(f"/jobs/{job_id}")
@@ -81,7 +98,9 @@ async def test_failover_to_requester_clears_worker_peer(user_client: AsyncTestCl
     assert job["workers"] == [worker, "local"] and job["attempts"] == 2
 
 
-async def test_succeeded_job_counts_for_the_peer_that_ran_it(member: tuple[AsyncTestClient, str]) -> None:
+async def test_succeeded_job_counts_for_the_peer_that_ran_it(
+    member: tuple[AsyncTestClient, str],
+) -> None:
     user_client, username = member
     worker, requester = await peer_in_global(username), await peer_in_global(username)
     job_id = await new_job(user_client, requester_peer=requester)
@@ -93,7 +112,9 @@ async def test_succeeded_job_counts_for_the_peer_that_ran_it(member: tuple[Async
     assert (peers[requester]["jobs_run"], peers[requester]["tokens_generated"]) == (0, 0)
 
 
-async def test_job_of_requester_gone_past_timeout_is_abandoned(member: tuple[AsyncTestClient, str]) -> None:
+async def test_job_of_requester_gone_past_timeout_is_abandoned(
+    member: tuple[AsyncTestClient, str],
+) -> None:
     user_client, username = member
     requester = await peer_in_global(username)
     job_id = await new_job(user_client, requester_peer=requester)
@@ -110,7 +131,9 @@ async def test_job_of_requester_gone_past_timeout_is_abandoned(member: tuple[Asy
     assert late.status_code == 409
 
 
-async def test_job_of_connected_requester_is_not_abandoned(member: tuple[AsyncTestClient, str]) -> None:
+async def test_job_of_connected_requester_is_not_abandoned(
+    member: tuple[AsyncTestClient, str],
+) -> None:
     user_client, username = member
     requester = await peer_in_global(username)
     job_id = await new_job(user_client, requester_peer=requester)
@@ -121,7 +144,9 @@ async def test_job_of_connected_requester_is_not_abandoned(member: tuple[AsyncTe
     assert (await user_client.get(f"/api/jobs/{job_id}")).json()["status"] == "running"
 
 
-async def test_job_of_requester_gone_briefly_is_not_abandoned_yet(member: tuple[AsyncTestClient, str]) -> None:
+async def test_job_of_requester_gone_briefly_is_not_abandoned_yet(
+    member: tuple[AsyncTestClient, str],
+) -> None:
     user_client, username = member
     requester = await peer_in_global(username)
     job_id = await new_job(user_client, requester_peer=requester)

@@ -31,7 +31,7 @@ from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
-from conftest import CHROMIUM, CHROMIUM_ARGS, start_server  # noqa: E402  the tests' browser and server
+from conftest import CHROMIUM, CHROMIUM_ARGS, start_server
 
 MODEL = "tiny-gpt2"
 PROMPT = "You may"
@@ -68,9 +68,9 @@ HARNESS = """async () => {
 }"""
 # Submits the room page's form from inside the page (a Playwright click adds 10-15 ms of input
 # handling) and returns the page's own metrics once the run is recorded.
-RUN_IN_PAGE = """async ([mode, tokens]) => {
+RUN_IN_PAGE = """async ([mode, tokens, prompt]) => {
   document.querySelector("#mode").value = mode;
-  document.querySelector("#prompt").value = "%s";
+  document.querySelector("#prompt").value = prompt;
   document.querySelector("#max-tokens").value = String(tokens);
   const metrics = document.querySelector("#metrics");
   const previous = metrics.querySelector("a")?.dataset.jobId;
@@ -84,15 +84,21 @@ RUN_IN_PAGE = """async ([mode, tokens]) => {
   document.querySelector("#prompt-form").requestSubmit();
   const jobId = await recorded;
   return { job_id: jobId, ttft_ms: Number(metrics.dataset.ttftMs), text: document.querySelector("#output").textContent };
-}""" % PROMPT
+}"""
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=20, help="runs per mode (local, mesh) for time to first token")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=20, help="runs per mode (local, mesh) for time to first token"
+    )
     parser.add_argument("--tokens", type=int, default=8, help="new tokens per run")
     parser.add_argument("--pings", type=int, default=1000, help="round trips measured on one link")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[2, 4, 8], help="peers per mesh for join times")
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=[2, 4, 8], help="peers per mesh for join times"
+    )
     parser.add_argument("--reps", type=int, default=3, help="repetitions per mesh size")
     return parser.parse_args()
 
@@ -102,18 +108,27 @@ async def sign_up(base_url: str) -> str:
     async with httpx.AsyncClient(base_url=base_url, follow_redirects=True, timeout=30) as http:
         await http.get("/register")
         password = "bench password"
-        form = {"username": f"bench-{uuid.uuid4().hex[:8]}", "password": password, "confirm": password,
-                "_csrf_token": http.cookies["csrftoken"]}
+        form = {
+            "username": f"bench-{uuid.uuid4().hex[:8]}",
+            "password": password,
+            "confirm": password,
+            "_csrf_token": http.cookies["csrftoken"],
+        }
         response = await http.post("/register", data=form)
         assert response.url.path == "/rooms", response.text[:300]
         return http.cookies["mesh_session"]
 
 
 async def create_room(base_url: str, session: str) -> str:
-    async with httpx.AsyncClient(base_url=base_url, timeout=30, cookies={"mesh_session": session}) as http:
+    async with httpx.AsyncClient(
+        base_url=base_url, timeout=30, cookies={"mesh_session": session}
+    ) as http:
         await http.get("/rooms")
-        response = await http.post("/api/rooms", json={"name": f"bench {uuid.uuid4().hex[:6]}", "private": False},
-                                   headers={"x-csrftoken": http.cookies["csrftoken"]})
+        response = await http.post(
+            "/api/rooms",
+            json={"name": f"bench {uuid.uuid4().hex[:6]}", "private": False},
+            headers={"x-csrftoken": http.cookies["csrftoken"]},
+        )
         assert response.status_code == 201, response.text
         return response.json()["slug"]
 
@@ -129,8 +144,14 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def summary(values: list[float]) -> dict[str, float]:
-    return {"p50": statistics.median(values), "p90": percentile(values, 90), "p99": percentile(values, 99),
-            "min": min(values), "max": max(values), "n": len(values)}
+    return {
+        "p50": statistics.median(values),
+        "p90": percentile(values, 90),
+        "p99": percentile(values, 99),
+        "min": min(values),
+        "max": max(values),
+        "n": len(values),
+    }
 
 
 class Browsers:
@@ -141,10 +162,16 @@ class Browsers:
     async def page(self, slug: str, *, harness: bool = False) -> Page:
         context = await self.browser.new_context()
         self.contexts.append(context)
-        await context.add_cookies([{"name": "mesh_session", "value": self.session, "url": self.base_url}])
+        await context.add_cookies(
+            [{"name": "mesh_session", "value": self.session, "url": self.base_url}]
+        )
         if harness:
-            await context.route(f"{self.base_url}/static/js/room.js", lambda route: route.fulfill(
-                body="export {};", headers={"content-type": "text/javascript"}))
+            await context.route(
+                f"{self.base_url}/static/js/room.js",
+                lambda route: route.fulfill(
+                    body="export {};", headers={"content-type": "text/javascript"}
+                ),
+            )
         page = await context.new_page()
         await page.goto(f"{self.base_url}/rooms/{slug}")
         if harness:
@@ -157,24 +184,30 @@ class Browsers:
         self.contexts.clear()
 
 
-async def time_to_first_token(browsers: Browsers, slug: str, rounds: int, tokens: int) -> dict[str, Any]:
+async def time_to_first_token(
+    browsers: Browsers, slug: str, rounds: int, tokens: int
+) -> dict[str, Any]:
     """The requester's own time to first token (from submit, offers included) here and on the mesh."""
     step("time to first token: opening two room pages")
     requester, worker = [await browsers.page(slug) for _ in range(2)]
     for page in (requester, worker):
         await page.wait_for_function(
-            f"() => document.querySelector('#backend').textContent.includes('warm: {MODEL}')", timeout=120_000)
+            f"() => document.querySelector('#backend').textContent.includes('warm: {MODEL}')",
+            timeout=120_000,
+        )
     step("warm; waiting for the data channel")
     await requester.wait_for_selector('[data-testid="peer"][data-link="open"]', timeout=30_000)
     step("linked; measuring")
     # The first generation of a session pays ONNX Runtime's warm-up, on each page.
     for page in (requester, worker):
-        await page.evaluate(RUN_IN_PAGE, ["local", tokens])
+        await page.evaluate(RUN_IN_PAGE, ["local", tokens, PROMPT])
     runs: dict[str, list[dict[str, Any]]] = {"local": [], "mesh": []}
     for round_ in range(rounds):
         for mode in ("local", "mesh") if round_ % 2 == 0 else ("mesh", "local"):
-            runs[mode].append(await requester.evaluate(RUN_IN_PAGE, [mode, tokens]))
-    async with httpx.AsyncClient(base_url=browsers.base_url, cookies={"mesh_session": browsers.session}) as http:
+            runs[mode].append(await requester.evaluate(RUN_IN_PAGE, [mode, tokens, PROMPT]))
+    async with httpx.AsyncClient(
+        base_url=browsers.base_url, cookies={"mesh_session": browsers.session}
+    ) as http:
         last_mesh = (await http.get(f"/api/jobs/{runs['mesh'][-1]['job_id']}")).json()
     await browsers.close()
     local = [r["ttft_ms"] for r in runs["local"]]
@@ -182,7 +215,9 @@ async def time_to_first_token(browsers: Browsers, slug: str, rounds: int, tokens
     # Back-to-back pairs cancel slow drifts in the machine's load.
     extra = [m - l for m, l in zip(mesh, local, strict=True)]
     return {
-        "local_ttft_ms": summary(local), "mesh_ttft_ms": summary(mesh), "extra_ms": summary(extra),
+        "local_ttft_ms": summary(local),
+        "mesh_ttft_ms": summary(mesh),
+        "extra_ms": summary(extra),
         "same_text": len({r["text"] for r in runs["local"] + runs["mesh"]}) == 1,
         "mesh_ran_on_other_peer": last_mesh["workers"] != ["local"],
     }
@@ -202,8 +237,10 @@ async def wait_all_open(pages: list[Page], links: int, timeout_s: float = 60) ->
                 await asyncio.sleep(0.05)
     except TimeoutError:
         for page in pages:  # what each page has, to see which link never opened and why
-            step(await page.evaluate("""() => JSON.stringify({ me: window.mesh?.peerId, opened: opened.size, links: [...window.mesh.links.values()]
-              .map((l) => [l.peerId.slice(0, 8), l.state, l.initiator, Math.round(l.openedAt ?? -1), opened.has(l.peerId)]) })"""))
+            step(
+                await page.evaluate("""() => JSON.stringify({ me: window.mesh?.peerId, opened: opened.size, links: [...window.mesh.links.values()]
+              .map((l) => [l.peerId.slice(0, 8), l.state, l.initiator, Math.round(l.openedAt ?? -1), opened.has(l.peerId)]) })""")
+            )
         raise
 
 
@@ -239,10 +276,12 @@ async def join_times(browsers: Browsers, size: int) -> dict[str, float]:
     joined = await asyncio.gather(*(page.evaluate("s => window.join(s)", slug) for page in pages))
     everyone_open = await wait_all_open(pages, size - 1)
     await browsers.close()
-    return {"newcomer_ms": newcomer_open - newcomer["joinedAt"],
-            "newcomer_after_ack_ms": newcomer_open - newcomer["ackedAt"],
-            "all_at_once_ms": max(everyone_open) - min(j["joinedAt"] for j in joined),
-            "all_at_once_after_last_ack_ms": max(everyone_open) - max(j["ackedAt"] for j in joined)}
+    return {
+        "newcomer_ms": newcomer_open - newcomer["joinedAt"],
+        "newcomer_after_ack_ms": newcomer_open - newcomer["ackedAt"],
+        "all_at_once_ms": max(everyone_open) - min(j["joinedAt"] for j in joined),
+        "all_at_once_after_last_ack_ms": max(everyone_open) - max(j["ackedAt"] for j in joined),
+    }
 
 
 async def main() -> None:
@@ -253,10 +292,14 @@ async def main() -> None:
             session = await sign_up(server.url)
             slug = await create_room(server.url, session)
             async with async_playwright() as playwright:
-                browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                browser = await playwright.chromium.launch(
+                    executable_path=CHROMIUM, args=CHROMIUM_ARGS
+                )
                 browsers = Browsers(browser, server.url, session)
                 ttft = await time_to_first_token(browsers, slug, args.rounds, args.tokens)
-                rtt = await round_trips(browsers, await create_room(server.url, session), args.pings)
+                rtt = await round_trips(
+                    browsers, await create_room(server.url, session), args.pings
+                )
                 joins: dict[str, Any] = {}
                 for size in args.sizes:
                     reps = [await join_times(browsers, size) for _ in range(args.reps)]
@@ -267,12 +310,20 @@ async def main() -> None:
     budget = rtt["p50"] + TARGET_SLACK_MS
     result = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": __import__("os").cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpus": __import__("os").cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "args": vars(args),
         "time_to_first_token": ttft,
         "round_trip_ms": rtt,
         "join_to_all_open_ms": joins,
-        "target": {"extra_p50_ms": ttft["extra_ms"]["p50"], "budget_ms": budget, "met": ttft["extra_ms"]["p50"] <= budget},
+        "target": {
+            "extra_p50_ms": ttft["extra_ms"]["p50"],
+            "budget_ms": budget,
+            "met": ttft["extra_ms"]["p50"] <= budget,
+        },
     }
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"mesh-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"

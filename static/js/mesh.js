@@ -13,8 +13,7 @@
  * "done", cancel(id).
  *
  * Events (CustomEvent): link {peer_id, username, state: connecting|open|lost|unreachable, rtt_ms},
- * work {job_id, requester, username, model, state: queued|running|done|cancelled|failed|lost, tokens,
- * tok_s (the finished generation's decoding speed)},
+ * work {job_id, requester, username, model, state: queued|running|done|cancelled|failed|lost, tokens},
  * lane {computing}: this page's inference worker started or stopped a generation (for whoever).
  */
 
@@ -546,7 +545,6 @@ export class Mesh extends EventTarget {
     running.then(
       (done) => {
         if (!done || this.#serving.get(service.id) !== service) return;
-        service.tokS = done.tok_s ?? null;
         link.send({ type: "job_done", job_id: service.id, text: done.text, metrics: this.#metricsOf(done) });
         this.#stopService(service, done.reason === "cancelled" ? "cancelled" : "done");
       },
@@ -590,7 +588,6 @@ export class Mesh extends EventTarget {
       model: service.model,
       state: service.state,
       tokens: service.tokens,
-      tok_s: service.tokS ?? null,
     };
     this.dispatchEvent(new CustomEvent("work", { detail }));
   }

@@ -310,7 +310,6 @@ async function runPrompt(event) {
       const patch = { status: result.reason === "cancelled" ? "cancelled" : "succeeded", output: result.text, token_count: result.tokens };
       if (ttft !== null) patch.ttft_ms = ttft;
       outcome = { patch, metrics: { ttft, tokS, tokens: result.tokens, reason: result.reason, where: whereItRan(result) } };
-      if (tokS && workers.every((worker) => !worker)) updateStatus({ tok_s: tokS });
       if (result.fallback) flash("info", FALLBACK[result.fallback]);
     }
   } catch (error) {
@@ -345,7 +344,11 @@ function localRunner() {
     async generate(job, onToken) {
       await ensureLoaded(entryOf(job.model));
       if (cancelled.delete(job.id)) return { text: "", tokens: 0, reason: "cancelled" };
-      return room.client.generate(job, onToken);
+      const done = await room.client.generate(job, onToken);
+      // The worker's own decoding speed, for this page's jobs and other peers' alike: the cost
+      // model compares it with the speeds other pages measure the same way.
+      if (done.tok_s) updateStatus({ tok_s: done.tok_s });
+      return done;
     },
     cancel(id) {
       cancelled.add(id);
@@ -394,8 +397,6 @@ async function joinMesh() {
   room.mesh.addEventListener("work", (event) => {
     showWork(event);
     if (room.status.queue !== room.mesh.queue) updateStatus({ queue: room.mesh.queue });
-    // Jobs run for others measure this browser's speed too; the cost model quotes it to peers.
-    if (event.detail.tok_s) updateStatus({ tok_s: event.detail.tok_s });
   });
   room.mesh.addEventListener("lane", () => updateStatus({ state: currentState() }));
   room.mesh.addEventListener("link", showLinks);

@@ -41,10 +41,15 @@ class PythonPeer:
 
     async def join(self, room: str) -> list[dict[str, Any]]:
         await self.sio.connect(
-            self.base_url, headers={"Authorization": f"Bearer {self.token}"}, transports=["websocket"], wait_timeout=10
+            self.base_url,
+            headers={"Authorization": f"Bearer {self.token}"},
+            transports=["websocket"],
+            wait_timeout=10,
         )
         ack = await self.sio.call(
-            "join_room", {"room": room, "capabilities": {"backend": "wasm", "user_agent": "aiortc"}}, timeout=10
+            "join_room",
+            {"room": room, "capabilities": {"backend": "wasm", "user_agent": "aiortc"}},
+            timeout=10,
         )
         assert "peer_id" in ack, ack
         self.peer_id = ack["peer_id"]
@@ -67,20 +72,38 @@ class PythonPeer:
         assert self.pc is not None
         await self.pc.setLocalDescription(await self.pc.createOffer())
         description = self.pc.localDescription
-        await self.sio.emit("signal", {"to": remote, "kind": "offer", "data": {"type": description.type, "sdp": description.sdp}})
+        await self.sio.emit(
+            "signal",
+            {
+                "to": remote,
+                "kind": "offer",
+                "data": {"type": description.type, "sdp": description.sdp},
+            },
+        )
 
     async def _on_signal(self, payload: dict[str, Any]) -> None:
         kind, data = payload["kind"], payload["data"]
         if kind == "offer":
             self._new_connection(payload["from"])
             assert self.pc is not None
-            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=data["sdp"], type=data["type"]))
+            await self.pc.setRemoteDescription(
+                RTCSessionDescription(sdp=data["sdp"], type=data["type"])
+            )
             self.described.set()
             await self.pc.setLocalDescription(await self.pc.createAnswer())
             answer = self.pc.localDescription
-            await self.sio.emit("signal", {"to": payload["from"], "kind": "answer", "data": {"type": answer.type, "sdp": answer.sdp}})
+            await self.sio.emit(
+                "signal",
+                {
+                    "to": payload["from"],
+                    "kind": "answer",
+                    "data": {"type": answer.type, "sdp": answer.sdp},
+                },
+            )
         elif kind == "answer" and self.pc is not None:
-            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=data["sdp"], type=data["type"]))
+            await self.pc.setRemoteDescription(
+                RTCSessionDescription(sdp=data["sdp"], type=data["type"])
+            )
             self.described.set()
         elif kind == "candidate" and self.pc is not None and data and data.get("candidate"):
             # Socket.IO events run concurrently here: a candidate can overtake its offer's handling.
@@ -106,13 +129,21 @@ class PythonPeer:
         self.channel.send(data)
 
     async def expect(
-        self, type_: str, timeout: float = 15, where: Callable[[dict[str, Any]], bool] = lambda _: True, **fields: Any
+        self,
+        type_: str,
+        timeout: float = 15,
+        where: Callable[[dict[str, Any]], bool] = lambda _: True,
+        **fields: Any,
     ) -> dict[str, Any]:
         """The next message of `type_` (with `fields`, and for which `where` holds), skipping others."""
         async with asyncio.timeout(timeout):
             while True:
                 message = await self.inbox.get()
-                if message.get("type") == type_ and all(message.get(k) == v for k, v in fields.items()) and where(message):
+                if (
+                    message.get("type") == type_
+                    and all(message.get(k) == v for k, v in fields.items())
+                    and where(message)
+                ):
                     return message
 
     async def close(self) -> None:

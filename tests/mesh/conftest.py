@@ -9,9 +9,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pytest_asyncio
-from playwright.async_api import Browser, Locator, Page, expect
-
 from conftest import LiveServer
+from playwright.async_api import Browser, Locator, Page, expect
 from realtime.conftest import Account, sign_up
 
 MODEL = "tiny-gpt2"
@@ -82,11 +81,15 @@ class PeerPage:
         link = self.metrics.get_by_role("link", name="recorded in history")
         await expect(link).to_be_visible(timeout=timeout)
         job_id = await link.get_attribute("data-job-id")
-        response = await self.page.request.get(f"{self.page.url.split('/rooms/')[0]}/api/jobs/{job_id}")
+        response = await self.page.request.get(
+            f"{self.page.url.split('/rooms/')[0]}/api/jobs/{job_id}"
+        )
         assert response.ok, await response.text()
         return await response.json()
 
-    async def run_and_wait(self, prompt: str, max_tokens: int, mode: str, previous: str | None = None) -> dict:
+    async def run_and_wait(
+        self, prompt: str, max_tokens: int, mode: str, previous: str | None = None
+    ) -> dict:
         await self.run(prompt, max_tokens, mode)
         link = self.metrics.get_by_role("link", name="recorded in history")
         if previous:
@@ -106,7 +109,9 @@ async def open_peer(browser: Browser, live_server: LiveServer) -> AsyncIterator[
         account = account or await sign_up(live_server.url)
         context = await browser.new_context(viewport={"width": 1280, "height": 900})
         contexts.append(context)
-        await context.add_cookies([{"name": "mesh_session", "value": account.session_cookie, "url": live_server.url}])
+        await context.add_cookies(
+            [{"name": "mesh_session", "value": account.session_cookie, "url": live_server.url}]
+        )
         page = await context.new_page()
         peer = PeerPage(page, account)
         page.on("console", lambda message: peer.console.append(f"{message.type}: {message.text}"))

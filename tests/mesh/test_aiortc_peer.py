@@ -7,12 +7,12 @@ import json
 import uuid
 
 import pytest
-from playwright.async_api import expect
-
 from conftest import LiveServer
+from playwright.async_api import expect
+from realtime.conftest import create_room, sign_up
+
 from mesh.aiortc_peer import PythonPeer, allow_loopback_candidates
 from mesh.conftest import MODEL, OpenPeer, room_name
-from realtime.conftest import create_room, sign_up
 
 pytestmark = pytest.mark.browser
 
@@ -41,11 +41,28 @@ async def test_python_peer_exchanges_protocol_with_browser_peer(
     # The browser, the newcomer, offers; aiortc answers with its candidates in the SDP.
     await python_peer.opened.wait()
     # A hello on open, and again whenever the page's status changes (its model warmed up).
-    hello = await python_peer.expect("hello", where=lambda m: MODEL in m["capabilities"]["models_warm"])
+    hello = await python_peer.expect(
+        "hello", where=lambda m: MODEL in m["capabilities"]["models_warm"]
+    )
     assert python_peer.remote == browser_id and hello["peer_id"] == browser_id
-    assert hello["capabilities"]["backend"] in ("wasm", "webgpu") and MODEL in hello["capabilities"]["models"]
-    python_peer.send({"type": "hello", "peer_id": python_peer.peer_id,
-                      "capabilities": {"backend": "wasm", "models": [MODEL], "models_warm": [], "state": "idle", "queue": 0, "tok_s": 0}})
+    assert (
+        hello["capabilities"]["backend"] in ("wasm", "webgpu")
+        and MODEL in hello["capabilities"]["models"]
+    )
+    python_peer.send(
+        {
+            "type": "hello",
+            "peer_id": python_peer.peer_id,
+            "capabilities": {
+                "backend": "wasm",
+                "models": [MODEL],
+                "models_warm": [],
+                "state": "idle",
+                "queue": 0,
+                "tok_s": 0,
+            },
+        }
+    )
     await browser.wait_for_links(1)
     python_peer.send({"type": "ping", "n": 7})
     assert (await python_peer.expect("pong", n=7))["v"] == 1
@@ -53,10 +70,26 @@ async def test_python_peer_exchanges_protocol_with_browser_peer(
     # The Python peer asks the browser for a job and reads the token stream.
     local = await browser.run_and_wait(PROMPT, 24, "local")
     job_id = str(uuid.uuid4())
-    python_peer.send({"type": "job_offer", "job_id": job_id, "model": MODEL, "task": "text-generation", "prompt_tokens": 2})
+    python_peer.send(
+        {
+            "type": "job_offer",
+            "job_id": job_id,
+            "model": MODEL,
+            "task": "text-generation",
+            "prompt_tokens": 2,
+        }
+    )
     accept = await python_peer.expect("job_accept", job_id=job_id)
     assert accept["eta_ms"] >= 0
-    python_peer.send({"type": "job_run", "job_id": job_id, "model": MODEL, "prompt": PROMPT, "params": {"max_new_tokens": 24}})
+    python_peer.send(
+        {
+            "type": "job_run",
+            "job_id": job_id,
+            "model": MODEL,
+            "prompt": PROMPT,
+            "params": {"max_new_tokens": 24},
+        }
+    )
     tokens, done = [], None
     while done is None:
         message = await python_peer.inbox.get()
@@ -72,16 +105,32 @@ async def test_python_peer_exchanges_protocol_with_browser_peer(
 
     # Bad input is dropped and logged; the link and the page go on.
     python_peer.send_raw("not json")
-    python_peer.send_raw(json.dumps({"v": 1, "type": "token", "job_id": job_id, "seq": 1, "text": "x" * 200_000}))
+    python_peer.send_raw(
+        json.dumps({"v": 1, "type": "token", "job_id": job_id, "seq": 1, "text": "x" * 200_000})
+    )
     python_peer.send_raw(json.dumps({"v": 2, "type": "ping", "n": 1}))
     python_peer.send({"type": "nonsense"})
     python_peer.send({"type": "token", "job_id": str(uuid.uuid4()), "seq": 1, "text": "for no job"})
-    python_peer.send({"type": "job_run", "job_id": str(uuid.uuid4()), "model": MODEL, "prompt": PROMPT, "params": {}})
+    python_peer.send(
+        {
+            "type": "job_run",
+            "job_id": str(uuid.uuid4()),
+            "model": MODEL,
+            "prompt": PROMPT,
+            "params": {},
+        }
+    )
     assert (await python_peer.expect("job_error"))["code"] == "not_offered"
     python_peer.send({"type": "ping", "n": 99})
     await python_peer.expect("pong", n=99)
     ignored = await browser.console_lines("mesh: ignored a message", 5)
-    for problem in ("not JSON", "over the 131072 cap", "unsupported protocol version 2", "unknown type", "for a job it was not given"):
+    for problem in (
+        "not JSON",
+        "over the 131072 cap",
+        "unsupported protocol version 2",
+        "unknown type",
+        "for a job it was not given",
+    ):
         assert any(problem in line for line in ignored), (problem, ignored)
 
     # The browser offers its own job; the Python peer declines, then claims it anyway.
@@ -89,7 +138,9 @@ async def test_python_peer_exchanges_protocol_with_browser_peer(
     offer = await python_peer.expect("job_offer")
     python_peer.send({"type": "job_decline", "job_id": offer["job_id"], "reason": "busy"})
     python_peer.send({"type": "token", "job_id": offer["job_id"], "seq": 1, "text": " INJECTED"})
-    python_peer.send({"type": "job_done", "job_id": offer["job_id"], "text": " INJECTED", "metrics": {}})
+    python_peer.send(
+        {"type": "job_done", "job_id": offer["job_id"], "text": " INJECTED", "metrics": {}}
+    )
     job = await browser.finished_job()
     assert job["output"] == local["output"] and "INJECTED" not in job["output"]
     assert job["workers"] == ["local"]
@@ -105,8 +156,20 @@ async def test_silent_worker_is_dropped_and_the_job_finishes_here_with_the_same_
     await python_peer.join(room["slug"])
     browser = await open_peer(room["slug"], owner)
     await python_peer.opened.wait()
-    python_peer.send({"type": "hello", "peer_id": python_peer.peer_id,
-                      "capabilities": {"backend": "webgpu", "models": [MODEL], "models_warm": [MODEL], "state": "idle", "queue": 0, "tok_s": 5000}})
+    python_peer.send(
+        {
+            "type": "hello",
+            "peer_id": python_peer.peer_id,
+            "capabilities": {
+                "backend": "webgpu",
+                "models": [MODEL],
+                "models_warm": [MODEL],
+                "state": "idle",
+                "queue": 0,
+                "tok_s": 5000,
+            },
+        }
+    )
     await browser.wait_for_links(1)
     local = await browser.run_and_wait(PROMPT, 48, "local")
     words = local["output"].split(" ")
@@ -116,7 +179,11 @@ async def test_silent_worker_is_dropped_and_the_job_finishes_here_with_the_same_
     offer = await python_peer.expect("job_offer")
     python_peer.send({"type": "job_accept", "job_id": offer["job_id"], "eta_ms": 0})
     run = await python_peer.expect("job_run", job_id=offer["job_id"])
-    assert run["prompt"] == PROMPT and run["params"]["max_new_tokens"] == 48 and "resume_text" not in run
+    assert (
+        run["prompt"] == PROMPT
+        and run["params"]["max_new_tokens"] == 48
+        and "resume_text" not in run
+    )
     for seq, word in enumerate(words[1:9], start=1):
         python_peer.send({"type": "token", "job_id": run["job_id"], "seq": seq, "text": f" {word}"})
     await expect(browser.output).to_have_text(" ".join(words[:9]))
@@ -125,4 +192,67 @@ async def test_silent_worker_is_dropped_and_the_job_finishes_here_with_the_same_
     job = await browser.finished_job(timeout=20_000)  # heartbeats give up after 3.5 s of silence
     assert job["output"] == local["output"]
     assert job["attempts"] == 2 and job["workers"] == [python_peer.peer_id, "local"]
-    await expect(browser.metrics).to_contain_text(f"{python_peer.account.username}'s browser dropped out; this browser finished it")
+    await expect(browser.metrics).to_contain_text(
+        f"{python_peer.account.username}'s browser dropped out; this browser finished it"
+    )
+
+
+def capabilities(tok_s: float) -> dict:
+    return {
+        "backend": "webgpu",
+        "models": [MODEL],
+        "models_warm": [MODEL],
+        "state": "idle",
+        "queue": 0,
+        "tok_s": tok_s,
+    }
+
+
+async def test_auto_mode_weighs_this_browser_against_a_peer(
+    live_server: LiveServer, open_peer: OpenPeer, python_peer: PythonPeer
+) -> None:
+    owner = await sign_up(live_server.url)
+    room = await create_room(live_server.url, owner, room_name(), private=False)
+    await python_peer.join(room["slug"])
+    browser = await open_peer(room["slug"], owner)
+    await python_peer.opened.wait()
+    hello = {"type": "hello", "peer_id": python_peer.peer_id}
+    python_peer.send(hello | {"capabilities": capabilities(tok_s=1)})
+    await browser.wait_for_links(1)
+    local = await browser.run_and_wait(PROMPT, 200, "local")
+
+    # A peer that says it makes one token a second loses to this browser, even when free at once.
+    await browser.run(PROMPT, 200, "auto")
+    offer = await python_peer.expect("job_offer")
+    python_peer.send({"type": "job_accept", "job_id": offer["job_id"], "eta_ms": 0})
+    await python_peer.expect("job_cancel", job_id=offer["job_id"])  # its place is released
+    slow = await browser.finished_job()
+    assert (
+        slow["mode"] == "auto"
+        and slow["workers"] == ["local"]
+        and slow["output"] == local["output"]
+    )
+
+    # A peer far faster than this browser wins the next one, and its answer is what the page shows.
+    python_peer.send(hello | {"capabilities": capabilities(tok_s=1_000_000)})
+    await browser.run(PROMPT, 200, "auto")
+    offer = await python_peer.expect("job_offer")
+    python_peer.send({"type": "job_accept", "job_id": offer["job_id"], "eta_ms": 0})
+    run = await python_peer.expect("job_run", job_id=offer["job_id"])
+    words = local["output"].split(" ")
+    for seq, word in enumerate(words[1:], start=1):
+        python_peer.send({"type": "token", "job_id": run["job_id"], "seq": seq, "text": f" {word}"})
+    python_peer.send(
+        {
+            "type": "job_done",
+            "job_id": run["job_id"],
+            "text": local["output"],
+            "metrics": {"tokens": 200, "reason": "length"},
+        }
+    )
+    fast = await browser.finished_job()
+    assert fast["workers"] == [python_peer.peer_id] and fast["output"] == local["output"]
+    assert fast["token_count"] == 200
+    await expect(browser.metrics).to_contain_text(
+        f"ran on {python_peer.account.username}'s browser"
+    )

@@ -11,29 +11,39 @@ from pathlib import Path
 
 import pytest
 import socketio
-
 from conftest import start_server
-from mesh_nanollm.settings import SettingsError, load_settings
 from realtime.conftest import create_room, sign_up
 
+from mesh_nanollm.settings import SettingsError, load_settings
+
 SECRET = "coturn static-auth-secret"
-TURN_URLS = '["turn:turn.example.org:3478?transport=udp", "turns:turn.example.org:5349?transport=tcp"]'
+TURN_URLS = (
+    '["turn:turn.example.org:3478?transport=udp", "turns:turn.example.org:5349?transport=tcp"]'
+)
 STUN = '[{"urls": ["stun:stun.example.org:3478"]}]'
 
 
 def coturn_password(secret: str, username: str) -> str:
     """What coturn computes for `use-auth-secret`: base64(HMAC-SHA1(secret, username))."""
-    return base64.b64encode(hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()).decode()
+    return base64.b64encode(
+        hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
+    ).decode()
 
 
 async def test_join_hands_out_turn_credentials_coturn_accepts(tmp_path: Path) -> None:
-    server = start_server(tmp_path, ICE_SERVERS=STUN, TURN_URLS=TURN_URLS, TURN_SECRET=SECRET, TURN_TTL="600")
+    server = start_server(
+        tmp_path, ICE_SERVERS=STUN, TURN_URLS=TURN_URLS, TURN_SECRET=SECRET, TURN_TTL="600"
+    )
     client = socketio.AsyncClient(reconnection=False)
     try:
         account = await sign_up(server.url)
         room = await create_room(server.url, account, "turn", private=False)
-        await client.connect(server.url, headers={"Authorization": f"Bearer {account.token}"},
-                             transports=["websocket"], wait_timeout=10)
+        await client.connect(
+            server.url,
+            headers={"Authorization": f"Bearer {account.token}"},
+            transports=["websocket"],
+            wait_timeout=10,
+        )
         ack = await client.call("join_room", {"room": room["slug"]}, timeout=10)
     finally:
         await client.disconnect()
@@ -41,14 +51,21 @@ async def test_join_hands_out_turn_credentials_coturn_accepts(tmp_path: Path) ->
 
     stun, turn = ack["ice_servers"]
     assert stun == {"urls": ["stun:stun.example.org:3478"]}
-    assert turn["urls"] == ["turn:turn.example.org:3478?transport=udp", "turns:turn.example.org:5349?transport=tcp"]
+    assert turn["urls"] == [
+        "turn:turn.example.org:3478?transport=udp",
+        "turns:turn.example.org:5349?transport=tcp",
+    ]
     expires, _, user_id = turn["username"].partition(":")
-    assert user_id.isdigit() and abs(int(expires) - (time.time() + 600)) < 30  # short-lived, as configured
+    assert (
+        user_id.isdigit() and abs(int(expires) - (time.time() + 600)) < 30
+    )  # short-lived, as configured
     assert turn["credential"] == coturn_password(SECRET, turn["username"])
 
 
 def test_without_turn_settings_peers_get_only_ice_servers(tmp_path: Path) -> None:
-    settings = load_settings({"ICE_SERVERS": STUN, "SECRET_KEY": "k", "DATABASE_URL": f"sqlite:///{tmp_path / 'db'}"})
+    settings = load_settings(
+        {"ICE_SERVERS": STUN, "SECRET_KEY": "k", "DATABASE_URL": f"sqlite:///{tmp_path / 'db'}"}
+    )
     assert settings.turn_urls == [] and settings.turn_secret is None
 
 
@@ -58,10 +75,15 @@ def test_without_turn_settings_peers_get_only_ice_servers(tmp_path: Path) -> Non
         ({"TURN_URLS": TURN_URLS}, "must be set together"),
         ({"TURN_SECRET": SECRET}, "must be set together"),
         ({"TURN_URLS": '["stun:stun.example.org"]', "TURN_SECRET": SECRET}, "turn: or turns: URLs"),
-        ({"TURN_URLS": "turn:turn.example.org", "TURN_SECRET": SECRET}, "TURN_URLS must be a JSON list"),
+        (
+            {"TURN_URLS": "turn:turn.example.org", "TURN_SECRET": SECRET},
+            "TURN_URLS must be a JSON list",
+        ),
         ({"TURN_URLS": TURN_URLS, "TURN_SECRET": SECRET, "TURN_TTL": "5"}, "at least 60 seconds"),
     ],
 )
-def test_half_or_malformed_turn_settings_are_refused(tmp_path: Path, env: dict[str, str], message: str) -> None:
+def test_half_or_malformed_turn_settings_are_refused(
+    tmp_path: Path, env: dict[str, str], message: str
+) -> None:
     with pytest.raises(SettingsError, match=message):
         load_settings({"SECRET_KEY": "k", "DATABASE_URL": f"sqlite:///{tmp_path / 'db'}"} | env)
