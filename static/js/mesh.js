@@ -283,7 +283,7 @@ export class Mesh extends EventTarget {
     }, ADOPT_AFTER_MS);
   }
 
-  /** We just joined: we open the links, to the peers already there (newest first if capped). */
+  /** We just joined: we open the links to the peers already there, oldest first, up to the cap. */
   #join(peers) {
     this.#learn(peers);
     for (const peer of peers) this.#connect(peer.peer_id).catch((error) => console.warn(`mesh: offer to ${peer.peer_id} failed: ${error.message}`));
