@@ -6,7 +6,6 @@ in CI (`CI=true`), where the same condition fails the test.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import socket
@@ -24,11 +23,11 @@ import pytest_asyncio
 
 os.environ.setdefault("SECRET_KEY", "test-secret-key")
 
-from litestar.testing import AsyncTestClient  # noqa: E402
+from litestar.testing import AsyncTestClient
 
-from mesh_nanollm import db, security  # noqa: E402
-from mesh_nanollm.app import create_app  # noqa: E402
-from mesh_nanollm.settings import PROJECT_ROOT, Settings  # noqa: E402
+from mesh_nanollm import db, security
+from mesh_nanollm.app import create_app
+from mesh_nanollm.settings import PROJECT_ROOT, Settings
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
@@ -69,7 +68,7 @@ async def postgres_reachable(url: str) -> str | None:
 
     try:
         conn = await asyncpg.connect(url.replace("postgres://", "postgresql://", 1), timeout=3)
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         return f"Postgres at {url} is unreachable ({exc.__class__.__name__}: {exc})"
     await conn.close()
     return None

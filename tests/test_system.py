@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from conftest import register
 from conftest import make_settings as settings_for
+from conftest import register
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 

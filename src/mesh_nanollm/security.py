@@ -6,7 +6,7 @@ import asyncio
 import hashlib
 import time
 from collections import OrderedDict, deque
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import bcrypt
@@ -55,7 +55,7 @@ async def user_for_token(token: str) -> User | None:
     now = time.time()
     last = row.last_used_at.timestamp() if row.last_used_at else 0
     if now - last > 60:  # a write per minute at most, not per request
-        await ApiToken.update({ApiToken.last_used_at: datetime.now(timezone.utc)}).where(ApiToken.id == row.id)
+        await ApiToken.update({ApiToken.last_used_at: datetime.now(UTC)}).where(ApiToken.id == row.id)
     return row.user
 
 

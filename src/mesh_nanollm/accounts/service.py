@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from mesh_nanollm.errors import Conflict, InvalidInput, NotFound
 from mesh_nanollm.security import check_password, hash_password, hash_token
@@ -68,7 +68,7 @@ async def create_token(user: User, name: str) -> tuple[ApiToken, str]:
         name=name,
         prefix=plaintext[: len(TOKEN_PREFIX) + 6],
         token_hash=hash_token(plaintext),
-        created_at=datetime.now(timezone.utc),
+        created_at=datetime.now(UTC),
     )
     await token.save()
     return token, plaintext

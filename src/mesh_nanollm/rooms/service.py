@@ -52,7 +52,7 @@ async def list_rooms(user: User) -> list[RoomListing]:
     """Public rooms and the private rooms `user` belongs to; the global room first."""
     member_of = await _member_room_ids(user)
     rooms = await Room.objects().where(
-        (Room.is_private == False) | Room.id.is_in(list(member_of) or [-1])  # noqa: E712
+        (Room.is_private == False) | Room.id.is_in(list(member_of) or [-1])
     ).order_by(Room.created_at, ascending=False)
     counts = await live_peer_counts()
     rooms.sort(key=lambda room: room.slug != GLOBAL_SLUG)
