@@ -1,10 +1,13 @@
-"""Where a connected peer's memory goes: our app's Python allocations (traced), all Python
-allocations, and the whole process RSS (Granian's websocket buffers included), per peer.
+"""Where a connected peer's memory goes, per peer.
 
-    uv run python bench/signaling/memory.py --peers 500
+    uv run python bench/signaling/memory.py --peers 250            # RSS, ours and bare
+    uv run python bench/signaling/memory.py --peers 500 --trace    # Python allocations, ours
 
-Runs our ASGI app on Granian embedded in this process (so tracemalloc sees it), connects peers
-with the Node load generator, and compares snapshots taken before and after.
+Without --trace: each server (as run.py starts it) gets N idle peers, then N more; the RSS grown by
+the second batch, divided by N, is what one more peer costs once pools, arenas and caches have
+grown (the first batch's figure includes those). With --trace: our ASGI app on Granian embedded
+in this process under tracemalloc; the snapshot diff across N peers, split into what was
+allocated under our code and everything else.
 """
 
 from __future__ import annotations
@@ -24,6 +27,9 @@ from pathlib import Path
 import httpx
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from run import room_for, rss_kib as tree_rss_kib, start  # noqa: E402
 
 
 def rss_kib() -> int:
@@ -42,11 +48,39 @@ async def hold(url: str, token: str, room: str, peers: int, seconds: int, connec
         "node", "loadgen.mjs", json.dumps(config), cwd=HERE, stdout=asyncio.subprocess.PIPE
     )
     assert gen.stdout is not None
-    async for line in gen.stdout:
-        if line.startswith(b"PHASE connected"):
-            connected.set()
-    if await gen.wait() != 0:
-        raise RuntimeError("load generator failed")
+    try:
+        async for line in gen.stdout:
+            if line.startswith(b"PHASE connected"):
+                connected.set()
+        if await gen.wait() != 0:
+            raise RuntimeError("load generator failed")
+    finally:
+        if gen.returncode is None:
+            gen.kill()
+            await gen.wait()
+
+
+async def batches(name: str, peers: int) -> None:
+    server = start(name, "0", {})
+    try:
+        room = room_for(server, peers)
+        before = tree_rss_kib(server.pids)
+        sizes = []
+        holders = []
+        for _ in range(2):
+            connected = asyncio.Event()
+            holders.append(asyncio.create_task(hold(server.url, server.token, room, peers, 600, connected)))
+            await connected.wait()
+            await asyncio.sleep(3)
+            sizes.append(tree_rss_kib(server.pids))
+        for holder in holders:
+            holder.cancel()
+        await asyncio.gather(*holders, return_exceptions=True)
+    finally:
+        server.stop()
+    first, second = (sizes[0] - before) / peers, (sizes[1] - sizes[0]) / peers
+    print(f"{name:5} RSS per peer: first {peers}: {first:6.1f} KiB, next {peers}: {second:6.1f} KiB "
+          f"({before / 1024:.0f} → {sizes[0] / 1024:.0f} → {sizes[1] / 1024:.0f} MiB)")
 
 
 async def main(peers: int, frames: int) -> None:
@@ -120,8 +154,14 @@ async def main(peers: int, frames: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--peers", type=int, default=500)
-    parser.add_argument("--frames", type=int, default=40, help="traceback depth tracemalloc keeps")
+    parser.add_argument("--servers", nargs="+", default=["ours", "bare"])
+    parser.add_argument("--trace", action="store_true", help="trace our app's Python allocations instead")
+    parser.add_argument("--frames", type=int, default=16, help="traceback depth tracemalloc keeps")
     args = parser.parse_args()
     if not (HERE / "node_modules").is_dir():
         sys.exit("run `npm ci` in bench/signaling first")
-    asyncio.run(main(args.peers, args.frames))
+    if args.trace:
+        asyncio.run(main(args.peers, args.frames))
+    else:
+        for name in args.servers:
+            asyncio.run(batches(name, args.peers))

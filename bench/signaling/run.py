@@ -127,17 +127,45 @@ def is_ours(name: str) -> bool:
     return name == "ours" or name.startswith("ours@")
 
 
-def start(name: str, cpu: str, sources: dict[str, str]) -> Server:
+def reset_postgres(url: str) -> None:
+    """An empty schema in the benchmark's own Postgres database (created if missing)."""
+    import asyncio
+
+    import asyncpg
+
+    base, _, name = url.rpartition("/")
+    if name in ("", "postgres", "test", "bench"):
+        sys.exit(f"refusing to wipe database {name!r}: give the signaling benchmark a database of its own")
+
+    async def reset() -> None:
+        admin = await asyncpg.connect(base.replace("postgres://", "postgresql://", 1) + "/postgres")
+        try:
+            if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+                await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        conn = await asyncpg.connect(url.replace("postgres://", "postgresql://", 1))
+        try:
+            await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+        finally:
+            await conn.close()
+
+    asyncio.run(reset())
+
+
+def start(name: str, cpu: str, sources: dict[str, str], database_url: str | None = None) -> Server:
     port = free_port()
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
     log = workdir / "server.log"
     pin = ["taskset", "-c", cpu]
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
     if is_ours(name):
+        if database_url:
+            reset_postgres(database_url)
         if name in sources:  # another checkout of this project, e.g. an earlier commit
             env["PYTHONPATH"] = str(Path(sources[name]) / "src")
         env |= {
-            "DATABASE_URL": f"sqlite:///{workdir / 'bench.sqlite'}",
+            "DATABASE_URL": database_url or f"sqlite:///{workdir / 'bench.sqlite'}",
             "SECRET_KEY": "benchmark",
             "HOST": "127.0.0.1",
             "PORT": str(port),
@@ -288,7 +316,9 @@ def main() -> None:
     parser.add_argument("--status-every-ms", type=int, default=2000)
     parser.add_argument("--server-cpu", default="0")
     parser.add_argument("--loadgen-cpu", default="1")
-    parser.add_argument("--profile", choices=["ours", "bare"], help="py-spy the relay phase of this server")
+    parser.add_argument("--profile", metavar="SERVER", help="py-spy (through uvx) the relay phase of this server")
+    parser.add_argument("--database-url", help="run ours on this Postgres database (wiped at each start) "
+                        "instead of a fresh SQLite file, e.g. postgres://postgres@127.0.0.1:5432/bench_signaling")
     parser.add_argument("--repeat", type=int, default=1, help="runs per server and size; the table shows medians")
     parser.add_argument("--label", default="run", help="name of the JSON file written to bench/results/")
     args = parser.parse_args()
@@ -302,7 +332,7 @@ def main() -> None:
     for _ in range(args.repeat):
         for peers in args.peers:
             for name in args.servers:
-                server = start(name, args.server_cpu, sources)
+                server = start(name, args.server_cpu, sources, args.database_url)
                 try:
                     runs[name][peers].append(run_one(server, peers, args))
                 finally:
