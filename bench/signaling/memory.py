@@ -29,7 +29,8 @@ import httpx
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from run import room_for, rss_kib as tree_rss_kib, start  # noqa: E402
+from run import room_for, start  # noqa: E402
+from run import rss_kib as tree_rss_kib
 
 
 def rss_kib() -> int:
