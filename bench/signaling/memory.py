@@ -29,8 +29,7 @@ import httpx
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from run import room_for, start  # noqa: E402
-from run import rss_kib as tree_rss_kib
+from run import room_for, start, rss_kib as tree_rss_kib  # noqa: E402
 
 
 def rss_kib() -> int:
