@@ -21,6 +21,8 @@ const cfg = {
 };
 const wsUrl = cfg.url.replace(/^http/, "ws") + "/socket.io/?EIO=4&transport=websocket";
 const CANDIDATE = "candidate:842163049 1 udp 1677729535 192.0.2.10 53421 typ srflx raddr 10.0.0.5 rport 53421 generation 0 network-cost 999";
+const SIGNAL_HEAD = '42["signal",{"to":"';
+const SIGNAL_MIDDLE = `","kind":"candidate","data":{"candidate":"${CANDIDATE}","sdpMid":"0","sdpMLineIndex":0,"usernameFragment":"`;
 const now = () => performance.now();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -64,6 +66,7 @@ class Peer {
       ws.on("message", (raw) => {
         const msg = raw.toString();
         if (msg === "2") return ws.send("3");
+        if (msg.startsWith('42["signal"')) return this.onSignal(msg);
         if (msg.startsWith("42")) return this.onEvent(JSON.parse(msg.slice(2)));
         if (msg.startsWith("430")) {
           const ack = JSON.parse(msg.slice(3))[0];
@@ -81,18 +84,30 @@ class Peer {
     });
   }
 
+  // The relay's messages are read by position, not parsed: the generator must stay cheaper than
+  // the servers it drives (both servers forward `data` with its keys in the order sent).
+  onSignal(msg) {
+    const at = msg.indexOf('"from":"') + 8;
+    const tagAt = msg.indexOf('"usernameFragment":"', at) + 20;
+    if (at < 8 || tagAt < 20) return this.onEvent(JSON.parse(msg.slice(2)));
+    this.onProbe(msg.slice(at, msg.indexOf('"', at)), msg.slice(tagAt, msg.indexOf('"', tagAt)));
+  }
+
+  onProbe(from, tag) {
+    if (stats.relayCounting) stats.relayed++;
+    if (tag[0] === "q") {
+      this.send(from, "r" + tag.slice(1));
+    } else if (this.relaying) {
+      if (stats.relayCounting) stats.rtts.push(now() - Number(tag.slice(1)));
+      this.probe();
+    } else if (stats.latencyCounting) {
+      stats.latencyRtts.push(now() - Number(tag.slice(1)));
+    }
+  }
+
   onEvent([event, payload]) {
     if (event === "signal") {
-      const tag = payload.data.usernameFragment;
-      if (stats.relayCounting) stats.relayed++;
-      if (tag[0] === "q") {
-        this.send(payload.from, "r" + tag.slice(1));
-      } else if (this.relaying) {
-        if (stats.relayCounting) stats.rtts.push(now() - Number(tag.slice(1)));
-        this.probe();
-      } else if (stats.latencyCounting) {
-        stats.latencyRtts.push(now() - Number(tag.slice(1)));
-      }
+      this.onProbe(payload.from, payload.data.usernameFragment);
     } else if (event === "peer_updated") {
       if (!stats.fanoutCounting) return;
       stats.fanoutMsgs++;
@@ -105,11 +120,7 @@ class Peer {
   }
 
   send(to, tag) {
-    this.ws.send(
-      '42["signal",' +
-        JSON.stringify({ to, kind: "candidate", data: { candidate: CANDIDATE, sdpMid: "0", sdpMLineIndex: 0, usernameFragment: tag } }) +
-        "]",
-    );
+    this.ws.send(SIGNAL_HEAD + to + SIGNAL_MIDDLE + tag + '"}}]');
   }
 
   probe() {
