@@ -102,7 +102,12 @@ export class RoomConnection extends EventTarget {
         }
       });
       socket.once("connect_error", (err) => {
-        if (this.#joins === 0 && !socket.active) reject(new Error(err.message));
+        // Refused (not signed in) or unreachable on the first try: say so now rather than retry
+        // behind the caller's back; the page works without the mesh.
+        if (this.#joins === 0) {
+          socket.disconnect();
+          reject(new Error(err.message));
+        }
       });
     });
   }

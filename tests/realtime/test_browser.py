@@ -105,3 +105,15 @@ async def test_peers_panel_updates_live_when_second_client_joins(live_server: Li
 
     await other.close()
     await row.wait_for(state="detached", timeout=10_000)
+
+
+async def test_connect_room_signed_out_rejects_with_the_reason(live_server: LiveServer, page) -> None:
+    await open_room(page, live_server, await sign_up(live_server.url), "global")
+    await page.context.clear_cookies()  # signed out elsewhere, or the session expired
+    message = await page.evaluate(
+        """async () => {
+          const { connectRoom } = await import("/static/js/signaling.js");
+          try { await connectRoom("global"); return "joined"; } catch (err) { return err.message; }
+        }"""
+    )
+    assert "Sign in first" in message
