@@ -1,8 +1,5 @@
-"""Everything the server tells rooms and peers over Socket.IO: presence batches and errors.
-
-Socket handlers and the presence loop call these; HTTP routes and services may too, through the
-`Realtime` kept in the app's state, so none of them touches the Socket.IO server directly.
-"""
+"""Everything the server tells rooms and peers over Socket.IO: relayed signals, presence batches
+and errors. The socket handlers and the presence loop call these; nothing else emits."""
 
 from __future__ import annotations
 
