@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -322,6 +323,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs per server and size; the table shows medians")
     parser.add_argument("--label", default="run", help="name of the JSON file written to bench/results/")
     args = parser.parse_args()
+    # A SIGTERM (e.g. from `timeout`) must still stop the servers: the `finally` blocks run on exit.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if not (HERE / "node_modules").is_dir():
         sys.exit("run `npm ci` in bench/signaling first")
     RESULTS.mkdir(parents=True, exist_ok=True)
