@@ -107,6 +107,29 @@ async def test_job_run_records_output_and_metrics(user_client: AsyncTestClient) 
     assert 'data-testid="job-status">succeeded<' in page.text
 
 
+async def test_record_sent_after_the_run_keeps_the_runs_own_timing(user_client: AsyncTestClient) -> None:
+    # The page records a short run once it is over: each request says how long ago its change happened.
+    sent = datetime.now(UTC)
+    job_id = (await create_job(user_client, age_ms=2000))["id"]
+    await user_client.patch(f"/api/jobs/{job_id}", json={"status": "running", "age_ms": 1910})
+    job = (await user_client.patch(
+        f"/api/jobs/{job_id}",
+        json={"status": "succeeded", "output": "a short one", "token_count": 101, "ttft_ms": 10, "age_ms": 0},
+    )).json()
+    created, started, finished = (datetime.fromisoformat(job[key]) for key in ("created_at", "started_at", "finished_at"))
+    assert 1500 <= (sent - created).total_seconds() * 1000 <= 2000
+    assert 1900 <= (finished - started).total_seconds() * 1000 <= 2400
+    assert job["ttft_ms"] == pytest.approx(10, abs=0.01)
+    # 100 tokens after the first, in the ~1.9 s between first token and finish.
+    assert 40 < job["tokens_per_s"] < 53
+
+
+async def test_age_never_dates_a_change_before_the_job(user_client: AsyncTestClient) -> None:
+    job = await create_job(user_client)
+    running = (await user_client.patch(f"/api/jobs/{job['id']}", json={"status": "running", "age_ms": 3_600_000})).json()
+    assert running["started_at"] == job["created_at"]
+
+
 async def test_failover_requeues_and_counts_attempts(user_client: AsyncTestClient) -> None:
     job_id = (await create_job(user_client))["id"]
     worker = str(uuid4())
@@ -331,11 +354,13 @@ async def test_create_job_in_unknown_room_is_404(user_client: AsyncTestClient) -
         {"output": "o" * 200_001},
         {"error": "e" * 2001},
         {"ttft_ms": -5},
+        {"age_ms": -1},
+        {"age_ms": 86_400_001},
         {"worker_peer": "nope"},
         {"colour": "red"},
     ],
     ids=["unknown-status", "negative-tokens", "tokens-not-int", "over-long-output", "over-long-error",
-         "negative-ttft", "malformed-worker", "unknown-field"],
+         "negative-ttft", "negative-age", "age-over-a-day", "malformed-worker", "unknown-field"],
 )
 async def test_patch_job_bad_input_is_400(user_client: AsyncTestClient, body: dict) -> None:
     job_id = (await create_job(user_client))["id"]

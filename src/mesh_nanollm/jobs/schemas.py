@@ -8,6 +8,10 @@ from uuid import UUID
 
 import msgspec
 
+# How long before its request a change happened, for records sent after the fact: the requester's
+# page sends a short run's record once the run is over, so recording never competes with it.
+AgeMs = Annotated[float, msgspec.Meta(ge=0, le=86_400_000)]
+
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled", "abandoned"]
 Mode = Literal["local", "mesh", "auto"]
 
@@ -28,6 +32,7 @@ class JobCreate(msgspec.Struct, forbid_unknown_fields=True):
     mode: Mode = "local"
     params: JobParams = msgspec.field(default_factory=JobParams)
     requester_peer: UUID | None = None
+    age_ms: AgeMs = 0.0
 
 
 class JobPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -37,6 +42,7 @@ class JobPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     token_count: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] | None = None
     ttft_ms: Annotated[float, msgspec.Meta(ge=0, le=86_400_000)] | None = None
     worker_peer: UUID | None = None
+    age_ms: AgeMs = 0.0
 
 
 class JobView(msgspec.Struct):

@@ -107,7 +107,7 @@ async def create_job(user: User, data: JobCreate) -> JobView:
         mode=data.mode,
         prompt=data.prompt,
         params=msgspec.to_builtins(data.params),
-        created_at=now,
+        created_at=now - timedelta(milliseconds=data.age_ms),
         updated_at=now,
     )
     await job.save()
@@ -167,6 +167,8 @@ async def update_job(user: User, job_id: UUID, patch: JobPatch) -> JobView:
     if current is None:
         raise NotFound("No such job.")
     now = _now()
+    # When the change happened: a record sent after the fact says how long ago (never before the job).
+    at = max(now - timedelta(milliseconds=patch.age_ms), current["created_at"])
     values: dict[Any, Any] = {Job.updated_at: now}
     status = current["status"]
     if patch.status is not None and patch.status != status:
@@ -175,13 +177,13 @@ async def update_job(user: User, job_id: UUID, patch: JobPatch) -> JobView:
         values[Job.status] = patch.status
         if patch.status == "running":
             values[Job.attempts] = current["attempts"] + 1
-            values[Job.started_at] = current["started_at"] or now
+            values[Job.started_at] = current["started_at"] or at
             worker = str(patch.worker_peer) if patch.worker_peer else "local"
             values[Job.workers] = [*_json(current["workers"]), worker]
             # Each attempt names its own worker: one that fails over to the requester clears it.
             values[Job.worker_peer] = patch.worker_peer
         if patch.status in TERMINAL:
-            values[Job.finished_at] = now
+            values[Job.finished_at] = at
     elif status in TERMINAL:
         # A finished job is a record: nothing about it changes any more.
         raise Conflict(f"The job is already {status}.")
@@ -194,7 +196,7 @@ async def update_job(user: User, job_id: UUID, patch: JobPatch) -> JobView:
     if patch.worker_peer is not None:
         values[Job.worker_peer] = patch.worker_peer
     if patch.ttft_ms is not None:
-        started = values.get(Job.started_at, current["started_at"]) or now
+        started = values.get(Job.started_at, current["started_at"]) or at
         values[Job.first_token_at] = started + timedelta(milliseconds=patch.ttft_ms)
     # Compare-and-set on the status, so two writers cannot both win a transition.
     updated = await Job.update(values).where(Job.id == job_id, Job.status == status).returning(Job.id)
