@@ -161,14 +161,31 @@ function ensureLoaded(entry) {
   return room.loads.get(entry.id);
 }
 
-/** The job's record in the jobs API. Steps run in order in the background, never blocking tokens. */
+// A run shorter than this is recorded once it has ended, so its requests never compete with the
+// model for the CPU (on a two-core machine they cost a tiny model's run a fifth of its speed); a
+// longer run is in the history, as running, from this moment on.
+const RECORD_AFTER_MS = 1000;
+
+/** The job's record in the jobs API: its steps go out in order, in the background, never blocking
+ * tokens, from RECORD_AFTER_MS into the run or when it ends. Each says how long ago it happened
+ * (`age_ms`), so the history keeps the run's own timing however late the record leaves. */
 class JobRecord {
+  #open;
+  #leaving = false;
+
   constructor(fields) {
-    this.job = null;
-    this.problem = null;
     this.started = false;
     this.attempts = 0;
-    this.chain = this.#send("POST", "/api/jobs", fields).then((job) => (this.job = job));
+    const at = performance.now();
+    const opened = new Promise((resolve) => (this.#open = resolve));
+    this.chain = opened.then(() => this.#send("POST", "/api/jobs", fields, at)).then((job) => (this.job = job));
+    this.timer = setTimeout(this.#open, RECORD_AFTER_MS);
+    // Leaving mid-run: the job still reaches the history, where it ends up abandoned.
+    this.onHide = () => {
+      this.#leaving = true;
+      this.#open();
+    };
+    addEventListener("pagehide", this.onHide);
   }
 
   /** An attempt starts on `workerPeer` (null: this browser); any attempt before it was given up. */
@@ -183,18 +200,25 @@ class JobRecord {
   finish(patch) {
     if (!this.started && patch.status !== "cancelled") this.start();
     this.#then(patch);
+    clearTimeout(this.timer);
+    removeEventListener("pagehide", this.onHide);
+    this.#open();
     return this.chain.then((job) => ({ job }), (error) => ({ error }));
   }
 
   #then(patch) {
-    this.chain = this.chain.then((job) => this.#send("PATCH", `/api/jobs/${job.id}`, patch).then(() => job));
+    const at = performance.now();
+    this.chain = this.chain.then((job) => this.#send("PATCH", `/api/jobs/${job.id}`, patch, at).then(() => job));
   }
 
-  async #send(method, url, body) {
+  async #send(method, url, fields, at) {
+    const body = JSON.stringify({ ...fields, age_ms: performance.now() - at });
     const response = await fetch(url, {
       method,
       headers: { "content-type": "application/json", accept: "application/json", "x-csrftoken": room.csrf },
-      body: JSON.stringify(body),
+      body,
+      // Outlives the page, within the browser's 64 KiB allowance for such requests.
+      keepalive: this.#leaving && body.length < 60_000,
     });
     const data = await response.json().catch(() => ({}));
     if (!response.ok) throw new Error(data.detail ?? `The server answered ${response.status}.`);
@@ -203,6 +227,8 @@ class JobRecord {
 }
 
 function setRunning(running) {
+  // A screen reader announces the answer once it is complete, not every streamed piece.
+  room.ui.output.setAttribute("aria-busy", String(running));
   room.ui.run.disabled = running;
   room.ui.cancel.disabled = !running;
   room.ui.model.disabled = running;
@@ -239,6 +265,14 @@ function showMetrics({ ttft, tokS, tokens, reason, where = "", job }) {
     link.dataset.jobId = job.id;
     metrics.append(" · ", link);
   }
+}
+
+/** Show the answer so far, keeping the pane scrolled to its end unless the reader scrolled up. */
+function showAnswer(text, answer) {
+  const pane = room.ui.output;
+  const following = pane.scrollHeight - pane.scrollTop - pane.clientHeight < 8;
+  text.data = answer;
+  if (following) pane.scrollTop = pane.scrollHeight;
 }
 
 async function runPrompt(event) {
@@ -297,10 +331,10 @@ async function runPrompt(event) {
             firstSeq = seq;
           }
           tokens = seq;
-          text.data = answer;
+          showAnswer(text, answer);
         },
       });
-      // Recorded alongside, never awaited: the server stamps each attempt as close to its start as it can.
+      // Recorded alongside, never awaited, and only once the run is over unless it runs long.
       record = new JobRecord(job);
       recordAttempts();
       const result = await run.handle.done;
