@@ -1,5 +1,6 @@
 """Inference benchmark: the room page (worker + UI + job recording) against bare.html (transformers.js
-called directly), in one headless Chromium, same model, prompt and WASM thread count.
+called directly on the main thread), in one headless Chromium, same model, prompt and WASM thread
+count; bare.js in a worker of its own shows what being in a worker costs by itself.
 
     uv run python bench/inference/run.py                # threads 1 and 2, results in bench/results/
     uv run python bench/inference/run.py --threads 1 --rounds 3 --cold 1
@@ -20,13 +21,14 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, Route, async_playwright
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -36,7 +38,9 @@ from mesh_nanollm.vendor import load_vendor_manifest
 
 MODEL, DTYPE = "tiny-gpt2", "q8"
 PROMPT = "You may"
-BARE_PATH = "/bench/bare"  # answered by Playwright with bare.html, so it shares the app's origin
+BARE_PATH = "/bench/bare"  # bare.html and its modules, answered by Playwright on the app's origin
+BARE_FILES = {"": ("bare.html", "text/html"), ".js": ("bare.js", "text/javascript"),
+              "-worker.js": ("bare-worker.js", "text/javascript")}
 # The room page's own headers, so both pages may use WASM threads.
 ISOLATION = {"cross-origin-opener-policy": "same-origin", "cross-origin-embedder-policy": "credentialless"}
 RESULTS_DIR = ROOT / "bench" / "results"
@@ -51,7 +55,7 @@ UNRECORDED = """(() => {
     : fetch(url, init);
 })()"""
 RATIO_TARGET, TTFT_BUDGET_MS = 0.97, 10.0
-STEADY_KINDS = ("ours", "ours-unrecorded", "bare")
+STEADY_KINDS = ("ours", "ours-unrecorded", "bare", "bare-worker")
 # Runs the room page's form and resolves once the run is recorded (the metrics line links its job).
 RUN_IN_PAGE = """async () => {
   const metrics = document.querySelector("#metrics");
@@ -94,6 +98,13 @@ async def sign_up(base_url: str) -> str:
         return http.cookies["mesh_session"]
 
 
+def serve(name: str, content_type: str) -> Callable[[Route], Awaitable[None]]:
+    """A route handler answering with a file of this folder, under the room page's COOP/COEP."""
+    body = (Path(__file__).parent / name).read_text()
+    headers = {"content-type": f"{content_type}; charset=utf-8", **ISOLATION}
+    return lambda route: route.fulfill(body=body, headers=headers)
+
+
 class Pages:
     """Opens either page in a browser context and drives one generation through it."""
 
@@ -102,33 +113,31 @@ class Pages:
         self.base_url, self.session, self.threads = base_url, session, threads
         config = {"transformers": vendor.url("transformers"), "mjs": vendor.url("ort_wasm_mjs"),
                   "wasm": vendor.url("ort_wasm_wasm"), "model": MODEL, "dtype": DTYPE, "threads": threads}
-        self.bare_url = f"{base_url}{BARE_PATH}#{quote(json.dumps(config))}"
-        self.bare_html = (Path(__file__).parent / "bare.html").read_text()
+        self.bare_urls = {kind: f"{base_url}{BARE_PATH}#{quote(json.dumps(config | {'worker': kind == 'bare-worker'}))}"
+                          for kind in ("bare", "bare-worker")}
 
     async def new_context(self, browser: Browser, unrecorded: bool = False) -> BrowserContext:
         context = await browser.new_context()
         if unrecorded:
             await context.add_init_script(UNRECORDED)
         await context.add_cookies([{"name": "mesh_session", "value": self.session, "url": self.base_url}])
-        await context.route(f"{self.base_url}{BARE_PATH}", lambda route: route.fulfill(
-            body=self.bare_html, headers={"content-type": "text/html; charset=utf-8", **ISOLATION}))
+        for suffix, (name, content_type) in BARE_FILES.items():
+            await context.route(f"{self.base_url}{BARE_PATH}{suffix}", serve(name, content_type))
         return context
 
     async def open(self, page: Page, kind: str) -> float:
-        kind = "bare" if kind == "bare" else "ours"
         """Navigate and return the "model ready" time in ms since navigation started."""
-        url = f"{self.base_url}/rooms/global?threads={self.threads}" if kind == "ours" else self.bare_url
+        url = self.bare_urls.get(kind, f"{self.base_url}/rooms/global?threads={self.threads}")
         await page.goto(url)
         return await self.ready(page, kind)
 
     async def ready(self, page: Page, kind: str) -> float:
-        mark = READY_MARK[kind]
+        mark = READY_MARK["bare" if kind.startswith("bare") else "ours"]
         await page.wait_for_function("m => performance.getEntriesByName(m).length > 0", arg=mark, timeout=120_000)
         return await page.evaluate("m => performance.getEntriesByName(m)[0].startTime", mark)
 
     async def generate(self, page: Page, kind: str, tokens: int) -> dict[str, Any]:
-        kind = "bare" if kind == "bare" else "ours"
-        if kind == "bare":
+        if kind.startswith("bare"):
             return await page.evaluate("([p, n]) => window.generate(p, n)", [PROMPT, tokens])
         await page.fill("#prompt", PROMPT)
         await page.fill("#max-tokens", str(tokens))
