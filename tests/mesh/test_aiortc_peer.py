@@ -3,9 +3,13 @@ speaks the data-channel protocol with a browser peer, well-formed and not."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 import uuid
+from datetime import datetime
 
+import httpx
 import pytest
 from conftest import LiveServer
 from playwright.async_api import expect
@@ -256,3 +260,57 @@ async def test_auto_mode_weighs_this_browser_against_a_peer(
     await expect(browser.metrics).to_contain_text(
         f"ran on {python_peer.account.username}'s browser"
     )
+
+
+async def test_a_long_job_is_in_the_history_while_it_runs_and_keeps_its_own_timing(
+    live_server: LiveServer, open_peer: OpenPeer, python_peer: PythonPeer
+) -> None:
+    owner = await sign_up(live_server.url)
+    room = await create_room(live_server.url, owner, room_name(), private=False)
+    await python_peer.join(room["slug"])
+    browser = await open_peer(room["slug"], owner)
+    await python_peer.opened.wait()
+    python_peer.send(
+        {"type": "hello", "peer_id": python_peer.peer_id, "capabilities": capabilities(tok_s=5000)}
+    )
+    await browser.wait_for_links(1)
+
+    # A short run is recorded once it is over; a long one is in the history while it streams.
+    await browser.run(PROMPT, 48, "mesh")
+    offer = await python_peer.expect("job_offer")
+    python_peer.send({"type": "job_accept", "job_id": offer["job_id"], "eta_ms": 0})
+    run = await python_peer.expect("job_run", job_id=offer["job_id"])
+    ran_at = time.monotonic()
+    python_peer.send({"type": "token", "job_id": run["job_id"], "seq": 1, "text": " one"})
+    async with httpx.AsyncClient(
+        base_url=live_server.url, headers={"Authorization": f"Bearer {owner.token}"}
+    ) as api:
+        running = None
+        for seq in range(2, 40):
+            await asyncio.sleep(0.1)
+            python_peer.send({"type": "token", "job_id": run["job_id"], "seq": seq, "text": " more"})
+            jobs = (await api.get("/api/jobs", params={"room": room["slug"]})).json()["jobs"]
+            if jobs and jobs[0]["status"] == "running":
+                running = jobs[0]
+                break
+        assert running, "a run longer than a second should be in the history as running"
+        assert 0.9 < time.monotonic() - ran_at < 3
+        assert running["worker_peer"] == python_peer.peer_id
+        await asyncio.sleep(0.5)
+        text = " one" + " more" * (seq - 1)
+        python_peer.send(
+            {
+                "type": "job_done",
+                "job_id": run["job_id"],
+                "text": text,
+                "metrics": {"tokens": seq, "reason": "eos"},
+            }
+        )
+        took = time.monotonic() - ran_at
+        job = await browser.finished_job()
+    assert job["id"] == running["id"] and job["status"] == "succeeded" and job["output"] == text
+    # Dated from the browser's own clock, not from when each request arrived.
+    started = datetime.fromisoformat(job["started_at"])
+    finished = datetime.fromisoformat(job["finished_at"])
+    assert abs((finished - started).total_seconds() - took) < 0.3
+    assert 0 < job["ttft_ms"] < 300
