@@ -166,6 +166,29 @@ async def test_logout_ends_the_session(user_client: AsyncTestClient) -> None:
     assert after.status_code == 303 and after.headers["location"].startswith("/login")
 
 
+async def test_signing_in_moves_the_session_to_a_new_id(client: AsyncTestClient) -> None:
+    # An attacker's own session id, planted in a victim's browser, must not become the victim's.
+    def plant(session_id: str) -> None:
+        client.cookies.delete("mesh_session")
+        client.cookies.set("mesh_session", session_id, domain="testserver.local")
+
+    await register(client)
+    planted = client.cookies["mesh_session"]
+    victim = await register(client)
+    fresh = client.cookies["mesh_session"]
+    assert fresh != planted
+    assert (await client.get("/settings")).status_code == 200
+
+    plant(planted)
+    assert (await client.get("/rooms", follow_redirects=False)).status_code == 303  # the old id is gone
+    assert (await sign_in(client, victim)).status_code == 303
+    signed_in = client.cookies["mesh_session"]
+    assert signed_in not in (planted, fresh)
+    assert (await client.get("/settings")).status_code == 200
+    plant(planted)
+    assert (await client.get("/rooms", follow_redirects=False)).status_code == 303
+
+
 async def test_login_throttled_per_username(client: AsyncTestClient) -> None:
     username = await register(client)
     client.cookies.clear()

@@ -14,9 +14,12 @@ from litestar.middleware.session.server_side import (
 from litestar.stores.base import Store
 from litestar.types import Empty, Message, ScopeSession
 
+from mesh_nanollm.security import SESSION_USER_KEY
 from mesh_nanollm.tables import WebSession
 
 _LOADED = "mesh.session_loaded"
+_LOADED_USER = "mesh.session_user"
+_NEW_ID = "mesh.session_new_id"
 
 
 def _now() -> datetime:
@@ -69,16 +72,23 @@ class DatabaseStore(Store):
 
 
 class QuietSessionBackend(ServerSideSessionBackend):
-    """Litestar's server-side backend, minus the writes nobody needs.
+    """Litestar's server-side backend, minus the writes nobody needs, plus a new id per sign-in.
 
     The stock backend writes the session (and sets a cookie) on every response, including an empty
-    session for every anonymous visitor; this one writes only when the data changed.
+    session for every anonymous visitor; this one writes only when the data changed. It also keeps
+    the id from the cookie when someone signs in, so an id planted in a victim's browser would be
+    signed in with them (session fixation); this one moves a session to a fresh id whenever the
+    user it belongs to changes, and forgets the old id.
     """
 
     async def load_from_connection(self, connection: ASGIConnection) -> dict[str, Any]:
         data = await super().load_from_connection(connection)
         connection.scope[_LOADED] = self.serialize_data(data, connection.scope) if data else None  # type: ignore[literal-required]
+        connection.scope[_LOADED_USER] = data.get(SESSION_USER_KEY)  # type: ignore[literal-required]
         return data
+
+    def get_session_id(self, connection: ASGIConnection) -> str:
+        return connection.scope.get(_NEW_ID) or super().get_session_id(connection)  # type: ignore[return-value]
 
     async def store_in_message(
         self, scope_session: ScopeSession, message: Message, connection: ASGIConnection
@@ -89,6 +99,11 @@ class QuietSessionBackend(ServerSideSessionBackend):
         if scope_session is not Empty and scope_session:
             if self.serialize_data(scope_session, connection.scope) == loaded:
                 return
+            if scope_session.get(SESSION_USER_KEY) != connection.scope.get(_LOADED_USER):
+                old_id = connection.cookies.get(self.config.key)
+                if old_id and old_id != "null":
+                    await self.delete(old_id, store=self.config.get_store_from_app(connection.scope["app"]))
+                connection.scope[_NEW_ID] = self.generate_session_id()  # type: ignore[literal-required]
         await super().store_in_message(scope_session, message, connection)
 
 
