@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from litestar.testing import AsyncTestClient
 
 from mesh_nanollm.settings import PROJECT_ROOT
@@ -41,3 +42,23 @@ async def test_room_page_is_cross_origin_isolated_and_its_worker_may_start(user_
     assert worker.headers["content-type"].startswith("text/javascript")
     # A dedicated worker of an isolated page must declare COEP itself, or Chromium refuses to run it.
     assert worker.headers["cross-origin-embedder-policy"] == "credentialless"
+
+
+@pytest.mark.parametrize("path", ["/static/js/room.js", "/static/css/app.css", "/models/tiny-gpt2/config.json"])
+async def test_unchanged_files_are_answered_304(client: AsyncTestClient, path: str) -> None:
+    first = await client.get(path)
+    assert first.status_code == 200 and first.content
+    etag = first.headers["etag"]
+    again = await client.get(path, headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b""
+    assert again.headers["etag"] == etag and "content-type" not in again.headers
+    listed = await client.get(path, headers={"If-None-Match": f'"other", W/{etag}'})
+    assert listed.status_code == 304
+    stale = await client.get(path, headers={"If-None-Match": '"not-this-one"'})
+    assert stale.status_code == 200 and stale.content == first.content
+
+
+async def test_own_modules_and_css_are_revalidated_on_every_page(client: AsyncTestClient) -> None:
+    # Stable names: a cached copy from before a deploy must not be used without asking.
+    for path in ("/static/js/room.js", "/static/js/mesh.js", "/static/css/app.css"):
+        assert (await client.get(path)).headers["cache-control"] == "no-cache"

@@ -37,6 +37,7 @@ from mesh_nanollm.rooms.routes import RoomApi, RoomPages
 from mesh_nanollm.security import BearerAwareCSRFMiddleware, LoginThrottle
 from mesh_nanollm.sessions import DatabaseStore, QuietSessionConfig
 from mesh_nanollm.settings import PROJECT_ROOT, Settings, load_settings
+from mesh_nanollm.static import answer_not_modified
 from mesh_nanollm.system import health, home, models
 from mesh_nanollm.vendor import load_vendor_manifest, vendor_router
 
@@ -143,6 +144,8 @@ def security_headers(response: Response) -> Response:
 
 
 def static_headers(response: Response) -> Response:
+    # Stable names (no bundler): revalidate every time, so a page never mixes modules of two deploys.
+    response.headers.setdefault("Cache-Control", "no-cache")
     # A worker script must declare COEP itself, or a cross-origin-isolated page may not start it.
     response.headers.setdefault("Cross-Origin-Embedder-Policy", "credentialless")
     return security_headers(response)
@@ -190,7 +193,11 @@ def create_app(settings: Settings | None = None) -> Litestar:
         JobApi,
         vendor_router(STATIC_DIR),
         create_static_files_router(
-            path="/static", directories=[STATIC_DIR], name="static", after_request=static_headers
+            path="/static",
+            directories=[STATIC_DIR],
+            name="static",
+            after_request=static_headers,
+            middleware=[answer_not_modified],
         ),
     ]
     if settings.models_dir.is_dir():
@@ -199,9 +206,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 path="/models",
                 directories=[settings.models_dir],
                 name="models",
-                # Unversioned names and no 304s from this router: cache for an hour, so a rebuilt
-                # model shows up soon. transformers.js keeps its own copy in Cache Storage anyway.
+                # Unversioned names: cache for an hour, then revalidate, so a rebuilt model shows
+                # up soon. transformers.js keeps its own copy in Cache Storage anyway.
                 cache_control=CacheControlHeader(public=True, max_age=3600),
+                middleware=[answer_not_modified],
             )
         )
     return Litestar(
