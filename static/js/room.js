@@ -267,14 +267,6 @@ function showMetrics({ ttft, tokS, tokens, reason, where = "", job }) {
   }
 }
 
-/** Show the answer so far, keeping the pane scrolled to its end unless the reader scrolled up. */
-function showAnswer(text, answer) {
-  const pane = room.ui.output;
-  const following = pane.scrollHeight - pane.scrollTop - pane.clientHeight < 8;
-  text.data = answer;
-  if (following) pane.scrollTop = pane.scrollHeight;
-}
-
 async function runPrompt(event) {
   event.preventDefault();
   const entry = selectedModel();
@@ -331,7 +323,7 @@ async function runPrompt(event) {
             firstSeq = seq;
           }
           tokens = seq;
-          showAnswer(text, answer);
+          text.data = answer;
         },
       });
       // Recorded alongside, never awaited, and only once the run is over unless it runs long.
