@@ -49,8 +49,11 @@ async def test_connect_room_relays_signals_and_presence_between_pages(live_serve
         await page_a.evaluate(
             "([to]) => window.conn.signal(to, 'offer', {type: 'offer', sdp: 'v=0'})", [b["peerId"]]
         )
+        # The room pages' own mesh peers may offer to these extra connections too: pick a's signal.
         got = await page_b.wait_for_function(
-            "() => window.heard.find(e => e.type === 'signal')?.detail", timeout=10_000
+            "from => window.heard.find(e => e.type === 'signal' && e.detail.from === from)?.detail",
+            arg=a["peerId"],
+            timeout=10_000,
         )
         assert await got.json_value() == {"from": a["peerId"], "kind": "offer", "data": {"type": "offer", "sdp": "v=0"}}
 
