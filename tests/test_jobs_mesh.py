@@ -10,6 +10,7 @@ import pytest_asyncio
 from conftest import register
 from litestar.testing import AsyncTestClient
 
+from mesh_nanollm.accounts.service import create_user
 from mesh_nanollm.jobs.service import abandon_stale_jobs
 from mesh_nanollm.realtime.presence import open_peer_session
 from mesh_nanollm.realtime.schemas import Capabilities
@@ -69,10 +70,13 @@ async def leave(peer_id: str, *, seconds_ago: int) -> None:
 
 
 async def test_failover_records_each_worker_in_order_and_attempts(
-    user_client: AsyncTestClient,
+    member: tuple[AsyncTestClient, str],
 ) -> None:
+    user_client, _ = member
     job_id = await new_job(user_client)
-    first, second = str(uuid4()), str(uuid4())
+    # The first worker is another user's browser in the room; the second is no longer on record.
+    helper = (await create_user(f"helper-{uuid4().hex[:8]}", "correct horse")).username
+    first, second = await peer_in_global(helper), str(uuid4())
     await patch(user_client, job_id, status="running", worker_peer=first)
     await patch(user_client, job_id, status="queued")
     job = await patch(user_client, job_id, status="running", worker_peer=second)
@@ -85,7 +89,7 @@ async def test_failover_records_each_worker_in_order_and_attempts(
     assert done["workers"] == [first, second] and done["status"] == "succeeded"
 
     page = await user_client.get(f"/jobs/{job_id}")
-    assert f"ran on {first}, then {second}" in page.text
+    assert f"ran in {helper}&#39;s browser, then a peer no longer on record" in page.text
 
 
 async def test_failover_to_requester_clears_worker_peer(user_client: AsyncTestClient) -> None:

@@ -61,7 +61,8 @@ class JobPages(Controller):
     @get("/{job_id:uuid}", name="job")
     async def detail(self, user: NamedDependency[User], job_id: FromPath[UUID]) -> Template:
         job = await service.get_job(user, job_id)
-        return Template("job.html", context={"user": user, "job": job})
+        workers = await service.describe_workers(job)
+        return Template("job.html", context={"user": user, "job": job, "workers": workers})
 
 
 class JobApi(Controller):

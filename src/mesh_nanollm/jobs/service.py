@@ -121,6 +121,19 @@ async def get_job(user: User, job_id: UUID) -> JobView:
     return to_view(row, row["room_slug"])
 
 
+async def describe_workers(job: JobView) -> list[str]:
+    """Who ran each attempt, as the history page says it: "your browser" or "<username>'s browser"."""
+    peer_ids = {UUID(worker) for worker in job.workers if worker != "local"}
+    rows = await PeerSession.select(PeerSession.peer_id, PeerSession.user.username).where(
+        PeerSession.peer_id.is_in(list(peer_ids))
+    ) if peer_ids else []
+    names = {str(row["peer_id"]): f"{row['user.username']}'s browser" for row in rows}
+    return [
+        "your browser" if worker == "local" else names.get(worker, "a peer no longer on record")
+        for worker in job.workers
+    ]
+
+
 async def list_jobs(
     user: User, filters: JobFilter, cursor: str | None = None, limit: int = PAGE_SIZE
 ) -> tuple[list[JobView], str | None]:
