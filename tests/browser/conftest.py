@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest_asyncio
 from conftest import CHROMIUM, CHROMIUM_ARGS, require
-from playwright.async_api import BrowserContext, Locator, Page, Request, async_playwright, expect
+from playwright.async_api import BrowserContext, Page, Request, async_playwright
 
-from browser.pages import RegisterPage
+from browser.pages import RegisterPage, RunCard
 
 SWIFTSHADER_ARGS = [*CHROMIUM_ARGS, "--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader"]
-MODEL = "tiny-gpt2"
 
 
 @dataclass
@@ -43,57 +42,14 @@ class RequestLog:
 
 
 @dataclass
-class InferenceRoom:
-    """The run card of a room page, through its data-testid hooks."""
+class InferenceRoom(RunCard):
+    """A room page opened at `base_url`, driven through its run card."""
 
-    page: Page
-    base_url: str
+    base_url: str = ""
 
     async def open(self, slug: str = "global", query: str = "") -> InferenceRoom:
         await self.page.goto(f"{self.base_url}/rooms/{slug}{query}")
         return self
-
-    async def wait_until_warm(self, timeout: float = 60_000) -> None:
-        await expect(self.backend).to_have_attribute("data-state", "idle", timeout=timeout)
-        await expect(self.backend).to_contain_text(f"warm: {MODEL}", timeout=timeout)
-
-    @property
-    def backend(self) -> Locator:
-        return self.page.get_by_test_id("backend")
-
-    @property
-    def output(self) -> Locator:
-        return self.page.get_by_test_id("output")
-
-    @property
-    def metrics(self) -> Locator:
-        return self.page.get_by_test_id("metrics")
-
-    @property
-    def progress(self) -> Locator:
-        return self.page.get_by_test_id("progress")
-
-    @property
-    def flash(self) -> Locator:
-        return self.page.get_by_test_id("flash")
-
-    @property
-    def job_link(self) -> Locator:
-        return self.metrics.get_by_role("link", name="recorded in history")
-
-    async def run(self, prompt: str, max_tokens: int) -> None:
-        await self.page.get_by_test_id("model").select_option(MODEL)
-        await self.page.get_by_test_id("prompt").fill(prompt)
-        await self.page.get_by_label("Max tokens").fill(str(max_tokens))
-        await self.page.get_by_test_id("run").click()
-
-    async def recorded_job(self, timeout: float = 30_000) -> dict:
-        """The finished run's job, read back through the JSON API the page recorded it with."""
-        await expect(self.job_link).to_be_visible(timeout=timeout)
-        job_id = await self.job_link.get_attribute("data-job-id")
-        response = await self.page.request.get(f"{self.base_url}/api/jobs/{job_id}")
-        assert response.ok, await response.text()
-        return await response.json()
 
 
 async def sign_in(page: Page, base_url: str) -> None:

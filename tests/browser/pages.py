@@ -95,3 +95,65 @@ class HistoryPage(AppPage):
         )
         assert response.status == 201, await response.text()
         return (await response.json())["id"]
+
+
+MODEL = "tiny-gpt2"
+
+
+@dataclass
+class RunCard:
+    """The run card of a room page: model, prompt, streamed output, metrics and the job it recorded."""
+
+    page: Page
+
+    @property
+    def backend(self) -> Locator:
+        return self.page.get_by_test_id("backend")
+
+    @property
+    def output(self) -> Locator:
+        return self.page.get_by_test_id("output")
+
+    @property
+    def metrics(self) -> Locator:
+        return self.page.get_by_test_id("metrics")
+
+    @property
+    def progress(self) -> Locator:
+        return self.page.get_by_test_id("progress")
+
+    @property
+    def flash(self) -> Locator:
+        return self.page.get_by_test_id("flash")
+
+    @property
+    def job_link(self) -> Locator:
+        return self.metrics.get_by_role("link", name="recorded in history")
+
+    async def wait_until_warm(self, timeout: float = 60_000) -> None:
+        await expect(self.backend).to_contain_text(f"warm: {MODEL}", timeout=timeout)
+        await expect(self.backend).to_have_attribute("data-state", "idle", timeout=timeout)
+
+    async def run(self, prompt: str, max_tokens: int, mode: str = "local") -> None:
+        await self.page.get_by_test_id("model").select_option(MODEL)
+        await self.page.get_by_test_id("mode").select_option(mode)
+        await self.page.get_by_test_id("prompt").fill(prompt)
+        await self.page.get_by_label("Max tokens").fill(str(max_tokens))
+        await self.page.get_by_test_id("run").click()
+
+    async def recorded_job(self, timeout: float = 30_000) -> dict:
+        """The finished run's job, read back through the JSON API the page recorded it with."""
+        await expect(self.job_link).to_be_visible(timeout=timeout)
+        job_id = await self.job_link.get_attribute("data-job-id")
+        origin = self.page.url.split("/rooms/")[0]
+        response = await self.page.request.get(f"{origin}/api/jobs/{job_id}")
+        assert response.ok, await response.text()
+        return await response.json()
+
+    async def run_and_wait(self, prompt: str, max_tokens: int, mode: str = "local") -> dict:
+        """Run a prompt and return its job once recorded (a new one, not the previous run's)."""
+        previous = await self.job_link.get_attribute("data-job-id") if await self.job_link.count() else None
+        await self.run(prompt, max_tokens, mode)
+        if previous:
+            await expect(self.job_link).not_to_have_attribute("data-job-id", previous, timeout=30_000)
+        return await self.recorded_job()

@@ -7,7 +7,8 @@ import pytest
 from conftest import LiveServer
 from playwright.async_api import Page, Route, expect
 
-from browser.conftest import MODEL, InferenceRoom, RequestLog, sign_in
+from browser.conftest import InferenceRoom, RequestLog, sign_in
+from browser.pages import MODEL
 
 pytestmark = pytest.mark.browser
 
@@ -153,8 +154,7 @@ async def test_room_without_webgpu_adapter_runs_on_wasm(live_server: LiveServer,
 
 async def test_mesh_mode_without_peers_runs_here_and_says_so(live_server: LiveServer, page: Page) -> None:
     room = await open_warm_room(page, live_server)
-    await page.get_by_test_id("mode").select_option("mesh")
-    await room.run("You may", max_tokens=4)
+    await room.run("You may", max_tokens=4, mode="mesh")
     job = await room.recorded_job()
     assert job["status"] == "succeeded" and job["worker_peer"] is None
     await expect(room.flash).to_contain_text("in this browser")

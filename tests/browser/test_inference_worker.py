@@ -8,7 +8,8 @@ import pytest
 from conftest import LiveServer
 from playwright.async_api import Page
 
-from browser.conftest import MODEL, RequestLog
+from browser.conftest import RequestLog
+from browser.pages import MODEL
 from mesh_nanollm.app import STATIC_DIR
 from mesh_nanollm.vendor import load_vendor_manifest
 

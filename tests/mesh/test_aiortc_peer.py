@@ -11,12 +11,13 @@ from datetime import datetime
 
 import httpx
 import pytest
+from browser.pages import MODEL
 from conftest import LiveServer
 from playwright.async_api import expect
 from realtime.conftest import create_room, sign_up
 
 from mesh.aiortc_peer import PythonPeer, allow_loopback_candidates
-from mesh.conftest import MODEL, OpenPeer, room_name
+from mesh.conftest import OpenPeer, room_name
 
 pytestmark = pytest.mark.browser
 
@@ -145,7 +146,7 @@ async def test_python_peer_exchanges_protocol_with_browser_peer(
     python_peer.send(
         {"type": "job_done", "job_id": offer["job_id"], "text": " INJECTED", "metrics": {}}
     )
-    job = await browser.finished_job()
+    job = await browser.recorded_job()
     assert job["output"] == local["output"] and "INJECTED" not in job["output"]
     assert job["workers"] == ["local"]
     await expect(browser.flash).to_contain_text("ran in this browser")
@@ -193,7 +194,7 @@ async def test_silent_worker_is_dropped_and_the_job_finishes_here_with_the_same_
     await expect(browser.output).to_have_text(" ".join(words[:9]))
     python_peer.silent = True  # no more pongs: the link stays up, but nobody answers
 
-    job = await browser.finished_job(timeout=20_000)  # heartbeats give up after 3.5 s of silence
+    job = await browser.recorded_job(timeout=20_000)  # heartbeats give up after 3.5 s of silence
     assert job["output"] == local["output"]
     assert job["attempts"] == 2 and job["workers"] == [python_peer.peer_id, "local"]
     await expect(browser.metrics).to_contain_text(
@@ -230,7 +231,7 @@ async def test_auto_mode_weighs_this_browser_against_a_peer(
     offer = await python_peer.expect("job_offer")
     python_peer.send({"type": "job_accept", "job_id": offer["job_id"], "eta_ms": 0})
     await python_peer.expect("job_cancel", job_id=offer["job_id"])  # its place is released
-    slow = await browser.finished_job()
+    slow = await browser.recorded_job()
     assert (
         slow["mode"] == "auto"
         and slow["workers"] == ["local"]
@@ -254,7 +255,7 @@ async def test_auto_mode_weighs_this_browser_against_a_peer(
             "metrics": {"tokens": 200, "reason": "length"},
         }
     )
-    fast = await browser.finished_job()
+    fast = await browser.recorded_job()
     assert fast["workers"] == [python_peer.peer_id] and fast["output"] == local["output"]
     assert fast["token_count"] == 200
     await expect(browser.metrics).to_contain_text(
@@ -307,7 +308,7 @@ async def test_a_long_job_is_in_the_history_while_it_runs_and_keeps_its_own_timi
             }
         )
         took = time.monotonic() - ran_at
-        job = await browser.finished_job()
+        job = await browser.recorded_job()
     assert job["id"] == running["id"] and job["status"] == "succeeded" and job["output"] == text
     # Dated from the browser's own clock, not from when each request arrived.
     started = datetime.fromisoformat(job["started_at"])

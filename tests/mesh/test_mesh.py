@@ -29,7 +29,7 @@ async def test_mesh_job_runs_on_other_peer_and_streams_back(
     bob_id = await bob.own_peer_id()
 
     local = await alice.run_and_wait(PROMPT, 48, "local")
-    meshed = await alice.run_and_wait(PROMPT, 48, "mesh", previous=local["id"])
+    meshed = await alice.run_and_wait(PROMPT, 48, "mesh")
 
     assert meshed["status"] == "succeeded" and meshed["mode"] == "mesh"
     assert (
@@ -68,7 +68,7 @@ async def test_closing_worker_mid_job_fails_over_without_lost_or_repeated_text(
     await expect(alice.output).not_to_be_empty()
     await worker.page.close()  # mid-answer: the tab is gone, its data channel with it
 
-    job = await alice.finished_job()
+    job = await alice.recorded_job()
     assert job["status"] == "succeeded"
     assert job["output"] == local["output"]  # nothing lost, nothing said twice
     assert job["token_count"] == local["token_count"]
@@ -100,7 +100,7 @@ async def test_cancel_reaches_the_worker_and_stops_it(
 
     await alice.page.evaluate(CANCEL_ON_FIRST_WORDS)
     await alice.run(PROMPT, 200, "mesh")
-    job = await alice.finished_job()
+    job = await alice.recorded_job()
 
     assert job["status"] == "cancelled" and 0 < job["token_count"] < 200
     await expect(alice.metrics).to_contain_text("cancelled")
