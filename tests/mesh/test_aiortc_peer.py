@@ -14,10 +14,10 @@ import pytest
 from browser.pages import MODEL
 from conftest import LiveServer
 from playwright.async_api import expect
-from realtime.conftest import create_room, sign_up
+from realtime.conftest import Account, create_room, sign_up
 
 from mesh.aiortc_peer import PythonPeer, allow_loopback_candidates
-from mesh.conftest import OpenPeer, room_name
+from mesh.conftest import OpenPeer, PeerPage, room_name
 
 pytestmark = pytest.mark.browser
 
@@ -153,29 +153,37 @@ async def test_python_peer_exchanges_protocol_with_browser_peer(
     assert not [line for line in browser.console if line.startswith("pageerror")]
 
 
-async def test_silent_worker_is_dropped_and_the_job_finishes_here_with_the_same_text(
-    live_server: LiveServer, open_peer: OpenPeer, python_peer: PythonPeer
-) -> None:
-    owner = await sign_up(live_server.url)
-    room = await create_room(live_server.url, owner, room_name(), private=False)
+def capabilities(tok_s: float) -> dict:
+    return {
+        "backend": "webgpu",
+        "models": [MODEL],
+        "models_warm": [MODEL],
+        "state": "idle",
+        "queue": 0,
+        "tok_s": tok_s,
+    }
+
+
+async def linked_pair(
+    server: LiveServer, open_peer: OpenPeer, python_peer: PythonPeer, tok_s: float
+) -> tuple[PeerPage, Account, dict]:
+    """A browser peer in a fresh room, linked to the Python peer, which says it runs at `tok_s`."""
+    owner = await sign_up(server.url)
+    room = await create_room(server.url, owner, room_name(), private=False)
     await python_peer.join(room["slug"])
     browser = await open_peer(room["slug"], owner)
     await python_peer.opened.wait()
     python_peer.send(
-        {
-            "type": "hello",
-            "peer_id": python_peer.peer_id,
-            "capabilities": {
-                "backend": "webgpu",
-                "models": [MODEL],
-                "models_warm": [MODEL],
-                "state": "idle",
-                "queue": 0,
-                "tok_s": 5000,
-            },
-        }
+        {"type": "hello", "peer_id": python_peer.peer_id, "capabilities": capabilities(tok_s)}
     )
     await browser.wait_for_links(1)
+    return browser, owner, room
+
+
+async def test_silent_worker_is_dropped_and_the_job_finishes_here_with_the_same_text(
+    live_server: LiveServer, open_peer: OpenPeer, python_peer: PythonPeer
+) -> None:
+    browser, _, _ = await linked_pair(live_server, open_peer, python_peer, tok_s=5000)
     local = await browser.run_and_wait(PROMPT, 48, "local")
     words = local["output"].split(" ")
 
@@ -202,28 +210,11 @@ async def test_silent_worker_is_dropped_and_the_job_finishes_here_with_the_same_
     )
 
 
-def capabilities(tok_s: float) -> dict:
-    return {
-        "backend": "webgpu",
-        "models": [MODEL],
-        "models_warm": [MODEL],
-        "state": "idle",
-        "queue": 0,
-        "tok_s": tok_s,
-    }
-
-
 async def test_auto_mode_weighs_this_browser_against_a_peer(
     live_server: LiveServer, open_peer: OpenPeer, python_peer: PythonPeer
 ) -> None:
-    owner = await sign_up(live_server.url)
-    room = await create_room(live_server.url, owner, room_name(), private=False)
-    await python_peer.join(room["slug"])
-    browser = await open_peer(room["slug"], owner)
-    await python_peer.opened.wait()
+    browser, _, _ = await linked_pair(live_server, open_peer, python_peer, tok_s=1)
     hello = {"type": "hello", "peer_id": python_peer.peer_id}
-    python_peer.send(hello | {"capabilities": capabilities(tok_s=1)})
-    await browser.wait_for_links(1)
     local = await browser.run_and_wait(PROMPT, 200, "local")
 
     # A peer that says it makes one token a second loses to this browser, even when free at once.
@@ -266,15 +257,7 @@ async def test_auto_mode_weighs_this_browser_against_a_peer(
 async def test_a_long_job_is_in_the_history_while_it_runs_and_keeps_its_own_timing(
     live_server: LiveServer, open_peer: OpenPeer, python_peer: PythonPeer
 ) -> None:
-    owner = await sign_up(live_server.url)
-    room = await create_room(live_server.url, owner, room_name(), private=False)
-    await python_peer.join(room["slug"])
-    browser = await open_peer(room["slug"], owner)
-    await python_peer.opened.wait()
-    python_peer.send(
-        {"type": "hello", "peer_id": python_peer.peer_id, "capabilities": capabilities(tok_s=5000)}
-    )
-    await browser.wait_for_links(1)
+    browser, owner, room = await linked_pair(live_server, open_peer, python_peer, tok_s=5000)
 
     # A short run is recorded once it is over; a long one is in the history while it streams.
     await browser.run(PROMPT, 48, "mesh")
