@@ -89,7 +89,9 @@ def run_prompt(page: Page, prompt: str) -> None:
     page.get_by_test_id("run").click()
     expect(page.get_by_test_id("output")).not_to_be_empty(timeout=60_000)
     expect(page.get_by_test_id("cancel")).to_be_disabled(timeout=60_000)
-    page.wait_for_load_state("networkidle")  # the run is recorded through the API after it ends
+    expect(page.get_by_test_id("metrics")).to_contain_text("recorded in history", timeout=30_000)
+    # Presence reaches the peers panel in batches, about a second behind the page's own badge.
+    expect(page.locator('[data-testid="peer"][data-link="self"]')).to_contain_text("idle", timeout=10_000)
 
 
 def main() -> None:
