@@ -30,8 +30,8 @@ const HEARTBEAT_MS = 1000;
 const SILENCE_MS = 3500;
 const CONNECT_TIMEOUT_MS = 10_000;
 const RETRY_LINK_MS = 3000;
-// A newcomer offers at once; if its offer got lost (it can reach a page whose own join has not
-// been acknowledged yet, before that page listens), the older peer offers after this long.
+// A newcomer offers at once; if its offer got lost anyway (signaling.js keeps the ones that reach a
+// page before its mesh listens), the older peer offers after this long.
 const ADOPT_AFTER_MS = 3000;
 const OFFER_TIMEOUT_MS = 1500;
 const RESERVATION_MS = 5000;

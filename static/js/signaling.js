@@ -16,6 +16,7 @@ const STATUS_DEBOUNCE_MS = 250;
 const PANEL_MIN_INTERVAL_MS = 1000;
 const PANEL_MS_PER_PEER = 10;
 const PANEL_GATHER_MS = 100;
+const EARLY_SIGNALS_MAX = 200;
 
 function socketIoUrl() {
   const meta = document.querySelector('meta[name="vendor-socket-io"]');
@@ -41,6 +42,9 @@ export class RoomConnection extends EventTarget {
   #panelTimer = null;
   #panelAt = 0;
   #joins = 0;
+  // Signals that came before anyone listened: the server makes a peer reachable a moment before
+  // its join ack arrives, so a newcomer's offer can beat our own mesh to its listener.
+  #early = [];
 
   constructor(io, slug, capabilities) {
     super();
@@ -70,7 +74,10 @@ export class RoomConnection extends EventTarget {
       this.#emit("peer_updated", payload);
       this.#peersChanged();
     });
-    socket.on("signal", (payload) => this.#emit("signal", payload));
+    socket.on("signal", (payload) => {
+      if (!this.#early) this.#emit("signal", payload);
+      else if (this.#early.length < EARLY_SIGNALS_MAX) this.#early.push(payload);
+    });
     socket.on("error", (payload) => this.#emit("error", payload));
     socket.on("disconnect", (reason) => {
       this.#emit("disconnect", { reason });
@@ -80,6 +87,15 @@ export class RoomConnection extends EventTarget {
       // After the first join: the client retries by itself unless the server refused us.
       if (this.#joins > 0) this.#emit("error", { code: "connect_error", message: err.message });
     });
+  }
+
+  /** The first "signal" listener also gets, in order and just after, the signals that came before it. */
+  addEventListener(type, listener, options) {
+    super.addEventListener(type, listener, options);
+    if (type !== "signal" || !this.#early) return;
+    const early = this.#early;
+    this.#early = null;
+    queueMicrotask(() => early.forEach((payload) => this.#emit("signal", payload)));
   }
 
   /** Connect and join; resolves once the server acked the first join. */

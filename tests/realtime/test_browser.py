@@ -120,3 +120,38 @@ async def test_connect_room_signed_out_rejects_with_the_reason(live_server: Live
         }"""
     )
     assert "Sign in first" in message
+
+
+async def test_signals_that_come_before_any_listener_reach_the_first_one(
+    live_server: LiveServer, page, peers
+) -> None:
+    alice, bob = await sign_up(live_server.url), await sign_up(live_server.url)
+    room = await create_room(live_server.url, alice, "early signals", private=False)
+    await open_room(page, live_server, alice, room["slug"])
+    own = await page.evaluate(
+        """async (slug) => {
+          const { connectRoom } = await import("/static/js/signaling.js");
+          window.conn = await connectRoom(slug, { capabilities: { backend: "wasm" } });
+          return window.conn.peerId;
+        }""",
+        room["slug"],
+    )
+    other = peers()
+    await other.connect(live_server.url, token=bob.token)
+    await other.join(room["slug"])
+    # An offer and a candidate arrive while nobody on the page listens yet (as before a mesh attaches).
+    await other.emit("signal", {"to": own, "kind": "offer", "data": {"type": "offer", "sdp": "v=0"}})
+    await other.emit("signal", {"to": own, "kind": "candidate", "data": {"candidate": "c1"}})
+    await page.wait_for_timeout(500)
+    heard = await page.evaluate(
+        """(from) => new Promise((resolve) => {
+          const heard = [];
+          window.conn.addEventListener("signal", (e) => {
+            // The room page's own mesh peer offers to this extra connection too, later: not those.
+            if (e.detail.from === from) heard.push(e.detail.kind);
+          });
+          setTimeout(() => resolve(heard), 1000);
+        })""",
+        other.peer_id,
+    )
+    assert heard == ["offer", "candidate"]
