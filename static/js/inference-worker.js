@@ -6,6 +6,17 @@ const SOFTWARE_GPU = /swiftshader|llvmpipe|lavapipe|softpipe|basic render|softwa
 // Tokens are posted together when they come faster than this: a tiny model makes thousands a
 // second, and ~30 page updates a second read as smooth while costing the page half the repaints.
 const TOKEN_BATCH_MS = 33;
+// Far faster than anyone reads (FAST_BATCH_TOKENS or more per TOKEN_BATCH_MS, about 240 tok/s),
+// updates come every FAST_BATCH_MS instead: each one costs a repaint, and where the page's threads
+// share a core with this worker, every repaint slows the generation (docs/benchmarks.md).
+const FAST_BATCH_TOKENS = 8;
+const FAST_BATCH_MS = 100;
+
+/** Whether the tokens since the last message are due to be posted. */
+function due({ tokens, posted, last, postedAt }) {
+  const waited = last - postedAt;
+  return waited >= FAST_BATCH_MS || (waited >= TOKEN_BATCH_MS && tokens - posted < FAST_BATCH_TOKENS);
+}
 
 const state = {
   config: null, // the init message
@@ -260,7 +271,7 @@ async function generate({ id, model, prompt, params = {}, resume_text: resumeTex
       if (replaying > 0 && replaying-- <= resumed.length) return;
       const before = run.tokens;
       put(value);
-      if (run.tokens > before && (run.posted === 0 || run.last - run.postedAt >= TOKEN_BATCH_MS)) flush();
+      if (run.tokens > before && (run.posted === 0 || due(run))) flush();
       if (state.cancelFlag && Atomics.load(state.cancelFlag, 0) === 1) stopper.interrupt();
     };
     const end = streamer.end.bind(streamer);

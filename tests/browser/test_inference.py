@@ -71,8 +71,9 @@ async def test_run_prompt_streams_tokens_and_records_job_with_timings(live_serve
 
     growth = await page.evaluate("window.growth")
     lengths = [length for _, length in growth]
-    # The text arrived in pieces over time (the worker batches what comes within 33 ms), not at once.
-    assert len(set(lengths)) >= 3, growth
+    # The text arrived in pieces over time, not at once: the first token is shown as it comes (this
+    # model is so fast that the worker sends the rest in a batch or two, docs/inference.md).
+    assert len(set(lengths)) >= 2, growth
     assert lengths == sorted(lengths) and growth[-1][0] > growth[0][0]
     assert recorded[0][0] >= growth[-1][0]
     text = await room.output.text_content()

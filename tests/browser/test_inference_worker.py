@@ -105,6 +105,15 @@ async def test_worker_speaks_the_message_protocol(live_server: LiveServer, page:
     assert done["text"].startswith(" add a copy of the Library")  # greedy decoding, as in Python
     assert done["ttft_ms"] > 0 and done["tok_s"] > 0
 
+    # Far faster than anyone reads, the stream is batched to about ten messages a second (every
+    # 33 ms would be three), leaving a token or two of slack for pauses that break a batch early.
+    await worker.send({"type": "generate", "id": "g2", "model": MODEL, "prompt": "You may", "params": {"max_new_tokens": 200}})
+    stream = await worker.until("done")
+    tokens, done = stream[:-1], stream[-1]
+    assert done["tokens"] == 200 and done["tok_s"] > 300, done
+    assert tokens[0]["seq"] == 1 and tokens[-1]["seq"] == 200
+    assert len(tokens) <= 3 + done["total_ms"] / 80, ([m["seq"] for m in tokens], done["total_ms"])
+
     # While one generation runs, a second is refused; a cancel stops the first after a token or two.
     await worker.send({"type": "generate", "id": "long", "model": MODEL, "prompt": "You may", "params": {"max_new_tokens": 240}})
     await worker.until("token")
