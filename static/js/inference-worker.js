@@ -12,10 +12,10 @@ const TOKEN_BATCH_MS = 33;
 const FAST_BATCH_TOKENS = 8;
 const FAST_BATCH_MS = 100;
 
-/** Whether the tokens since the last message are due to be posted. */
+/** Whether the tokens since the last message are due to be posted: the first one at once. */
 function due({ tokens, posted, last, postedAt }) {
   const waited = last - postedAt;
-  return waited >= FAST_BATCH_MS || (waited >= TOKEN_BATCH_MS && tokens - posted < FAST_BATCH_TOKENS);
+  return posted === 0 || waited >= FAST_BATCH_MS || (waited >= TOKEN_BATCH_MS && tokens - posted < FAST_BATCH_TOKENS);
 }
 
 const state = {
@@ -271,7 +271,7 @@ async function generate({ id, model, prompt, params = {}, resume_text: resumeTex
       if (replaying > 0 && replaying-- <= resumed.length) return;
       const before = run.tokens;
       put(value);
-      if (run.tokens > before && (run.posted === 0 || due(run))) flush();
+      if (run.tokens > before && due(run)) flush();
       if (state.cancelFlag && Atomics.load(state.cancelFlag, 0) === 1) stopper.interrupt();
     };
     const end = streamer.end.bind(streamer);
