@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -19,6 +20,8 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class Settings:
+    """Each setting with its default, written only here; load_settings reads the overrides."""
+
     env: str = "development"
     database_url: str = "sqlite:///mesh-nanollm.sqlite"
     redis_url: str | None = None
@@ -50,7 +53,10 @@ class Settings:
         return self.database_url.startswith("sqlite")
 
 
-def _secret_key(environ: dict[str, str], env: str) -> str:
+DEFAULTS = Settings()
+
+
+def _secret_key(environ: Mapping[str, str], env: str) -> str:
     if key := environ.get("SECRET_KEY"):
         return key
     if env == "production":
@@ -65,7 +71,7 @@ def _secret_key(environ: dict[str, str], env: str) -> str:
     return key
 
 
-def _json_list(environ: dict[str, str], name: str, default: list) -> list:
+def _json_list(environ: Mapping[str, str], name: str, default: list) -> list:
     raw = environ.get(name)
     if not raw:
         return default
@@ -78,7 +84,7 @@ def _json_list(environ: dict[str, str], name: str, default: list) -> list:
     return value
 
 
-def _int(environ: dict[str, str], name: str, default: int) -> int:
+def _int(environ: Mapping[str, str], name: str, default: int) -> int:
     raw = environ.get(name)
     if not raw:
         return default
@@ -88,19 +94,19 @@ def _int(environ: dict[str, str], name: str, default: int) -> int:
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
 
 
-def _port(environ: dict[str, str]) -> int:
-    port = _int(environ, "PORT", 8000)
+def _port(environ: Mapping[str, str]) -> int:
+    port = _int(environ, "PORT", DEFAULTS.port)
     if not 1 <= port <= 65535:
         raise SettingsError(f"PORT must be between 1 and 65535, got {port}")
     return port
 
 
-def _turn(environ: dict[str, str]) -> tuple[list[str], str | None, int]:
+def _turn(environ: Mapping[str, str]) -> tuple[list[str], str | None, int]:
     """TURN_URLS, TURN_SECRET and TURN_TTL: both of the first two or neither, since half a TURN
     setup would only show up as peers behind strict NATs that never connect."""
-    urls = _json_list(environ, "TURN_URLS", [])
-    secret = environ.get("TURN_SECRET") or None
-    ttl = _int(environ, "TURN_TTL", 3600)
+    urls = _json_list(environ, "TURN_URLS", DEFAULTS.turn_urls)
+    secret = environ.get("TURN_SECRET") or DEFAULTS.turn_secret
+    ttl = _int(environ, "TURN_TTL", DEFAULTS.turn_ttl_s)
     if not all(isinstance(url, str) and url.startswith(("turn:", "turns:")) for url in urls):
         raise SettingsError("TURN_URLS must be a JSON list of turn: or turns: URLs")
     if bool(urls) != bool(secret):
@@ -110,45 +116,49 @@ def _turn(environ: dict[str, str]) -> tuple[list[str], str | None, int]:
     return urls, secret, ttl
 
 
-def load_database_url(environ: dict[str, str] | None = None) -> str:
-    environ = dict(os.environ if environ is None else environ)
-    database_url = environ.get("DATABASE_URL") or "sqlite:///mesh-nanollm.sqlite"
+def load_database_url(environ: Mapping[str, str] | None = None) -> str:
+    """DATABASE_URL alone, for Piccolo's own CLI, which needs nothing else (and no secret key)."""
+    environ = os.environ if environ is None else environ
+    database_url = environ.get("DATABASE_URL") or DEFAULTS.database_url
     if not database_url.startswith(("sqlite:///", "postgres://", "postgresql://")):
         raise SettingsError("DATABASE_URL must start with sqlite:///, postgres:// or postgresql://")
     try:
         _ = urlsplit(database_url).port  # parsed lazily; the driver would fail later with a traceback
     except ValueError as exc:
         raise SettingsError(f"DATABASE_URL has a malformed port: {exc}") from exc
+    if database_url == "sqlite:///":
+        raise SettingsError("DATABASE_URL names no SQLite file after sqlite:///")
     folder = Path(database_url.removeprefix("sqlite:///")).parent
     if database_url.startswith("sqlite:///") and not folder.is_dir():
         raise SettingsError(f"DATABASE_URL points into a folder that does not exist: {folder}")
     return database_url
 
 
-def load_settings(environ: dict[str, str] | None = None) -> Settings:
-    environ = dict(os.environ if environ is None else environ)
-    env = environ.get("MESH_ENV", "development")
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    environ = os.environ if environ is None else environ
+    env = environ.get("MESH_ENV") or DEFAULTS.env
     database_url = load_database_url(environ)
     turn_urls, turn_secret, turn_ttl_s = _turn(environ)
     return Settings(
         env=env,
         database_url=database_url,
-        redis_url=environ.get("REDIS_URL") or None,
+        redis_url=environ.get("REDIS_URL") or DEFAULTS.redis_url,
         secret_key=_secret_key(environ, env),
-        ice_servers=_json_list(environ, "ICE_SERVERS", DEFAULT_ICE_SERVERS),
+        ice_servers=_json_list(environ, "ICE_SERVERS", DEFAULTS.ice_servers),
         turn_urls=turn_urls,
         turn_secret=turn_secret,
         turn_ttl_s=turn_ttl_s,
-        models_dir=Path(environ.get("MODELS_DIR") or PROJECT_ROOT / "models"),
-        catalogue_path=Path(environ.get("MODEL_CATALOGUE") or PROJECT_ROOT / "catalogue.json"),
-        host=environ.get("HOST", "0.0.0.0" if env == "production" else "127.0.0.1"),
+        models_dir=Path(environ.get("MODELS_DIR") or DEFAULTS.models_dir),
+        catalogue_path=Path(environ.get("MODEL_CATALOGUE") or DEFAULTS.catalogue_path),
+        # In production the app runs in a container, reachable only through its published port.
+        host=environ.get("HOST") or ("0.0.0.0" if env == "production" else DEFAULTS.host),
         port=_port(environ),
-        abandon_after_s=_int(environ, "JOB_ABANDON_AFTER", 600),
-        db_pool_size=_int(environ, "DB_POOL_SIZE", 10),
-        socket_rate=_int(environ, "SOCKET_RATE", 50),
-        socket_burst=_int(environ, "SOCKET_BURST", 200),
-        ping_interval_s=_int(environ, "PING_INTERVAL", 5),
-        ping_timeout_s=_int(environ, "PING_TIMEOUT", 5),
-        presence_interval_ms=_int(environ, "PRESENCE_INTERVAL_MS", 1000),
-        peer_stale_after_s=_int(environ, "PEER_STALE_AFTER", 60),
+        abandon_after_s=_int(environ, "JOB_ABANDON_AFTER", DEFAULTS.abandon_after_s),
+        db_pool_size=_int(environ, "DB_POOL_SIZE", DEFAULTS.db_pool_size),
+        socket_rate=_int(environ, "SOCKET_RATE", DEFAULTS.socket_rate),
+        socket_burst=_int(environ, "SOCKET_BURST", DEFAULTS.socket_burst),
+        ping_interval_s=_int(environ, "PING_INTERVAL", DEFAULTS.ping_interval_s),
+        ping_timeout_s=_int(environ, "PING_TIMEOUT", DEFAULTS.ping_timeout_s),
+        presence_interval_ms=_int(environ, "PRESENCE_INTERVAL_MS", DEFAULTS.presence_interval_ms),
+        peer_stale_after_s=_int(environ, "PEER_STALE_AFTER", DEFAULTS.peer_stale_after_s),
     )
