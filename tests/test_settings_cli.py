@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import signal
 import sqlite3
 import stat
 import subprocess
 import sys
+import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
+import httpx
 import pytest
-from conftest import TEST_DATABASE_URL, postgres_reachable, require
+from conftest import TEST_DATABASE_URL, free_port, postgres_reachable, require, start_server
 
 from mesh_nanollm.cli import main
-from mesh_nanollm.settings import DEFAULT_ICE_SERVERS, SettingsError, load_settings
+from mesh_nanollm.settings import (
+    DEFAULT_ICE_SERVERS,
+    PROJECT_ROOT,
+    Settings,
+    SettingsError,
+    load_settings,
+)
 
 COMMAND = shutil.which("mesh-nanollm", path=str(Path(sys.executable).parent)) or "mesh-nanollm"
 
@@ -25,6 +36,23 @@ def run_cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[st
     return subprocess.run(
         [COMMAND, *args], cwd=cwd, env=clean | env, capture_output=True, text=True, timeout=60, check=False
     )
+
+
+def run_server_cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """`run_cli` for a command that should refuse to serve: one that serves instead is stopped, with
+    its Granian workers, after a while, and the test sees it still running as exit code None."""
+    clean = {key: value for key, value in os.environ.items() if key in ("PATH", "HOME", "LANG", "VIRTUAL_ENV")}
+    process = subprocess.Popen(
+        [COMMAND, *args], cwd=cwd, env=clean | env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=30)
+        return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=30)
+        return subprocess.CompletedProcess(process.args, None, stdout, stderr)  # type: ignore[arg-type]
 
 
 def exit_message(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
@@ -72,11 +100,12 @@ async def test_migrate_works_on_a_fresh_postgres_database(tmp_path: Path) -> Non
     require(problem is None, problem or "")
     import asyncpg
 
+    # Unique, since several checkouts may run this test against one Postgres at once.
+    name = f"mesh_cli_migrate_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(TEST_DATABASE_URL.replace("postgres://", "postgresql://", 1))
     try:
-        await admin.execute("DROP DATABASE IF EXISTS mesh_cli_migrate")
-        await admin.execute("CREATE DATABASE mesh_cli_migrate")
-        url = TEST_DATABASE_URL.rsplit("/", 1)[0] + "/mesh_cli_migrate"
+        await admin.execute(f"CREATE DATABASE {name}")
+        url = TEST_DATABASE_URL.rsplit("/", 1)[0] + "/" + name
         result = run_cli("migrate", cwd=tmp_path, DATABASE_URL=url, SECRET_KEY="k")
         assert result.returncode == 0, result.stderr
         fresh = await asyncpg.connect(url.replace("postgres://", "postgresql://", 1))
@@ -86,7 +115,7 @@ async def test_migrate_works_on_a_fresh_postgres_database(tmp_path: Path) -> Non
         finally:
             await fresh.close()
     finally:
-        await admin.execute("DROP DATABASE IF EXISTS mesh_cli_migrate")
+        await admin.execute(f"DROP DATABASE IF EXISTS {name}")
         await admin.close()
 
 
@@ -100,11 +129,65 @@ def test_unreachable_database_gives_clear_error(tmp_path: Path) -> None:
 async def test_missing_postgres_database_gives_clear_error(tmp_path: Path) -> None:
     problem = await postgres_reachable(TEST_DATABASE_URL)
     require(problem is None, problem or "")
-    url = TEST_DATABASE_URL.rsplit("/", 1)[0] + "/no_such_database"
+    name = f"no_such_database_{uuid.uuid4().hex[:8]}"
+    url = TEST_DATABASE_URL.rsplit("/", 1)[0] + "/" + name
     result = run_cli("migrate", cwd=tmp_path, DATABASE_URL=url, SECRET_KEY="k")
     assert result.returncode == 1
-    assert 'database "no_such_database" does not exist' in result.stderr
+    assert f'database "{name}" does not exist' in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_serve_on_a_port_in_use_refuses_to_start(tmp_path: Path) -> None:
+    # Granian listens with SO_REUSEPORT, so a second one would share the port and half the traffic.
+    first = start_server(tmp_path)
+    try:
+        port = first.url.rsplit(":", 1)[1]
+        second = run_server_cli(
+            "--port", port, cwd=tmp_path, DATABASE_URL=first.database_url, SECRET_KEY="k", PORT=str(free_port())
+        )
+        assert second.returncode == 1, second.stdout + second.stderr
+        assert second.stderr.splitlines() == [
+            f"mesh-nanollm: cannot listen on 127.0.0.1:{port}: another server is listening there"
+        ]
+        assert "Mesh NanoLLM on" not in second.stdout
+        assert httpx.get(f"{first.url}/api/health").status_code == 200
+    finally:
+        first.stop()
+
+
+def test_serve_without_migrating_refuses_a_database_without_tables(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'empty.sqlite'}"
+    result = run_server_cli("--no-migrate", "--port", str(free_port()), cwd=tmp_path, DATABASE_URL=url, SECRET_KEY="k")
+    assert result.returncode == 1, result.stdout + result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith("mesh-nanollm: the database has pending migrations (")
+    assert line.endswith("; run `mesh-nanollm migrate`")
+    assert "Mesh NanoLLM on" not in result.stdout
+
+
+def test_serve_without_migrating_refuses_a_database_a_migration_behind(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'behind.sqlite'}"
+    assert run_cli("migrate", cwd=tmp_path, DATABASE_URL=url, SECRET_KEY="k").returncode == 0
+    with sqlite3.connect(tmp_path / "behind.sqlite") as conn:
+        conn.execute("DELETE FROM migration WHERE name = (SELECT MAX(name) FROM migration)")
+    result = run_server_cli("--no-migrate", "--port", str(free_port()), cwd=tmp_path, DATABASE_URL=url, SECRET_KEY="k")
+    assert result.returncode == 1, result.stdout + result.stderr
+    [line] = result.stderr.splitlines()
+    assert line.startswith("mesh-nanollm: the database has pending migrations (1 not run);")
+    assert "Mesh NanoLLM on" not in result.stdout
+
+
+async def test_serve_without_migrating_refuses_a_missing_postgres_database(tmp_path: Path) -> None:
+    problem = await postgres_reachable(TEST_DATABASE_URL)
+    require(problem is None, problem or "")
+    name = f"no_such_database_{uuid.uuid4().hex[:8]}"
+    url = TEST_DATABASE_URL.rsplit("/", 1)[0] + "/" + name
+    result = run_server_cli("--no-migrate", "--port", str(free_port()), cwd=tmp_path, DATABASE_URL=url, SECRET_KEY="k")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.splitlines() == [
+        f'mesh-nanollm: cannot use the database in DATABASE_URL (InvalidCatalogNameError: database "{name}" does not exist)'
+    ]
+    assert "Mesh NanoLLM on" not in result.stdout
 
 
 def test_production_without_secret_key_refuses_to_start(tmp_path: Path) -> None:
@@ -192,3 +275,28 @@ def test_development_secret_key_is_generated_once_and_kept_private(tmp_path: Pat
     assert len(first) >= 32
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert load_settings({"SECRET_KEY_FILE": str(key_file)}).secret_key == first
+
+
+def test_settings_without_environment_are_the_dataclass_defaults() -> None:
+    assert load_settings({"SECRET_KEY": "k"}) == Settings(secret_key="k")
+
+
+class RecordingEnvironment(dict[str, str]):
+    """An environment that remembers every variable asked for."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        super().__init__(values)
+        self.asked: set[str] = set()
+
+    def get(self, key: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        self.asked.add(key)
+        return super().get(key, default)
+
+
+def test_readme_documents_every_setting_and_no_other(tmp_path: Path) -> None:
+    environ = RecordingEnvironment({"SECRET_KEY_FILE": str(tmp_path / "secret")})
+    load_settings(environ)
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"^\| `([A-Z][A-Z0-9_]*)` \|", table, flags=re.MULTILINE))
+    assert environ.asked == documented

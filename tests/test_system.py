@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from conftest import make_settings as settings_for
 from conftest import register
@@ -39,7 +41,25 @@ async def test_health_returns_503_when_database_is_down(app: Litestar) -> None:
     finally:
         db.bind(app.state.settings.database_url)
     assert response.status_code == 503
-    assert response.json() == {"status": "degraded", "database": "unreachable"}
+    assert response.json() == {
+        "status": "degraded",
+        "database": "unreachable",
+        "detail": "The database does not answer; check DATABASE_URL and the database server.",
+    }
+
+
+async def test_health_returns_503_when_the_database_has_no_tables(app: Litestar, tmp_path: Path) -> None:
+    # An instance started with --no-migrate on a database nobody migrated.
+    empty = create_app(settings_for(f"sqlite:///{tmp_path / 'empty.sqlite'}"))
+    try:
+        response = await AsyncTestClient(empty).get("/api/health")
+    finally:
+        db.bind(app.state.settings.database_url)
+    assert response.status_code == 503
+    body = response.json()
+    assert (body["status"], body["database"]) == ("degraded", "outdated")
+    assert body["detail"].startswith("The database has pending migrations (")
+    assert body["detail"].endswith("; run `mesh-nanollm migrate`.")
 
 
 async def test_models_lists_the_offline_tiny_model(client: AsyncTestClient) -> None:

@@ -217,7 +217,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
         state=state,
         dependencies={
             "settings": Provide(lambda: settings, sync_to_thread=False),
-            "engine": Provide(lambda: engine, sync_to_thread=False),
             "catalogue": Provide(lambda: catalogue, sync_to_thread=False),
             "throttle": Provide(lambda: throttle, sync_to_thread=False),
         },

@@ -4,15 +4,35 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
-import os
+import socket
 import sqlite3
 import sys
+import warnings
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import asyncpg
 
 from mesh_nanollm import db
-from mesh_nanollm.settings import SettingsError, load_settings
+from mesh_nanollm.settings import Settings, SettingsError, load_settings
+
+T = TypeVar("T")
+
+
+class CannotStart(Exception):
+    """The command cannot do its job; the message says why in one line."""
+
+
+def _port(raw: str) -> int:
+    try:
+        port = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {raw!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be between 1 and 65535, got {port}")
+    return port
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -27,43 +47,76 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="run pending database migrations forwards, then exit")
     for p in (parser, serve):
         p.add_argument("--host", help="address to listen on (env HOST; default 127.0.0.1, 0.0.0.0 in production)")
-        p.add_argument("--port", type=int, help="port to listen on (env PORT; default 8000)")
+        p.add_argument("--port", type=_port, help="port to listen on (env PORT; default 8000)")
         p.add_argument("--workers", type=int, default=1, help="Granian worker processes (default 1)")
         p.add_argument("--no-migrate", action="store_true", help="serve without running migrations first")
         p.add_argument("--access-log", action="store_true", help="log every request")
     return parser
 
 
-def migrate() -> None:
-    settings = load_settings()
-    db.bind(settings.database_url)
+def _on_database(settings: Settings, work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run `work` against DATABASE_URL, its usual mistakes (unreachable server, missing database,
+    wrong password) turned into one line."""
+    # Building a Piccolo engine connects once and only warns when that fails; `work` then raises
+    # the real error, so the warning would just say it twice.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        db.bind(settings.database_url)
     try:
-        asyncio.run(db.migrate())
+        return asyncio.run(work())
     except (OSError, sqlite3.Error, asyncpg.PostgresError) as exc:
-        # Unreachable server, missing folder, wrong password: the usual DATABASE_URL mistakes.
-        raise SettingsError(f"cannot use the database in DATABASE_URL ({exc.__class__.__name__}: {exc})") from exc
+        raise CannotStart(f"cannot use the database in DATABASE_URL ({exc.__class__.__name__}: {exc})") from exc
 
 
-def serve(args: argparse.Namespace) -> None:
+def migrate(settings: Settings) -> None:
+    _on_database(settings, db.migrate)
+
+
+def require_current_schema(settings: Settings) -> None:
+    """What --no-migrate relies on: the database has run every migration this code ships."""
+    if pending := _on_database(settings, db.pending_migrations):
+        raise CannotStart(f"the database has pending migrations ({len(pending)} not run); run `mesh-nanollm migrate`")
+
+
+def require_free_address(host: str, port: int) -> None:
+    """Refuse an address another server already listens on.
+
+    Granian listens with SO_REUSEPORT and has no option to leave it off, so a second instance on a
+    busy port would start without a word and the kernel would split connections between the two.
+    A trial bind without SO_REUSEPORT fails against any listener there. It sets SO_REUSEADDR like
+    Granian, so connections a previous run left in TIME_WAIT do not count. A server that starts
+    between this check and Granian's own bind still slips through.
+    """
+    try:
+        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, socket.SOCK_STREAM) as trial:
+            trial.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            trial.bind(address)
+    except OSError as exc:
+        reason = "another server is listening there" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise CannotStart(f"cannot listen on {host}:{port}: {reason}") from exc
+
+
+def serve(args: argparse.Namespace, settings: Settings) -> None:
     from granian import Granian
     from granian.constants import Interfaces, Loops
 
-    # Granian's workers build the app themselves from the environment.
-    if args.host:
-        os.environ["HOST"] = args.host
-    if args.port:
-        os.environ["PORT"] = str(args.port)
-    settings = load_settings()
-    if not args.no_migrate:
-        migrate()
-    shown = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    # Only Granian listens; its workers build the app from the environment and never need these.
+    host = args.host or settings.host
+    port = args.port or settings.port
+    require_free_address(host, port)
+    if args.no_migrate:
+        require_current_schema(settings)
+    else:
+        migrate(settings)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     database = "SQLite" if settings.is_sqlite else "Postgres"
-    print(f"Mesh NanoLLM on http://{shown}:{settings.port}/  ({database}, {args.workers} worker(s))", flush=True)
+    print(f"Mesh NanoLLM on http://{shown}:{port}/  ({database}, {args.workers} worker(s))", flush=True)
     Granian(
         "mesh_nanollm.app:create_asgi",
         factory=True,
-        address=settings.host,
-        port=settings.port,
+        address=host,
+        port=port,
         interface=Interfaces.ASGI,
         workers=args.workers,
         loop=Loops.auto,
@@ -74,12 +127,15 @@ def serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # Piccolo announces the database's version at INFO each time it builds an engine.
+    logging.getLogger("piccolo").setLevel(logging.WARNING)
     args = _parser().parse_args(argv)
     try:
+        settings = load_settings()
         if args.command == "migrate":
-            migrate()
+            migrate(settings)
             print("Database is up to date.")
         else:
-            serve(args)
-    except SettingsError as exc:
+            serve(args, settings)
+    except (SettingsError, CannotStart) as exc:
         sys.exit(f"mesh-nanollm: {exc}")

@@ -1,48 +1,75 @@
-"""The database engine: built from DATABASE_URL, bound to every table, migrated, pooled."""
+"""The database engine: built from DATABASE_URL, bound to every table, migrated, checked, pooled."""
 
 from __future__ import annotations
 
+import functools
 import os
 from urllib.parse import urlsplit
 
+from piccolo.apps.migrations.commands.base import BaseMigrationManager
+from piccolo.apps.migrations.tables import Migration
 from piccolo.engine.base import Engine
 from piccolo.engine.postgres import PostgresEngine
 from piccolo.engine.sqlite import SQLiteEngine
 
-os.environ.setdefault("PICCOLO_CONF", "mesh_nanollm.piccolo_conf")
+from mesh_nanollm import tables
+from mesh_nanollm.piccolo_app import APP_CONFIG
+from mesh_nanollm.settings import load_database_url
+
+# Piccolo's tables keep their engine in class attributes, so the engine in use is process-wide;
+# bind() is the one place that sets it, and piccolo_conf hands it to Piccolo's migrations.
+_bound: Engine | None = None
 
 
 def engine_for(database_url: str) -> Engine:
     if database_url.startswith("sqlite:///"):
-        path = database_url.removeprefix("sqlite:///") or "mesh-nanollm.sqlite"
         # A generous busy timeout: Piccolo opens a connection per query, and
         # concurrent writers would otherwise fail with "database is locked".
-        return SQLiteEngine(path=path, timeout=30)
+        return SQLiteEngine(path=database_url.removeprefix("sqlite:///"), timeout=30)
     parts = urlsplit(database_url)
     dsn = parts._replace(scheme="postgresql").geturl()
     return PostgresEngine(config={"dsn": dsn}, log_queries=False)
 
 
 def bind(database_url: str) -> Engine:
-    """Point Piccolo (tables and migrations alike) at `database_url` and return its engine."""
-    from piccolo.apps.migrations.tables import Migration
-
-    from mesh_nanollm import piccolo_conf, tables
-
-    engine = engine_for(database_url)
-    piccolo_conf.DB = engine
+    """Point every table, Piccolo's record of migrations included, at `database_url`."""
+    global _bound
+    _bound = engine_for(database_url)
     for table in [*tables.ALL_TABLES, Migration]:
-        table._meta.db = engine
-    return engine
+        table._meta.db = _bound
+    return _bound
+
+
+def bound_engine() -> Engine:
+    """The engine bind() chose last; DATABASE_URL's for Piccolo's own CLI, which binds none."""
+    return _bound or bind(load_database_url())
 
 
 async def migrate() -> None:
-    """Run every pending migration forwards; raise if one fails."""
+    """Run every pending migration forwards on the bound engine; raise if one fails."""
     from piccolo.apps.migrations.commands.forwards import run_forwards
 
+    # Piccolo's runner finds our app, and the engine its migrations run on, only through this.
+    os.environ["PICCOLO_CONF"] = "mesh_nanollm.piccolo_conf"
     result = await run_forwards(app_name="all")
     if not result.success:
         raise RuntimeError(f"migrations failed: {result.message}")
+
+
+@functools.cache
+def _shipped_migrations() -> list[str]:
+    """The ids of our migrations, oldest first; the files do not change while we run."""
+    manager = BaseMigrationManager()
+    return manager.get_migration_ids(manager.get_migration_modules(APP_CONFIG.resolved_migrations_folder_path))
+
+
+async def pending_migrations() -> list[str]:
+    """Our migrations the bound database has not run: all of them when it has no tables yet.
+    Driver errors (no server, no such database) propagate."""
+    if not await Migration.table_exists():
+        return _shipped_migrations()
+    ran = set(await Migration.get_migrations_which_ran(app_name=APP_CONFIG.app_name))
+    return [migration for migration in _shipped_migrations() if migration not in ran]
 
 
 async def open_pool(engine: Engine, size: int) -> None:
@@ -56,11 +83,3 @@ async def open_pool(engine: Engine, size: int) -> None:
 async def close_pool(engine: Engine) -> None:
     if isinstance(engine, PostgresEngine):
         await engine.close_connection_pool()
-
-
-async def ping(engine: Engine) -> bool:
-    try:
-        await engine.run_ddl("SELECT 1")
-    except Exception:  # any driver error means "down" to the health check
-        return False
-    return True

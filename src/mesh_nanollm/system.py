@@ -6,17 +6,17 @@ import msgspec
 from litestar import Response, get
 from litestar.di import NamedDependency, Provide
 from litestar.response import Redirect
-from piccolo.engine.base import Engine
 
 from mesh_nanollm.catalogue import Catalogue, ModelEntry
-from mesh_nanollm.db import ping
+from mesh_nanollm.db import pending_migrations
 from mesh_nanollm.security import provide_optional_user
 from mesh_nanollm.tables import User
 
 
-class Health(msgspec.Struct):
+class Health(msgspec.Struct, omit_defaults=True):
     status: str
-    database: str
+    database: str  # ok | unreachable | outdated
+    detail: str | None = None  # what an operator should do, when not ok
 
 
 @get("/", name="home", dependencies={"user": Provide(provide_optional_user)}, include_in_schema=False)
@@ -25,11 +25,17 @@ async def home(user: NamedDependency[User | None]) -> Redirect:
 
 
 @get("/api/health", tags=["system"])
-async def health(engine: NamedDependency[Engine]) -> Response[Health]:
-    """Whether this instance can reach its database (503 when it cannot)."""
-    if await ping(engine):
-        return Response(Health(status="ok", database="ok"))
-    return Response(Health(status="degraded", database="unreachable"), status_code=503)
+async def health() -> Response[Health]:
+    """Whether this instance can use its database: reachable and fully migrated (503 if not)."""
+    try:
+        pending = await pending_migrations()
+    except Exception:  # any driver error means "down" to the health check
+        detail = "The database does not answer; check DATABASE_URL and the database server."
+        return Response(Health(status="degraded", database="unreachable", detail=detail), status_code=503)
+    if pending:
+        detail = f"The database has pending migrations ({len(pending)} not run); run `mesh-nanollm migrate`."
+        return Response(Health(status="degraded", database="outdated", detail=detail), status_code=503)
+    return Response(Health(status="ok", database="ok"))
 
 
 @get("/api/models", tags=["models"])
