@@ -202,6 +202,7 @@ def test_production_without_secret_key_refuses_to_start(tmp_path: Path) -> None:
     [
         ({"DATABASE_URL": "mysql://db/app"}, "DATABASE_URL must start with sqlite:///, postgres:// or postgresql://"),
         ({"DATABASE_URL": "sqlite:app.sqlite"}, "DATABASE_URL must start with sqlite:///"),
+        ({"DATABASE_URL": "sqlite:///"}, "DATABASE_URL names no SQLite file after sqlite:///"),
         ({"DATABASE_URL": "postgres://db:five/app"}, "DATABASE_URL has a malformed port"),
         ({"DATABASE_URL": "postgres://db:99999/app"}, "DATABASE_URL has a malformed port"),
         ({"DATABASE_URL": "sqlite:////no/such/folder/app.sqlite"}, "DATABASE_URL points into a folder that does not exist: /no/such/folder"),
@@ -211,8 +212,8 @@ def test_production_without_secret_key_refuses_to_start(tmp_path: Path) -> None:
         ({"ICE_SERVERS": "stun:example.org"}, "ICE_SERVERS must be a JSON list"),
         ({"ICE_SERVERS": '{"urls": []}'}, "ICE_SERVERS must be a JSON list"),
     ],
-    ids=["unknown-scheme", "relative-sqlite", "missing-folder", "port-not-number", "port-out-of-range", "port-word", "port-too-big",
-         "port-zero", "ice-not-json", "ice-not-list"],
+    ids=["unknown-scheme", "relative-sqlite", "sqlite-no-file", "url-port-word", "url-port-too-big", "missing-folder",
+         "port-word", "port-too-big", "port-zero", "ice-not-json", "ice-not-list"],
 )
 @pytest.mark.parametrize("command", [[], ["migrate"]], ids=["serve", "migrate"])
 def test_malformed_setting_gives_clear_error(
@@ -230,6 +231,8 @@ def test_malformed_setting_gives_clear_error(
 def test_port_option_must_be_a_number(capsys: pytest.CaptureFixture[str]) -> None:
     printed = exit_message(capsys, "--port", "eighty")
     assert "argument --port: invalid int value: 'eighty'" in printed
+    printed = exit_message(capsys, "--port", "70000")
+    assert "argument --port: must be between 1 and 65535, got 70000" in printed
 
 
 # Settings
