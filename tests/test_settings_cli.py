@@ -155,6 +155,15 @@ def test_serve_on_a_port_in_use_refuses_to_start(tmp_path: Path) -> None:
         first.stop()
 
 
+def test_serve_on_a_host_name_refuses_to_start(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'app.sqlite'}"
+    result = run_server_cli("--host", "localhost", "--port", str(free_port()), cwd=tmp_path, DATABASE_URL=url, SECRET_KEY="k")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.splitlines() == [
+        "mesh-nanollm: cannot listen on localhost: give an IP address (such as 127.0.0.1), not a name"
+    ]
+
+
 def test_serve_without_migrating_refuses_a_database_without_tables(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'empty.sqlite'}"
     result = run_server_cli("--no-migrate", "--port", str(free_port()), cwd=tmp_path, DATABASE_URL=url, SECRET_KEY="k")

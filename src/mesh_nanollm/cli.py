@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import errno
+import ipaddress
 import logging
 import socket
 import sqlite3
@@ -88,10 +89,14 @@ def require_free_address(host: str, port: int) -> None:
     between this check and Granian's own bind still slips through.
     """
     try:
-        family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        # Granian would fail on a name after the banner, with a traceback.
+        raise CannotStart(f"cannot listen on {host}: give an IP address (such as 127.0.0.1), not a name") from None
+    try:
         with socket.socket(family, socket.SOCK_STREAM) as trial:
             trial.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            trial.bind(address)
+            trial.bind((host, port))
     except OSError as exc:
         reason = "another server is listening there" if exc.errno == errno.EADDRINUSE else exc.strerror
         raise CannotStart(f"cannot listen on {host}:{port}: {reason}") from exc
