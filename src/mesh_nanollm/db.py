@@ -57,17 +57,17 @@ async def migrate() -> None:
 
 
 @functools.cache
-def _shipped_migrations() -> list[str]:
+def _shipped_migrations() -> tuple[str, ...]:
     """The ids of our migrations, oldest first; the files do not change while we run."""
     manager = BaseMigrationManager()
-    return manager.get_migration_ids(manager.get_migration_modules(APP_CONFIG.resolved_migrations_folder_path))
+    return tuple(manager.get_migration_ids(manager.get_migration_modules(APP_CONFIG.resolved_migrations_folder_path)))
 
 
 async def pending_migrations() -> list[str]:
     """Our migrations the bound database has not run: all of them when it has no tables yet.
     Driver errors (no server, no such database) propagate."""
     if not await Migration.table_exists():
-        return _shipped_migrations()
+        return list(_shipped_migrations())
     ran = set(await Migration.get_migrations_which_ran(app_name=APP_CONFIG.app_name))
     return [migration for migration in _shipped_migrations() if migration not in ran]
 
