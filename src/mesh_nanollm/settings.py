@@ -13,6 +13,10 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ICE_SERVERS: list[dict[str, object]] = [{"urls": ["stun:stun.l.google.com:19302"]}]
 
 
+def _half_the_cores() -> int:
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message says which and why."""
 
@@ -40,6 +44,15 @@ class Settings:
     ping_timeout_s: int = 5
     presence_interval_ms: int = 1000
     peer_stale_after_s: int = 60
+    # Sign-in and sign-up throttles, and bcrypt's share of the CPU (docs/deploy.md, "Throttling").
+    trusted_client_ip_header: str | None = None
+    login_window_s: int = 900
+    login_client_limit: int = 5
+    login_username_limit: int = 30
+    login_address_limit: int = 100
+    register_window_s: int = 3600
+    register_limit: int = 10
+    password_hash_workers: int = field(default_factory=_half_the_cores)
 
     @property
     def production(self) -> bool:
@@ -86,6 +99,13 @@ def _int(environ: dict[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError as exc:
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _positive(environ: dict[str, str], name: str, default: int) -> int:
+    value = _int(environ, name, default)
+    if value < 1:
+        raise SettingsError(f"{name} must be at least 1, got {value}")
+    return value
 
 
 def _port(environ: dict[str, str]) -> int:
@@ -151,4 +171,12 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         ping_timeout_s=_int(environ, "PING_TIMEOUT", 5),
         presence_interval_ms=_int(environ, "PRESENCE_INTERVAL_MS", 1000),
         peer_stale_after_s=_int(environ, "PEER_STALE_AFTER", 60),
+        trusted_client_ip_header=environ.get("TRUSTED_CLIENT_IP_HEADER", "").strip().lower() or None,
+        login_window_s=_positive(environ, "LOGIN_WINDOW", 900),
+        login_client_limit=_positive(environ, "LOGIN_CLIENT_LIMIT", 5),
+        login_username_limit=_positive(environ, "LOGIN_USERNAME_LIMIT", 30),
+        login_address_limit=_positive(environ, "LOGIN_ADDRESS_LIMIT", 100),
+        register_window_s=_positive(environ, "REGISTER_WINDOW", 3600),
+        register_limit=_positive(environ, "REGISTER_LIMIT", 10),
+        password_hash_workers=_positive(environ, "PASSWORD_HASH_WORKERS", _half_the_cores()),
     )
