@@ -12,7 +12,7 @@ from html import unescape
 
 import httpx
 import pytest
-from conftest import csrf_token, register, unique_name
+from conftest import LiveServer, csrf_token, register, unique_name
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
@@ -266,6 +266,25 @@ async def test_login_from_a_known_browser_survives_guessing_from_many_addresses(
         proxied.cookies.set("mesh_device", device)
         assert (await sign_in(proxied, username, "typo")).status_code == 422
         assert (await sign_in(proxied, username)).status_code == 303
+
+
+def test_live_server_throttles_each_connecting_address_apart(live_server: LiveServer) -> None:
+    # 127.0.0.2, 127.0.0.3… are all loopback: three browsers the server tells apart by address.
+    def browser(address: str) -> httpx.Client:
+        return httpx.Client(base_url=live_server.url, transport=httpx.HTTPTransport(local_address=address))
+
+    def post(client: httpx.Client, path: str, **fields: str) -> int:
+        if "csrftoken" not in client.cookies:
+            client.get("/login")
+        return client.post(path, data=fields | {"_csrf_token": client.cookies["csrftoken"]}).status_code
+
+    username = unique_name()
+    with browser("127.0.0.4") as registrar, browser("127.0.0.2") as attacker, browser("127.0.0.3") as owner:
+        assert post(registrar, "/register", username=username, password=PASSWORD, confirm=PASSWORD) == 303
+        for _ in range(5):
+            assert post(attacker, "/login", username=username, password="wrong password") == 422
+        assert post(attacker, "/login", username=username, password=PASSWORD) == 429
+        assert post(owner, "/login", username=username, password=PASSWORD) == 303
 
 
 async def test_login_device_cookie_is_httponly_and_only_for_login(client: AsyncTestClient) -> None:
