@@ -8,6 +8,7 @@ import dataclasses
 import re
 import threading
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from html import unescape
 
 import httpx
@@ -16,8 +17,9 @@ from conftest import LiveServer, csrf_token, register, unique_name
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from mesh_nanollm import db, security
+from mesh_nanollm import db, security, throttle
 from mesh_nanollm.app import create_app
+from mesh_nanollm.tables import ThrottleHit
 
 PASSWORD = "correct horse"
 
@@ -361,6 +363,15 @@ async def test_register_typos_do_not_count_against_the_address(client: AsyncTest
         assert (await sign_up(limited, "x")).status_code == 422
         assert (await sign_up(limited, unique_name())).status_code == 303
         assert (await sign_up(limited, unique_name())).status_code == 429
+
+
+async def test_throttle_counts_past_their_window_are_deleted(client: AsyncTestClient) -> None:
+    now = datetime.now(UTC)
+    await ThrottleHit.insert(
+        ThrottleHit(bucket="old", at=now - timedelta(hours=2)), ThrottleHit(bucket="recent", at=now)
+    )
+    assert await throttle.delete_expired(3600) == 1
+    assert await ThrottleHit.select(ThrottleHit.bucket).output(as_list=True) == ["recent"]
 
 
 async def test_register_flood_hashes_in_line_while_health_answers(
