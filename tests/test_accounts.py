@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import re
+import threading
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from html import unescape
 
+import httpx
 import pytest
-from conftest import csrf_token, register, unique_name
+from conftest import LiveServer, csrf_token, register, unique_name
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
-from mesh_nanollm import db
+from mesh_nanollm import db, security, throttle
 from mesh_nanollm.app import create_app
+from mesh_nanollm.tables import ThrottleHit
 
 PASSWORD = "correct horse"
 
@@ -189,14 +196,36 @@ async def test_signing_in_moves_the_session_to_a_new_id(client: AsyncTestClient)
     assert (await client.get("/rooms", follow_redirects=False)).status_code == 303
 
 
-async def test_login_throttled_per_username(client: AsyncTestClient) -> None:
+@contextlib.asynccontextmanager
+async def instance(app: Litestar, **changes: object) -> AsyncIterator[httpx.AsyncClient]:
+    """Another instance of the app on the same database, with `changes` to its settings.
+
+    Its requests run on the test's own event loop (AsyncTestClient would run the app behind a
+    blocking portal, one request at a time), so concurrent requests really are concurrent.
+    """
+    other = create_app(dataclasses.replace(app.state.settings, **changes))
+    transport = httpx.ASGITransport(app=other)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver.local", follow_redirects=True) as other_client:
+            yield other_client
+    finally:
+        db.bind(app.state.settings.database_url)
+        security.limit_password_hashing(app.state.settings.password_hash_workers)
+
+
+def from_address(client: AsyncTestClient, address: str) -> None:
+    """Behind a proxy trusted to report it (TRUSTED_CLIENT_IP_HEADER), send as if from `address`."""
+    client.headers["fly-client-ip"] = address
+
+
+async def test_login_throttles_a_username_from_one_address(client: AsyncTestClient) -> None:
     username = await register(client)
     client.cookies.clear()
     for _ in range(5):
         assert (await sign_in(client, username, "wrong password")).status_code == 422
     response = await sign_in(client, username)  # even the right password waits
     assert response.status_code == 429
-    assert 0 < int(response.headers["retry-after"]) <= 300
+    assert 0 < int(response.headers["retry-after"]) <= 900
     [message] = flash(response.text)
     assert message.startswith("Too many failed sign-ins. Try again in ")
     # Another account from the same address is not locked out by this one.
@@ -205,17 +234,181 @@ async def test_login_throttled_per_username(client: AsyncTestClient) -> None:
     assert (await sign_in(client, other)).status_code == 303
 
 
-async def test_login_throttled_per_client_address(
+async def test_login_failures_from_another_address_do_not_lock_the_user_out(client: AsyncTestClient, app: Litestar) -> None:
+    async with instance(app, trusted_client_ip_header="fly-client-ip") as proxied:
+        from_address(proxied, "203.0.113.7")
+        username = await register(proxied)
+        proxied.cookies.clear()  # a new browser: no device cookie either
+        from_address(proxied, "198.51.100.66")
+        for _ in range(5):
+            assert (await sign_in(proxied, username, "wrong password")).status_code == 422
+        assert (await sign_in(proxied, username, "guess")).status_code == 429
+        from_address(proxied, "203.0.113.7")
+        assert (await sign_in(proxied, username)).status_code == 303
+
+
+async def test_login_from_a_known_browser_survives_guessing_from_many_addresses(
+    client: AsyncTestClient, app: Litestar
+) -> None:
+    async with instance(app, trusted_client_ip_header="fly-client-ip", login_username_limit=8) as proxied:
+        from_address(proxied, "203.0.113.7")
+        username = await register(proxied)  # this browser now carries the device cookie
+        device = proxied.cookies["mesh_device"]
+        proxied.cookies.clear()
+        for attacker in ("198.51.100.1", "198.51.100.2"):
+            from_address(proxied, attacker)
+            for _ in range(4):
+                assert (await sign_in(proxied, username, "wrong password")).status_code == 422
+        # The username has had its 8 failures: browsers it has never seen are turned away...
+        from_address(proxied, "198.51.100.3")
+        assert (await sign_in(proxied, username, "guess")).status_code == 429
+        assert (await sign_in(proxied, username)).status_code == 429
+        # ...but its owner's browser, from anywhere, still gets in, a typo included.
+        proxied.cookies.clear()
+        proxied.cookies.set("mesh_device", device)
+        assert (await sign_in(proxied, username, "typo")).status_code == 422
+        assert (await sign_in(proxied, username)).status_code == 303
+
+
+def test_live_server_throttles_each_connecting_address_apart(live_server: LiveServer) -> None:
+    # 127.0.0.2, 127.0.0.3… are all loopback: three browsers the server tells apart by address.
+    def browser(address: str) -> httpx.Client:
+        return httpx.Client(base_url=live_server.url, transport=httpx.HTTPTransport(local_address=address))
+
+    def post(client: httpx.Client, path: str, **fields: str) -> int:
+        if "csrftoken" not in client.cookies:
+            client.get("/login")
+        return client.post(path, data=fields | {"_csrf_token": client.cookies["csrftoken"]}).status_code
+
+    username = unique_name()
+    with browser("127.0.0.4") as registrar, browser("127.0.0.2") as attacker, browser("127.0.0.3") as owner:
+        assert post(registrar, "/register", username=username, password=PASSWORD, confirm=PASSWORD) == 303
+        for _ in range(5):
+            assert post(attacker, "/login", username=username, password="wrong password") == 422
+        assert post(attacker, "/login", username=username, password=PASSWORD) == 429
+        assert post(owner, "/login", username=username, password=PASSWORD) == 303
+
+
+async def test_login_device_cookie_is_httponly_and_only_for_login(client: AsyncTestClient) -> None:
+    response = await sign_up(client, unique_name())
+    cookie = set_cookie(response, "mesh_device").lower()
+    assert "httponly" in cookie and "samesite=lax" in cookie and "path=/login" in cookie
+
+
+async def test_login_device_cookie_of_another_user_does_not_count(client: AsyncTestClient, app: Litestar) -> None:
+    async with instance(app, login_username_limit=5) as other_instance:
+        victim = await register(other_instance)
+        other_instance.cookies.clear()
+        await register(other_instance)  # the attacker's own account gives them a device cookie
+        for _ in range(5):
+            assert (await sign_in(other_instance, victim, "wrong password")).status_code == 422
+        assert (await sign_in(other_instance, victim, "guess")).status_code == 429
+
+
+async def test_login_throttled_per_client_address_whatever_proxy_headers_claim(
+    client: AsyncTestClient, app: Litestar
+) -> None:
+    # The real limit is 100 per address; a smaller one keeps the bcrypt checks few.
+    async with instance(app, login_address_limit=3) as direct:
+        for forged in ("192.0.2.1", "192.0.2.2", "192.0.2.3"):
+            direct.headers.update({"fly-client-ip": forged, "x-forwarded-for": forged})
+            assert (await sign_in(direct, unique_name(), "wrong password")).status_code == 422
+        direct.headers.update({"fly-client-ip": "192.0.2.4", "x-forwarded-for": "192.0.2.4"})
+        response = await sign_in(direct, unique_name())
+        assert response.status_code == 429
+        assert int(response.headers["retry-after"]) > 0
+        assert flash(response.text)[0].startswith("Too many failed sign-ins.")
+
+
+async def test_login_throttled_per_trusted_proxy_address(client: AsyncTestClient, app: Litestar) -> None:
+    async with instance(app, login_address_limit=3, trusted_client_ip_header="x-forwarded-for") as proxied:
+        # X-Forwarded-For: the last hop is the one the trusted proxy added; the rest is the client's.
+        for forged in ("192.0.2.1", "192.0.2.2", "192.0.2.3"):
+            proxied.headers["x-forwarded-for"] = f"{forged}, 198.51.100.9"
+            assert (await sign_in(proxied, unique_name(), "wrong password")).status_code == 422
+        assert (await sign_in(proxied, unique_name())).status_code == 429
+        proxied.headers["x-forwarded-for"] = "198.51.100.10"
+        assert (await sign_in(proxied, unique_name(), "wrong password")).status_code == 422
+
+
+async def test_login_throttle_holds_across_two_instances(client: AsyncTestClient, app: Litestar) -> None:
+    async with instance(app) as first, instance(app) as second:
+        username = await register(first)
+        first.cookies.clear()
+        for index in range(5):
+            either = first if index % 2 else second
+            assert (await sign_in(either, username, "wrong password")).status_code == 422
+        assert (await sign_in(first, username)).status_code == 429
+        assert (await sign_in(second, username)).status_code == 429
+
+
+async def test_register_flood_from_one_address_gets_429(client: AsyncTestClient, app: Litestar) -> None:
+    async with instance(app, register_limit=3, trusted_client_ip_header="fly-client-ip") as proxied:
+        from_address(proxied, "198.51.100.66")
+        await csrf_token(proxied)
+        flood = await asyncio.gather(*(sign_up(proxied, unique_name()) for _ in range(6)))
+        assert sorted(response.status_code for response in flood) == [303] * 3 + [429] * 3
+        refused = next(response for response in flood if response.status_code == 429)
+        assert int(refused.headers["retry-after"]) > 0
+        assert flash(refused.text)[0].startswith("Too many new accounts from your address. Try again in ")
+        assert "<form" in refused.text
+        from_address(proxied, "203.0.113.7")
+        assert (await sign_up(proxied, unique_name())).status_code == 303
+
+
+async def test_register_typos_do_not_count_against_the_address(client: AsyncTestClient, app: Litestar) -> None:
+    async with instance(app, register_limit=2) as limited:
+        taken = await register(limited)
+        assert (await sign_up(limited, taken)).status_code == 422
+        assert (await sign_up(limited, "x")).status_code == 422
+        assert (await sign_up(limited, unique_name())).status_code == 303
+        assert (await sign_up(limited, unique_name())).status_code == 429
+
+
+async def test_throttle_counts_past_their_window_are_deleted(client: AsyncTestClient) -> None:
+    now = datetime.now(UTC)
+    await ThrottleHit.insert(
+        ThrottleHit(bucket="old", at=now - timedelta(hours=2)), ThrottleHit(bucket="recent", at=now)
+    )
+    await throttle.delete_expired(3600)  # (the client's own sweep may have got there first)
+    assert await ThrottleHit.select(ThrottleHit.bucket).output(as_list=True) == ["recent"]
+
+
+async def test_register_flood_hashes_in_line_while_health_answers(
     client: AsyncTestClient, app: Litestar, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The real limit is 20 per address; a smaller one keeps the bcrypt checks few.
-    monkeypatch.setattr(app.state.throttle, "per_address", 3)
-    for _ in range(3):
-        assert (await sign_in(client, unique_name(), "wrong password")).status_code == 422
-    response = await sign_in(client, unique_name())
-    assert response.status_code == 429
-    assert int(response.headers["retry-after"]) > 0
-    assert flash(response.text)[0].startswith("Too many failed sign-ins.")
+    release = threading.Event()
+    lock = threading.Lock()
+    hashing = {"now": 0, "most": 0}
+    real_hashpw = security.bcrypt.hashpw
+
+    def held_hashpw(password: bytes, salt: bytes) -> bytes:
+        with lock:
+            hashing["now"] += 1
+            hashing["most"] = max(hashing["most"], hashing["now"])
+        release.wait(30)
+        try:
+            return real_hashpw(password, salt)
+        finally:
+            with lock:
+                hashing["now"] -= 1
+
+    monkeypatch.setattr(security.bcrypt, "hashpw", held_hashpw)
+    async with instance(app, password_hash_workers=1, register_limit=100) as flooded:
+        await csrf_token(flooded)
+        signups = [asyncio.create_task(sign_up(flooded, unique_name())) for _ in range(6)]
+        try:
+            while not hashing["now"]:  # until a sign-up holds the hashing thread
+                await asyncio.sleep(0.01)
+            health = await flooded.get("/api/health")
+            page = await flooded.get("/login")
+            assert not any(signup.done() for signup in signups)  # all still waiting on bcrypt
+        finally:
+            release.set()
+        responses = await asyncio.gather(*signups)
+    assert health.status_code == 200 and page.status_code == 200
+    assert [response.status_code for response in responses] == [303] * 6
+    assert hashing["most"] == 1
 
 
 # Session cookie and CSRF

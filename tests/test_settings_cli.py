@@ -276,6 +276,22 @@ def test_settings_read_the_environment(tmp_path: Path) -> None:
     assert settings.host == "0.0.0.0" and settings.port == 9000
 
 
+def test_throttle_settings_trust_no_proxy_header_unless_told(tmp_path: Path) -> None:
+    base = {"SECRET_KEY_FILE": str(tmp_path / "secret")}
+    defaults = load_settings(base)
+    assert defaults.trusted_client_ip_header is None
+    assert (defaults.login_window_s, defaults.login_client_limit, defaults.login_username_limit) == (900, 5, 30)
+    assert (defaults.register_window_s, defaults.register_limit) == (3600, 10)
+    assert defaults.password_hash_workers >= 1
+    settings = load_settings(
+        base | {"TRUSTED_CLIENT_IP_HEADER": "Fly-Client-IP", "LOGIN_ADDRESS_LIMIT": "7", "PASSWORD_HASH_WORKERS": "3"}
+    )
+    assert settings.trusted_client_ip_header == "fly-client-ip"
+    assert settings.login_address_limit == 7 and settings.password_hash_workers == 3
+    with pytest.raises(SettingsError, match="^REGISTER_LIMIT must be at least 1, got 0"):
+        load_settings(base | {"REGISTER_LIMIT": "0"})
+
+
 def test_production_requires_secret_key() -> None:
     with pytest.raises(SettingsError, match="SECRET_KEY must be set when MESH_ENV=production"):
         load_settings({"MESH_ENV": "production"})

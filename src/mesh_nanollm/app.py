@@ -34,11 +34,12 @@ from mesh_nanollm.jobs.routes import JobApi, JobPages
 from mesh_nanollm.jobs.service import abandon_stale_jobs
 from mesh_nanollm.realtime.server import create_realtime
 from mesh_nanollm.rooms.routes import RoomApi, RoomPages
-from mesh_nanollm.security import BearerAwareCSRFMiddleware, LoginThrottle
+from mesh_nanollm.security import BearerAwareCSRFMiddleware, limit_password_hashing
 from mesh_nanollm.sessions import DatabaseStore, QuietSessionConfig
 from mesh_nanollm.settings import PROJECT_ROOT, Settings, load_settings
 from mesh_nanollm.static import answer_not_modified
 from mesh_nanollm.system import health, home, models
+from mesh_nanollm.throttle import Throttles, delete_expired
 from mesh_nanollm.vendor import load_vendor_manifest, vendor_router
 
 log = logging.getLogger("mesh_nanollm")
@@ -110,13 +111,14 @@ def handle_error(request: Request, exc: Exception) -> Response:
 
 
 async def sweep(app: Litestar) -> None:
-    """Housekeeping on a timer: abandoned jobs and expired sessions."""
+    """Housekeeping on a timer: abandoned jobs, expired sessions and throttle counts."""
     settings: Settings = app.state.settings
     while True:
         try:
             if abandoned := await abandon_stale_jobs(settings.abandon_after_s):
                 log.info("marked %d jobs abandoned", abandoned)
             await app.state.session_store.delete_expired()
+            await delete_expired(app.state.throttle.longest_window_s)
         except Exception:  # the sweep must outlive a database hiccup
             log.exception("sweep failed")
         await asyncio.sleep(SWEEP_EVERY_S)
@@ -157,7 +159,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
     catalogue = load_catalogue(settings.catalogue_path, settings.models_dir)
     vendor = load_vendor_manifest(STATIC_DIR)
     session_store = DatabaseStore()
-    throttle = LoginThrottle()
+    throttle = Throttles(settings)
+    limit_password_hashing(settings.password_hash_workers)
     realtime = create_realtime(settings)
 
     def register_globals(templates: JinjaTemplateEngine) -> None:

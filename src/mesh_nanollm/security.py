@@ -1,11 +1,11 @@
-"""Who is asking: passwords, session and Bearer authentication, CSRF, login throttling."""
+"""Who is asking, and from where: passwords, session and Bearer authentication, CSRF, client address."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import time
-from collections import OrderedDict, deque
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,16 +24,45 @@ BCRYPT_ROUNDS = 12  # tests lower it; the stored hash records the cost, so check
 _DUMMY_HASH = bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=12))
 
 
+# bcrypt is deliberately slow (a core for ~0.2 s a hash): it runs off the event loop, on threads of
+# its own, at most this many at once. The rest wait in line, so a flood of sign-ups or sign-ins
+# leaves the event loop and the default thread pool a core to answer everything else.
+_hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bcrypt")
+
+
+def limit_password_hashing(workers: int) -> None:
+    """Run at most `workers` bcrypt hashes at once (PASSWORD_HASH_WORKERS); set by the app factory."""
+    global _hashing
+    if _hashing._max_workers != workers:
+        _hashing.shutdown(wait=False)
+        _hashing = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bcrypt")
+
+
+async def _bcrypt(function: Any, *args: bytes) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(_hashing, function, *args)
+
+
 async def hash_password(password: str) -> str:
-    # bcrypt is deliberately slow: keep it off the event loop.
-    hashed = await asyncio.to_thread(bcrypt.hashpw, password.encode(), bcrypt.gensalt(rounds=BCRYPT_ROUNDS))
+    hashed = await _bcrypt(bcrypt.hashpw, password.encode(), bcrypt.gensalt(rounds=BCRYPT_ROUNDS))
     return hashed.decode()
 
 
 async def check_password(password: str, password_hash: str | None) -> bool:
     target = password_hash.encode() if password_hash else _DUMMY_HASH
-    ok = await asyncio.to_thread(bcrypt.checkpw, password.encode(), target)
+    ok = await _bcrypt(bcrypt.checkpw, password.encode(), target)
     return ok and password_hash is not None
+
+
+def client_address(connection: ASGIConnection, trusted_header: str | None) -> str:
+    """Where a request comes from, for throttles: the connecting address, or the one a proxy in
+    front reports in `trusted_header` (TRUSTED_CLIENT_IP_HEADER). A header is read only when that
+    is configured, since any client can send one."""
+    if trusted_header:
+        # X-Forwarded-For lists every hop; the last one is the one the trusted proxy added.
+        reported = connection.headers.get(trusted_header, "").rsplit(",", 1)[-1].strip()
+        if reported:
+            return reported[:64]
+    return connection.client.host if connection.client else "unknown"
 
 
 def hash_token(token: str) -> str:
@@ -100,47 +129,3 @@ class BearerAwareCSRFMiddleware(CSRFMiddleware):
                     await self.app(scope, receive, send)
                     return
         await super().__call__(scope, receive, send)
-
-
-class LoginThrottle:
-    """Counts failed logins per username and per client address in a sliding window."""
-
-    def __init__(
-        self, per_user: int = 5, per_address: int = 20, window_s: float = 300, max_keys: int = 100_000
-    ) -> None:
-        self.per_user = per_user
-        self.per_address = per_address
-        self.window_s = window_s
-        self.max_keys = max_keys
-        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
-
-    def _recent(self, key: str, now: float) -> deque[float]:
-        stamps = self._failures.get(key)
-        if stamps is None:
-            return deque()
-        while stamps and stamps[0] <= now - self.window_s:
-            stamps.popleft()
-        if not stamps:
-            del self._failures[key]
-        return stamps
-
-    def retry_after(self, username: str, address: str) -> int:
-        """Seconds until another attempt is allowed; 0 when it is allowed now."""
-        now = time.monotonic()
-        waits = []
-        for key, limit in ((f"u:{username.lower()}", self.per_user), (f"a:{address}", self.per_address)):
-            stamps = self._recent(key, now)
-            if len(stamps) >= limit:
-                waits.append(int(stamps[0] + self.window_s - now) + 1)
-        return max(waits, default=0)
-
-    def record_failure(self, username: str, address: str) -> None:
-        now = time.monotonic()
-        for key in (f"u:{username.lower()}", f"a:{address}"):
-            self._failures.setdefault(key, deque()).append(now)
-            self._failures.move_to_end(key)
-        while len(self._failures) > self.max_keys:
-            self._failures.popitem(last=False)
-
-    def forget(self, username: str) -> None:
-        self._failures.pop(f"u:{username.lower()}", None)

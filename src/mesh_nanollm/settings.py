@@ -14,6 +14,10 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ICE_SERVERS: list[dict[str, object]] = [{"urls": ["stun:stun.l.google.com:19302"]}]
 
 
+def _half_the_cores() -> int:
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
 class SettingsError(ValueError):
     """A setting is missing or malformed; the message says which and why."""
 
@@ -43,6 +47,15 @@ class Settings:
     ping_timeout_s: int = 5
     presence_interval_ms: int = 1000
     peer_stale_after_s: int = 60
+    # Sign-in and sign-up throttles, and bcrypt's share of the CPU (docs/deploy.md, "Throttling").
+    trusted_client_ip_header: str | None = None
+    login_window_s: int = 900
+    login_client_limit: int = 5
+    login_username_limit: int = 30
+    login_address_limit: int = 100
+    register_window_s: int = 3600
+    register_limit: int = 10
+    password_hash_workers: int = field(default_factory=_half_the_cores)
 
     @property
     def production(self) -> bool:
@@ -92,6 +105,13 @@ def _int(environ: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError as exc:
         raise SettingsError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _positive(environ: Mapping[str, str], name: str, default: int) -> int:
+    value = _int(environ, name, default)
+    if value < 1:
+        raise SettingsError(f"{name} must be at least 1, got {value}")
+    return value
 
 
 def _port(environ: Mapping[str, str]) -> int:
@@ -161,4 +181,12 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ping_timeout_s=_int(environ, "PING_TIMEOUT", DEFAULTS.ping_timeout_s),
         presence_interval_ms=_int(environ, "PRESENCE_INTERVAL_MS", DEFAULTS.presence_interval_ms),
         peer_stale_after_s=_int(environ, "PEER_STALE_AFTER", DEFAULTS.peer_stale_after_s),
+        trusted_client_ip_header=environ.get("TRUSTED_CLIENT_IP_HEADER", "").strip().lower() or None,
+        login_window_s=_positive(environ, "LOGIN_WINDOW", DEFAULTS.login_window_s),
+        login_client_limit=_positive(environ, "LOGIN_CLIENT_LIMIT", DEFAULTS.login_client_limit),
+        login_username_limit=_positive(environ, "LOGIN_USERNAME_LIMIT", DEFAULTS.login_username_limit),
+        login_address_limit=_positive(environ, "LOGIN_ADDRESS_LIMIT", DEFAULTS.login_address_limit),
+        register_window_s=_positive(environ, "REGISTER_WINDOW", DEFAULTS.register_window_s),
+        register_limit=_positive(environ, "REGISTER_LIMIT", DEFAULTS.register_limit),
+        password_hash_workers=_positive(environ, "PASSWORD_HASH_WORKERS", DEFAULTS.password_hash_workers),
     )

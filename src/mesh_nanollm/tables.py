@@ -33,6 +33,16 @@ class WebSession(Table):
     expires_at = Timestamptz(null=True, default=None, index=True)
 
 
+class ThrottleHit(Table):
+    """One attempt counted against a limit, kept for the limit's window: the throttles' shared store.
+
+    `bucket` is a SHA-256 of what is limited (a username and address, say), so any input fits.
+    """
+
+    bucket = Varchar(length=64, index=True)
+    at = Timestamptz(index=True)
+
+
 class ApiToken(Table):
     """A Bearer token; only its SHA-256 is stored, the prefix helps users tell tokens apart."""
 
@@ -105,4 +115,4 @@ class Job(Table):
     updated_at = Timestamptz()
 
 
-ALL_TABLES: list[type[Table]] = [User, WebSession, ApiToken, Room, RoomMember, PeerSession, Job]
+ALL_TABLES: list[type[Table]] = [User, WebSession, ThrottleHit, ApiToken, Room, RoomMember, PeerSession, Job]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from litestar import Controller, get, post
+from litestar.datastructures import Cookie
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, URLEncodedBody
 from litestar.plugins.htmx import HTMXRequest, HTMXTemplate
@@ -12,11 +13,12 @@ from mesh_nanollm.accounts import service
 from mesh_nanollm.errors import ServiceError
 from mesh_nanollm.security import (
     SESSION_USER_KEY,
-    LoginThrottle,
+    client_address,
     provide_optional_user,
     provide_user,
 )
 from mesh_nanollm.tables import User
+from mesh_nanollm.throttle import Throttled, Throttles
 
 Form = URLEncodedBody[dict[str, str]]
 
@@ -28,8 +30,26 @@ def safe_next(target: str | None) -> str:
     return "/rooms"
 
 
-def client_address(request: HTMXRequest) -> str:
-    return request.client.host if request.client else "unknown"
+DEVICE_COOKIE = "mesh_device"
+DEVICE_COOKIE_MAX_AGE = 365 * 24 * 3600
+
+
+def device_cookie(throttle: Throttles, username: str) -> Cookie:
+    """Marks this browser as one `username` signed in with: its failures then count only against it."""
+    return Cookie(
+        key=DEVICE_COOKIE,
+        value=throttle.device_cookie(username),
+        path="/login",
+        max_age=DEVICE_COOKIE_MAX_AGE,
+        httponly=True,
+        secure=throttle.settings.production,
+        samesite="lax",
+    )
+
+
+def too_many(template: str, context: dict, message: str, exc: Throttled) -> Template:
+    context["error"] = f"{message} Try again in {exc.retry_after} seconds."
+    return Template(template, context=context, status_code=429, headers={"Retry-After": str(exc.retry_after)})
 
 
 class AccountController(Controller):
@@ -42,23 +62,25 @@ class AccountController(Controller):
         return Template("login.html", context={"next": safe_next(next), "values": {}, "errors": {}})
 
     @post("/login", name="login_submit", status_code=200)
-    async def login(self, request: HTMXRequest, data: Form, throttle: NamedDependency[LoginThrottle]) -> Template | Redirect:
+    async def login(self, request: HTMXRequest, data: Form, throttle: NamedDependency[Throttles]) -> Template | Redirect:
         username = data.get("username", "").strip()[:64]
         password = data.get("password", "")
         target = safe_next(data.get("next"))
         context = {"next": target, "values": {"username": username}, "errors": {}}
-        address = client_address(request)
-        if wait := throttle.retry_after(username, address):
-            context["error"] = f"Too many failed sign-ins. Try again in {wait} seconds."
-            return Template("login.html", context=context, status_code=429, headers={"Retry-After": str(wait)})
+        address = client_address(request, throttle.settings.trusted_client_ip_header)
+        device = throttle.device(request.cookies.get(DEVICE_COOKIE), username)
+        try:
+            attempt = await throttle.begin_login(username, address, device)
+        except Throttled as exc:
+            return too_many("login.html", context, "Too many failed sign-ins.", exc)
         user = await service.verify_login(username, password)
         if user is None:
-            throttle.record_failure(username, address)
             context["error"] = "Wrong username or password."
             return Template("login.html", context=context, status_code=422)
-        throttle.forget(username)
+        await throttle.signed_in(attempt, username, address, device)
         request.set_session({SESSION_USER_KEY: user.id})
-        return Redirect(target, status_code=303)
+        cookies = [] if device else [device_cookie(throttle, username)]
+        return Redirect(target, status_code=303, cookies=cookies)
 
     @get("/register", name="register")
     async def register_page(self, user: NamedDependency[User | None]) -> Template | Redirect:
@@ -67,7 +89,7 @@ class AccountController(Controller):
         return Template("register.html", context={"values": {}, "errors": {}})
 
     @post("/register", name="register_submit", status_code=200)
-    async def register(self, request: HTMXRequest, data: Form) -> Template | Redirect:
+    async def register(self, request: HTMXRequest, data: Form, throttle: NamedDependency[Throttles]) -> Template | Redirect:
         username = data.get("username", "").strip()[:64]
         password = data.get("password", "")
         errors: dict[str, str] = {}
@@ -77,12 +99,20 @@ class AccountController(Controller):
             if errors:
                 errors = service.validate_credentials(username, password) | errors
                 raise ServiceError("Please correct the highlighted fields.", errors)
-            user = await service.create_user(username, password)
+            attempt = await throttle.begin_signup(client_address(request, throttle.settings.trusted_client_ip_header))
+            try:
+                user = await service.create_user(username, password)
+            except ServiceError:
+                await attempt.withdraw()  # refused before any hashing: a typo costs no sign-up
+                raise
         except ServiceError as exc:
             context = {"values": {"username": username}, "errors": exc.fields, "error": exc.detail}
             return Template("register.html", context=context, status_code=422)
+        except Throttled as exc:
+            context = {"values": {"username": username}, "errors": {}}
+            return too_many("register.html", context, "Too many new accounts from your address.", exc)
         request.set_session({SESSION_USER_KEY: user.id})
-        return Redirect("/rooms", status_code=303)
+        return Redirect("/rooms", status_code=303, cookies=[device_cookie(throttle, username)])
 
     @post("/logout", name="logout", status_code=200)
     async def logout(self, request: HTMXRequest) -> Redirect:
