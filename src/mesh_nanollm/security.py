@@ -33,9 +33,8 @@ _hashing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bcrypt")
 def limit_password_hashing(workers: int) -> None:
     """Run at most `workers` bcrypt hashes at once (PASSWORD_HASH_WORKERS); set by the app factory."""
     global _hashing
-    if _hashing._max_workers != workers:
-        _hashing.shutdown(wait=False)
-        _hashing = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bcrypt")
+    _hashing.shutdown(wait=False)  # hashes already queued still finish
+    _hashing = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bcrypt")
 
 
 async def _bcrypt(function: Any, *args: bytes) -> Any:
