@@ -9,9 +9,7 @@ import pytest
 from conftest import LiveServer
 from playwright.async_api import Browser, Page, expect
 from support.browser import CspWatch, new_context
-
-from browser.conftest import InferenceRoom
-from browser.pages import RegisterPage
+from support.pages import RegisterPage, RoomPage
 
 pytestmark = pytest.mark.browser
 
@@ -45,7 +43,7 @@ async def test_every_page_and_a_local_inference_run_without_csp_violations(
 
     # The room page: Socket.IO, the inference worker, transformers.js and ONNX Runtime's WASM.
     await visit(page, f"{base}/rooms/global")
-    room = InferenceRoom(page, base_url=base)
+    room = RoomPage(page, base)
     await room.wait_until_warm()
     await room.run("You may", max_tokens=8)
     job = await room.recorded_job()

@@ -8,9 +8,9 @@ from datetime import datetime
 import pytest
 from conftest import LiveServer
 from playwright.async_api import Page, Route, expect
-
-from browser.conftest import InferenceRoom, RequestLog, sign_in
-from browser.pages import MODEL
+from support.accounts import sign_up
+from support.browser import RequestLog, sign_in
+from support.pages import MODEL, RoomPage
 
 pytestmark = pytest.mark.browser
 
@@ -47,9 +47,10 @@ CANCEL_ON_FIRST_WORDS = """() => {
 }"""
 
 
-async def open_warm_room(page: Page, server: LiveServer, query: str = "") -> InferenceRoom:
-    await sign_in(page, server.url)
-    room = await InferenceRoom(page, server.url).open(query=query)
+async def open_warm_room(page: Page, server: LiveServer, query: str = "") -> RoomPage:
+    account = await sign_up(server.url)
+    await sign_in(page.context, server.url, account.session_cookie)
+    room = await RoomPage(page, server.url, account=account).open(query=query)
     await room.wait_until_warm()
     return room
 

@@ -11,13 +11,13 @@ from datetime import datetime
 
 import httpx
 import pytest
-from browser.pages import MODEL
 from conftest import LiveServer
 from playwright.async_api import expect
-from realtime.conftest import Account, create_room, sign_up
+from support.accounts import Account, create_room, sign_up
+from support.pages import MODEL, RoomPage
 
 from mesh.aiortc_peer import PythonPeer, allow_loopback_candidates
-from mesh.conftest import OpenPeer, PeerPage, room_name
+from mesh.conftest import OpenPeer, room_name
 
 pytestmark = pytest.mark.browser
 
@@ -166,7 +166,7 @@ def capabilities(tok_s: float) -> dict:
 
 async def linked_pair(
     server: LiveServer, open_peer: OpenPeer, python_peer: PythonPeer, tok_s: float
-) -> tuple[PeerPage, Account, dict]:
+) -> tuple[RoomPage, Account, dict]:
     """A browser peer in a fresh room, linked to the Python peer, which says it runs at `tok_s`."""
     owner = await sign_up(server.url)
     room = await create_room(server.url, owner, room_name(), private=False)

@@ -9,8 +9,9 @@ import aiohttp
 import pytest
 import socketio
 from conftest import LiveServer
+from support.accounts import Account, create_room, room_peers
 
-from realtime.conftest import Account, create_room, offer, room_peers
+from realtime.conftest import offer
 
 
 async def test_connect_without_credentials_is_refused(live_server: LiveServer, peers) -> None:

@@ -30,8 +30,13 @@ async def new_context(browser: Browser, base_url: str | None = None, session_coo
     context = await browser.new_context(viewport=VIEWPORT)
     if session_cookie is not None:
         assert base_url, "a session cookie needs the server's URL"
-        await context.add_cookies([{"name": "mesh_session", "value": session_cookie, "url": base_url}])
+        await sign_in(context, base_url, session_cookie)
     return context
+
+
+async def sign_in(context: BrowserContext, base_url: str, session_cookie: str) -> None:
+    """Sign a context in as an account made over HTTP (support.accounts.sign_up)."""
+    await context.add_cookies([{"name": "mesh_session", "value": session_cookie, "url": base_url}])
 
 
 @dataclass
