@@ -78,22 +78,25 @@ async def test_watch_reports_violations_in_pages_and_workers(live_server: LiveSe
     watch = await CspWatch().attach(context)
     page = await context.new_page()
     await page.goto(f"{live_server.url}/login")
-    # Inline code in the page, and the worker told to import its runtime from another host.
-    ran_inline = await page.evaluate("""() => new Promise((resolve) => {
-      const script = document.createElement("script");
-      script.textContent = "window.ranInline = true";
-      document.head.append(script);
-      const worker = new Worker("/static/js/inference-worker.js", { type: "module" });
-      const elsewhere = { mjs: "/x.mjs", wasm: "/x.wasm" };
-      worker.postMessage({ type: "init", runtime: { transformers: "//example.com/t.js", webgpu: elsewhere, wasm: elsewhere } });
-      worker.onmessage = () => resolve(window.ranInline === true);
-    })""")
-    for _ in range(50):  # console events arrive asynchronously
+    # Inline code in the page, and a download from a host the policy does not list, in the worker.
+    async with page.expect_worker() as started:
+        ran_inline = await page.evaluate("""() => new Promise((resolve) => {
+          const script = document.createElement("script");
+          script.textContent = "window.ranInline = true";
+          document.head.append(script);
+          // Its answer to a bad message shows its script has run, the watch's listener included.
+          const worker = new Worker("/static/js/inference-worker.js", { type: "module" });
+          worker.onmessage = () => resolve(window.ranInline === true);
+          worker.postMessage("hello");
+        })""")
+    worker = await started.value
+    refused = await worker.evaluate("fetch('https://example.com/model.onnx').then(() => false, () => true)")
+    for _ in range(100):  # console events arrive asynchronously
         if len(watch.violations) >= 2:
             break
         await page.wait_for_timeout(100)
     await context.close()
 
-    assert not ran_inline
+    assert not ran_inline and refused
     assert any("script-src" in line and "/login" in line for line in watch.violations), watch.violations
-    assert any("example.com" in line and "inference-worker.js" in line for line in watch.violations), watch.violations
+    assert any("connect-src" in line and "inference-worker.js" in line for line in watch.violations), watch.violations
