@@ -69,19 +69,22 @@ REPORT_VIOLATIONS = """addEventListener("securitypolicyviolation", (e) => consol
 """
 
 
+WORKER_SCRIPTS = "**/static/js/*worker*.js"
+
+
 @dataclass
 class CspWatch:
     """Content-Security-Policy violations in a context's pages and in the workers they start.
 
     Documents get the listener as an init script; workers get none, so their scripts
-    (`worker_scripts`) are served with the listener in front, under the app's own headers."""
+    (WORKER_SCRIPTS) are served with the listener in front, under the app's own headers. Workers
+    started from blob: URLs (ONNX Runtime's threads) are not watched: a refusal there fails the run."""
 
-    worker_scripts: str = "**/static/js/*worker*.js"
     violations: list[str] = field(default_factory=list)
 
     async def attach(self, context: BrowserContext) -> CspWatch:
         await context.add_init_script(REPORT_VIOLATIONS)
-        await context.route(self.worker_scripts, self._instrument)
+        await context.route(WORKER_SCRIPTS, self._instrument)
         context.on("console", self._console)
         return self
 
