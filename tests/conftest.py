@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,8 @@ import pytest_asyncio
 os.environ.setdefault("SECRET_KEY", "test-secret-key")
 
 from litestar.testing import AsyncTestClient
+from support.accounts import csrf_token, register, unique_name  # noqa: F401 (tests import them from here)
+from support.browser import CHROMIUM, CHROMIUM_ARGS, new_context
 
 from mesh_nanollm import db, security
 from mesh_nanollm.app import create_app
@@ -33,20 +34,6 @@ from mesh_nanollm.tables import ThrottleHit
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-# Quiet and hermetic on a closed network; WebRTC on loopback needs the last two.
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--proxy-server=http://127.0.0.1:9",
-    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1",
-    "--allow-loopback-in-peer-connection",
-    "--use-fake-ui-for-media-stream",
-]
 
 
 def require(condition: bool, reason: str) -> None:
@@ -141,27 +128,6 @@ async def client(app) -> AsyncIterator[AsyncTestClient]:
         yield test_client
 
 
-def unique_name(prefix: str = "user") -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-async def csrf_token(client: AsyncTestClient) -> str:
-    if not client.cookies.get("csrftoken"):
-        await client.get("/login")
-    return client.cookies["csrftoken"]
-
-
-async def register(client: AsyncTestClient, username: str | None = None, password: str = "correct horse") -> str:
-    """Sign up (and so sign in) a fresh user; returns the username."""
-    username = username or unique_name()
-    response = await client.post(
-        "/register",
-        data={"username": username, "password": password, "confirm": password, "_csrf_token": await csrf_token(client)},
-    )
-    assert response.status_code == 200 and response.url.path == "/rooms", response.text[:500]
-    return username
-
-
 @pytest_asyncio.fixture
 async def user_client(client: AsyncTestClient) -> AsyncTestClient:
     """A client signed in as a fresh user, sending the CSRF header like the page's htmx does."""
@@ -249,7 +215,7 @@ async def browser():
 
 @pytest_asyncio.fixture
 async def page(browser):
-    context = await browser.new_context(viewport={"width": 1280, "height": 900})
+    context = await new_context(browser)
     page = await context.new_page()
     yield page
     await context.close()

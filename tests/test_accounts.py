@@ -16,27 +16,17 @@ import pytest
 from conftest import LiveServer, csrf_token, register, unique_name
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
+from support.accounts import PASSWORD
+from support.accounts import submit_sign_up as sign_up  # the form as posted, to see its answers
 
 from mesh_nanollm import db, security, throttle
 from mesh_nanollm.app import create_app
 from mesh_nanollm.tables import ThrottleHit
 
-PASSWORD = "correct horse"
-
 
 async def sign_in(client: AsyncTestClient, username: str, password: str = PASSWORD, **extra: str):
     data = {"username": username, "password": password, "_csrf_token": await csrf_token(client)}
     return await client.post("/login", data=data | extra, follow_redirects=False)
-
-
-async def sign_up(client: AsyncTestClient, username: str, password: str = PASSWORD, confirm: str | None = None):
-    data = {
-        "username": username,
-        "password": password,
-        "confirm": password if confirm is None else confirm,
-        "_csrf_token": await csrf_token(client),
-    }
-    return await client.post("/register", data=data, follow_redirects=False)
 
 
 def flash(html: str) -> list[str]:

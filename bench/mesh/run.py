@@ -239,7 +239,7 @@ async def wait_all_open(pages: list[Page], links: int, timeout_s: float = 60) ->
         for page in pages:  # what each page has, to see which link never opened and why
             step(
                 await page.evaluate("""() => JSON.stringify({ me: window.mesh?.peerId, opened: opened.size, links: [...window.mesh.links.values()]
-              .map((l) => [l.peerId.slice(0, 8), l.state, l.initiator, Math.round(l.openedAt ?? -1), opened.has(l.peerId)]) })""")
+              .map((l) => [l.peerId.slice(0, 8), l.state, l.initiator, opened.has(l.peerId)]) })""")
             )
         raise
 

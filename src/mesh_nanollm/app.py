@@ -101,13 +101,14 @@ def handle_error(request: Request, exc: Exception) -> Response:
         body: dict[str, Any] = {"error": TITLES.get(status, "Error"), "detail": detail}
         if isinstance(exc, ServiceError) and exc.fields:
             body["fields"] = exc.fields
-        return Response(body, status_code=status, headers=headers)
+        return security_headers(Response(body, status_code=status, headers=headers))
     if status == 401:
         target = quote(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
         return Redirect(f"/login?next={target}", status_code=303)
     context = {"status": status, "title": TITLES.get(status, "Error"), "detail": detail,
                "user": request.scope.get("mesh.user")}
-    return Template("error.html", context=context, status_code=status, headers=headers)
+    # Error responses skip the after_request hooks: the error page needs the same headers as the rest.
+    return security_headers(Template("error.html", context=context, status_code=status, headers=headers))
 
 
 async def sweep(app: Litestar) -> None:
@@ -138,7 +139,45 @@ async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await db.close_pool(engine)
 
 
+# Where transformers.js downloads the catalogue's hub models: the hub, then the storage hosts it
+# redirects to (cdn-lfs*.hf.co, cas-bridge.xethub.hf.co, *.cdn.hf.co, cdn-lfs.huggingface.co; the
+# hub lists them at huggingface.co/.well-known/meta.json). Self-hosted /models/ is this origin.
+HUB_SOURCES = ("https://huggingface.co", "https://*.huggingface.co", "https://hf.co", "https://*.hf.co")
+CSP_DIRECTIVES = {
+    "default-src": ("'self'",),
+    # No inline script anywhere: pages load modules from /static/, and ONNX Runtime may compile its
+    # WebAssembly ('wasm-unsafe-eval') without the page being allowed eval().
+    "script-src": ("'self'", "'wasm-unsafe-eval'"),
+    "worker-src": ("'self'",),
+    # 'self' also covers the Socket.IO websocket (ws:/wss: to this host).
+    "connect-src": ("'self'", *HUB_SOURCES),
+    # htmx 4's indicator rules are a constructed stylesheet, which style-src does not govern.
+    "style-src": ("'self'",),
+    "img-src": ("'self'",),
+    "object-src": ("'none'",),
+    "base-uri": ("'self'",),
+    "form-action": ("'self'",),
+    "frame-ancestors": ("'none'",),
+}
+# A worker runs under the policy of its own script's response. transformers.js imports ONNX Runtime's
+# factory from a blob: URL it makes from our copy (env.useWasmCache, kept on because warm loads are
+# faster, docs/benchmarks.md), and ORT starts its thread workers from that module's URL.
+WORKER_CSP_DIRECTIVES = CSP_DIRECTIVES | {
+    "script-src": (*CSP_DIRECTIVES["script-src"], "blob:"),
+    "worker-src": (*CSP_DIRECTIVES["worker-src"], "blob:"),
+}
+
+
+def render_policy(directives: dict[str, tuple[str, ...]]) -> str:
+    return "; ".join(" ".join((name, *sources)) for name, sources in directives.items())
+
+
+CONTENT_SECURITY_POLICY = render_policy(CSP_DIRECTIVES)
+WORKER_CONTENT_SECURITY_POLICY = render_policy(WORKER_CSP_DIRECTIVES)
+
+
 def security_headers(response: Response) -> Response:
+    response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "same-origin")
     response.headers.setdefault("X-Frame-Options", "DENY")
@@ -150,6 +189,8 @@ def static_headers(response: Response) -> Response:
     response.headers.setdefault("Cache-Control", "no-cache")
     # A worker script must declare COEP itself, or a cross-origin-isolated page may not start it.
     response.headers.setdefault("Cross-Origin-Embedder-Policy", "credentialless")
+    # Of the files here only worker scripts run under their own policy; pages keep the strict one.
+    response.headers.setdefault("Content-Security-Policy", WORKER_CONTENT_SECURITY_POLICY)
     return security_headers(response)
 
 

@@ -126,7 +126,6 @@ class Link {
     this.hello = null; // readCapabilities() of its last hello
     this.rtt = null; // smoothed round trip, ms
     this.heardAt = performance.now();
-    this.openedAt = null;
     this.pings = new Map(); // n → {at, resolve?, reject?} of pings awaiting their pong
     this.candidates = []; // remote ICE candidates that came before the remote description
     this.budget = MESSAGES_PER_S;
@@ -312,8 +311,7 @@ export class Mesh extends EventTarget {
     link.channel.onopen = () => {
       clearTimeout(link.timeout);
       link.state = "open";
-      link.openedAt = performance.now();
-      link.heardAt = link.openedAt;
+      link.heardAt = performance.now();
       link.send(this.#hello());
       this.#emitLink(link);
     };

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import LiveServer
 from playwright.async_api import expect
-
-from browser.pages import HistoryPage, RegisterPage
+from support.pages import HistoryPage, RegisterPage
 
 pytestmark = pytest.mark.browser
 

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from conftest import LiveServer
 from playwright.async_api import Page
+from support.browser import RequestLog
+from support.pages import MODEL
 
-from browser.conftest import RequestLog
-from browser.pages import MODEL
 from mesh_nanollm.app import STATIC_DIR
 from mesh_nanollm.vendor import load_vendor_manifest
 

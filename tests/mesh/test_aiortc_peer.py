@@ -11,13 +11,13 @@ from datetime import datetime
 
 import httpx
 import pytest
-from browser.pages import MODEL
 from conftest import LiveServer
 from playwright.async_api import expect
-from realtime.conftest import Account, create_room, sign_up
+from support.accounts import Account, create_room, sign_up
+from support.pages import MODEL, RoomPage
 
 from mesh.aiortc_peer import PythonPeer, allow_loopback_candidates
-from mesh.conftest import OpenPeer, PeerPage, room_name
+from mesh.conftest import OpenPeer, room_name
 
 pytestmark = pytest.mark.browser
 
@@ -166,7 +166,7 @@ def capabilities(tok_s: float) -> dict:
 
 async def linked_pair(
     server: LiveServer, open_peer: OpenPeer, python_peer: PythonPeer, tok_s: float
-) -> tuple[PeerPage, Account, dict]:
+) -> tuple[RoomPage, Account, dict]:
     """A browser peer in a fresh room, linked to the Python peer, which says it runs at `tok_s`."""
     owner = await sign_up(server.url)
     room = await create_room(server.url, owner, room_name(), private=False)
@@ -278,7 +278,8 @@ async def test_a_long_job_is_in_the_history_while_it_runs_and_keeps_its_own_timi
                 running = jobs[0]
                 break
         assert running, "a run longer than a second should be in the history as running"
-        assert 0.9 < time.monotonic() - ran_at < 3
+        # Not before a second into the run (a busy machine may take longer to show it).
+        assert time.monotonic() - ran_at > 0.9
         assert running["worker_peer"] == python_peer.peer_id
         await asyncio.sleep(0.5)
         text = " one" + " more" * (seq - 1)
@@ -293,8 +294,10 @@ async def test_a_long_job_is_in_the_history_while_it_runs_and_keeps_its_own_timi
         took = time.monotonic() - ran_at
         job = await browser.recorded_job()
     assert job["id"] == running["id"] and job["status"] == "succeeded" and job["output"] == text
-    # Dated from the browser's own clock, not from when each request arrived.
+    # Dated from the browser's own clock, not from when each request arrived: the run lasted at
+    # least as long as this test held it open, while its "running" record left a second late.
+    # (Margins only below: a busy machine delays requests, which can only lengthen it.)
     started = datetime.fromisoformat(job["started_at"])
     finished = datetime.fromisoformat(job["finished_at"])
-    assert abs((finished - started).total_seconds() - took) < 0.3
-    assert 0 < job["ttft_ms"] < 300
+    assert (finished - started).total_seconds() > took - 0.5
+    assert 0 < job["ttft_ms"] < (finished - started).total_seconds() * 1000

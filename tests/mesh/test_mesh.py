@@ -9,9 +9,10 @@ import asyncio
 import pytest
 from conftest import LiveServer
 from playwright.async_api import expect
-from realtime.conftest import create_room, sign_up
+from support.accounts import create_room, sign_up
+from support.pages import RoomPage
 
-from mesh.conftest import OpenPeer, PeerPage, room_name
+from mesh.conftest import OpenPeer, room_name
 
 pytestmark = pytest.mark.browser
 
@@ -138,7 +139,7 @@ async def test_private_room_peers_never_link_to_other_rooms(
     await expect(carol.flash).to_contain_text("ran in this browser")
 
 
-async def first_worker(peers: dict[str, PeerPage], timeout: float = 20.0) -> tuple[str, PeerPage]:
+async def first_worker(peers: dict[str, RoomPage], timeout: float = 20.0) -> tuple[str, RoomPage]:
     """The peer whose page starts running someone's job first."""
     async with asyncio.timeout(timeout):
         while True:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import socketio
 from conftest import start_server
-from realtime.conftest import create_room, sign_up
+from support.accounts import create_room, sign_up
 
 from mesh_nanollm.settings import SettingsError, load_settings
 

@@ -1,64 +1,16 @@
-"""Socket test helpers: accounts made over HTTP, and Socket.IO clients that record what they hear."""
+"""Socket test helpers: Socket.IO clients that record what they hear, and accounts to connect as."""
 
 from __future__ import annotations
 
 import asyncio
-import re
-import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from typing import Any
 
-import httpx
 import pytest_asyncio
 import socketio
 from conftest import LiveServer
-
-
-@dataclass
-class Account:
-    username: str
-    session_cookie: str
-    token: str
-
-
-async def sign_up(base_url: str) -> Account:
-    """Register a fresh user in the browser's way, then create an API token on /settings/tokens."""
-    username = f"rt-{uuid.uuid4().hex[:10]}"
-    async with httpx.AsyncClient(base_url=base_url, follow_redirects=True, timeout=10) as http:
-        await http.get("/register")
-        csrf = http.cookies["csrftoken"]
-        password = "correct horse battery"
-        response = await http.post(
-            "/register",
-            data={"username": username, "password": password, "confirm": password, "_csrf_token": csrf},
-        )
-        assert response.url.path == "/rooms", response.text[:300]
-        response = await http.post("/settings/tokens", data={"name": "sockets", "_csrf_token": csrf})
-        token = re.search(r'data-testid="new-token">([^<]+)<', response.text)
-        assert token, response.text[:300]
-        return Account(username, http.cookies["mesh_session"], token.group(1))
-
-
-async def create_room(base_url: str, account: Account, name: str, private: bool) -> dict[str, Any]:
-    async with httpx.AsyncClient(base_url=base_url, timeout=10) as http:
-        response = await http.post(
-            "/api/rooms",
-            json={"name": name, "private": private},
-            headers={"Authorization": f"Bearer {account.token}"},
-        )
-        assert response.status_code == 201, response.text
-        return response.json()
-
-
-async def room_peers(base_url: str, account: Account, slug: str) -> list[dict[str, Any]]:
-    async with httpx.AsyncClient(base_url=base_url, timeout=10) as http:
-        response = await http.get(
-            f"/api/rooms/{slug}/peers", headers={"Authorization": f"Bearer {account.token}"}
-        )
-        assert response.status_code == 200, response.text
-        return response.json()
+from support.accounts import Account, create_room, room_peers, sign_up  # noqa: F401 (tests import them from here)
 
 
 class Peer:
@@ -135,9 +87,9 @@ async def peers() -> AsyncIterator[Callable[[], Peer]]:
 
 @pytest_asyncio.fixture(scope="session")
 async def account(live_server: LiveServer) -> Account:
-    return await sign_up(live_server.url)
+    return await sign_up(live_server.url, "rt")
 
 
 @pytest_asyncio.fixture(scope="session")
 async def other_account(live_server: LiveServer) -> Account:
-    return await sign_up(live_server.url)
+    return await sign_up(live_server.url, "rt")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 from conftest import LiveServer
-
-from realtime.conftest import Account, create_room, sign_up
+from support.accounts import Account, create_room, sign_up
+from support.browser import new_context, sign_in
+from support.pages import RoomPage
 
 pytestmark = pytest.mark.browser
 
@@ -21,9 +22,9 @@ CONNECT = """async (slug) => {
 }"""
 
 
-async def open_room(page, server: LiveServer, account: Account, slug: str) -> None:
-    await page.context.add_cookies([{"name": "mesh_session", "value": account.session_cookie, "url": server.url}])
-    await page.goto(f"{server.url}/rooms/{slug}")
+async def open_room(page, server: LiveServer, account: Account, slug: str) -> RoomPage:
+    await sign_in(page.context, server.url, account.session_cookie)
+    return await RoomPage(page, server.url, account=account).open(slug)
 
 
 async def test_connect_room_relays_signals_and_presence_between_pages(live_server: LiveServer, browser) -> None:
@@ -31,7 +32,7 @@ async def test_connect_room_relays_signals_and_presence_between_pages(live_serve
     room = await create_room(live_server.url, alice, "browser relay", private=False)
     pages = []
     for account in (alice, bob):
-        context = await browser.new_context()
+        context = await new_context(browser)
         page = await context.new_page()
         await open_room(page, live_server, account, room["slug"])
         pages.append(page)
@@ -149,8 +150,9 @@ async def test_signals_that_come_before_any_listener_reach_the_first_one(
           window.conn.addEventListener("signal", (e) => {
             // The room page's own mesh peer offers to this extra connection too, later: not those.
             if (e.detail.from === from) heard.push(e.detail.kind);
+            if (heard.length === 2) resolve(heard);
           });
-          setTimeout(() => resolve(heard), 1000);
+          setTimeout(() => resolve(heard), 15000);
         })""",
         other.peer_id,
     )

@@ -17,8 +17,9 @@ from conftest import (
     reset_postgres,
     start_server,
 )
+from support.accounts import create_room, room_peers, sign_up
 
-from realtime.conftest import create_room, offer, room_peers, sign_up
+from realtime.conftest import offer
 
 pytestmark = pytest.mark.slow
 

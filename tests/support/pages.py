@@ -1,12 +1,17 @@
-"""Page objects for the foundation pages, driven through labels, roles and data-testid hooks."""
+"""Page objects, driven through labels, roles and data-testid hooks."""
 
 from __future__ import annotations
 
+import asyncio
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from playwright.async_api import Locator, Page, expect
+
+from support.accounts import Account
+
+MODEL = "tiny-gpt2"
 
 
 @dataclass
@@ -51,10 +56,25 @@ class RoomsPage(AppPage):
         return RoomPage(self.page, self.base_url)
 
 
+@dataclass
 class RoomPage(AppPage):
+    """A room page: its peers panel, its run card (model, prompt, streamed output, metrics, the job it
+    recorded) and, as one peer of a mesh, its links to the others."""
+
+    account: Account | None = None
+    console: list[str] = field(default_factory=list)  # filled by whoever listens (see open_peer)
+
+    async def open(self, slug: str = "global", query: str = "") -> RoomPage:
+        await self.page.goto(f"{self.base_url}/rooms/{slug}{query}")
+        return self
+
     @property
     def heading(self) -> Locator:
         return self.page.get_by_role("heading", level=1)
+
+    @property
+    def slug(self) -> str:
+        return self.page.url.rsplit("/", 1)[-1]
 
     @property
     def model_picker(self) -> Locator:
@@ -65,8 +85,79 @@ class RoomPage(AppPage):
         return self.page.get_by_test_id("peers")
 
     @property
-    def slug(self) -> str:
-        return self.page.url.rsplit("/", 1)[-1]
+    def backend(self) -> Locator:
+        return self.page.get_by_test_id("backend")
+
+    @property
+    def output(self) -> Locator:
+        return self.page.get_by_test_id("output")
+
+    @property
+    def metrics(self) -> Locator:
+        return self.page.get_by_test_id("metrics")
+
+    @property
+    def progress(self) -> Locator:
+        return self.page.get_by_test_id("progress")
+
+    @property
+    def serving(self) -> Locator:
+        return self.page.get_by_test_id("serving")
+
+    @property
+    def job_link(self) -> Locator:
+        return self.metrics.get_by_role("link", name="recorded in history")
+
+    async def wait_until_warm(self, timeout: float = 60_000) -> None:
+        await expect(self.backend).to_contain_text(f"warm: {MODEL}", timeout=timeout)
+        await expect(self.backend).to_have_attribute("data-state", "idle", timeout=timeout)
+
+    async def run(self, prompt: str, max_tokens: int, mode: str = "local") -> None:
+        await self.page.get_by_test_id("model").select_option(MODEL)
+        await self.page.get_by_test_id("mode").select_option(mode)
+        await self.page.get_by_test_id("prompt").fill(prompt)
+        await self.page.get_by_label("Max tokens").fill(str(max_tokens))
+        await self.page.get_by_test_id("run").click()
+
+    async def recorded_job(self, timeout: float = 30_000) -> dict:
+        """The finished run's job, read back through the JSON API the page recorded it with."""
+        await expect(self.job_link).to_be_visible(timeout=timeout)
+        job_id = await self.job_link.get_attribute("data-job-id")
+        response = await self.page.request.get(f"{self.base_url}/api/jobs/{job_id}")
+        assert response.ok, await response.text()
+        return await response.json()
+
+    async def run_and_wait(self, prompt: str, max_tokens: int, mode: str = "local") -> dict:
+        """Run a prompt and return its job once recorded (a new one, not the previous run's)."""
+        previous = await self.job_link.get_attribute("data-job-id") if await self.job_link.count() else None
+        await self.run(prompt, max_tokens, mode)
+        if previous:
+            await expect(self.job_link).not_to_have_attribute("data-job-id", previous, timeout=30_000)
+        return await self.recorded_job()
+
+    async def own_peer_id(self) -> str:
+        """This page's peer id, from its own row in the peers panel."""
+        row = self.page.locator('[data-testid="peer"][data-link="self"]')
+        await expect(row).to_have_count(1, timeout=20_000)
+        return await row.get_attribute("data-peer-id") or ""
+
+    def peer_row(self, peer_id: str) -> Locator:
+        return self.page.locator(f'[data-testid="peer"][data-peer-id="{peer_id}"]')
+
+    @property
+    def linked_rows(self) -> Locator:
+        return self.page.locator('[data-testid="peer"][data-link="open"]')
+
+    async def wait_for_links(self, count: int, timeout: float = 20_000) -> None:
+        """Until the peers panel shows `count` peers linked over a data channel."""
+        await expect(self.linked_rows).to_have_count(count, timeout=timeout)
+
+    async def console_lines(self, needle: str, count: int, timeout: float = 10.0) -> list[str]:
+        """At least `count` console lines containing `needle` (console events arrive asynchronously)."""
+        async with asyncio.timeout(timeout):
+            while len(lines := [line for line in self.console if needle in line]) < count:
+                await asyncio.sleep(0.05)
+        return lines
 
 
 class HistoryPage(AppPage):
@@ -90,70 +181,8 @@ class HistoryPage(AppPage):
         csrf = await self.page.locator('meta[name="csrf-token"]').get_attribute("content")
         response = await self.page.request.post(
             f"{self.base_url}/api/jobs",
-            data={"room": room, "model": "tiny-gpt2", "prompt": prompt},
+            data={"room": room, "model": MODEL, "prompt": prompt},
             headers={"x-csrftoken": csrf or ""},
         )
         assert response.status == 201, await response.text()
         return (await response.json())["id"]
-
-
-MODEL = "tiny-gpt2"
-
-
-@dataclass
-class RunCard:
-    """The run card of a room page: model, prompt, streamed output, metrics and the job it recorded."""
-
-    page: Page
-
-    @property
-    def backend(self) -> Locator:
-        return self.page.get_by_test_id("backend")
-
-    @property
-    def output(self) -> Locator:
-        return self.page.get_by_test_id("output")
-
-    @property
-    def metrics(self) -> Locator:
-        return self.page.get_by_test_id("metrics")
-
-    @property
-    def progress(self) -> Locator:
-        return self.page.get_by_test_id("progress")
-
-    @property
-    def flash(self) -> Locator:
-        return self.page.get_by_test_id("flash")
-
-    @property
-    def job_link(self) -> Locator:
-        return self.metrics.get_by_role("link", name="recorded in history")
-
-    async def wait_until_warm(self, timeout: float = 60_000) -> None:
-        await expect(self.backend).to_contain_text(f"warm: {MODEL}", timeout=timeout)
-        await expect(self.backend).to_have_attribute("data-state", "idle", timeout=timeout)
-
-    async def run(self, prompt: str, max_tokens: int, mode: str = "local") -> None:
-        await self.page.get_by_test_id("model").select_option(MODEL)
-        await self.page.get_by_test_id("mode").select_option(mode)
-        await self.page.get_by_test_id("prompt").fill(prompt)
-        await self.page.get_by_label("Max tokens").fill(str(max_tokens))
-        await self.page.get_by_test_id("run").click()
-
-    async def recorded_job(self, timeout: float = 30_000) -> dict:
-        """The finished run's job, read back through the JSON API the page recorded it with."""
-        await expect(self.job_link).to_be_visible(timeout=timeout)
-        job_id = await self.job_link.get_attribute("data-job-id")
-        origin = self.page.url.split("/rooms/")[0]
-        response = await self.page.request.get(f"{origin}/api/jobs/{job_id}")
-        assert response.ok, await response.text()
-        return await response.json()
-
-    async def run_and_wait(self, prompt: str, max_tokens: int, mode: str = "local") -> dict:
-        """Run a prompt and return its job once recorded (a new one, not the previous run's)."""
-        previous = await self.job_link.get_attribute("data-job-id") if await self.job_link.count() else None
-        await self.run(prompt, max_tokens, mode)
-        if previous:
-            await expect(self.job_link).not_to_have_attribute("data-job-id", previous, timeout=30_000)
-        return await self.recorded_job()

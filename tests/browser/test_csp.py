@@ -1,0 +1,102 @@
+"""The Content-Security-Policy in headless Chromium: every page, a real inference in a worker
+included, runs without one violation, and the watch would have seen one."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from conftest import LiveServer
+from playwright.async_api import Browser, Page, expect
+from support.browser import CspWatch, new_context
+from support.pages import RegisterPage, RoomPage
+
+pytestmark = pytest.mark.browser
+
+
+async def visit(page: Page, url: str, status: int = 200) -> None:
+    """Open a page and check it came with the policy (no violations would also mean no policy)."""
+    response = await page.goto(url)
+    assert response is not None and response.status == status, url
+    policy = await response.header_value("content-security-policy") or ""
+    assert "script-src 'self' 'wasm-unsafe-eval'" in policy and "frame-ancestors 'none'" in policy, url
+
+
+async def test_every_page_and_a_local_inference_run_without_csp_violations(
+    live_server: LiveServer, browser: Browser
+) -> None:
+    context = await new_context(browser)
+    watch = await CspWatch().attach(context)
+    page = await context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    base = live_server.url
+
+    await visit(page, f"{base}/login")
+    await visit(page, f"{base}/register")
+    await RegisterPage(page, base).sign_up(f"csp-{uuid.uuid4().hex[:10]}", "correct horse")
+    await visit(page, f"{base}/rooms")
+    # An htmx form: its request, its swap, and the navigation after it.
+    await page.get_by_label("Name").fill("Policy bench")
+    await page.get_by_role("button", name="Create room").click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Policy bench")
+
+    # The room page: Socket.IO, the inference worker, transformers.js and ONNX Runtime's WASM.
+    await visit(page, f"{base}/rooms/global")
+    room = RoomPage(page, base)
+    await room.wait_until_warm()
+    await room.run("You may", max_tokens=8)
+    job = await room.recorded_job()
+    assert job["status"] == "succeeded"
+    # With threads, ONNX Runtime starts workers of its own from the module transformers.js imported.
+    workers: list[str] = []
+    page.on("worker", lambda worker: workers.append(worker.url))
+    await visit(page, f"{base}/rooms/global?threads=2")
+    await room.wait_until_warm()
+    assert (await room.run_and_wait("You may", max_tokens=4))["status"] == "succeeded"
+    assert any(url.startswith("blob:") for url in workers), workers
+
+    await visit(page, f"{base}/jobs")
+    await page.get_by_label("Status").select_option("succeeded")  # htmx swaps the table in
+    await expect(page.locator(f'[data-testid="job-row"][data-job-id="{job["id"]}"]')).to_be_visible()
+    await visit(page, f"{base}/jobs/{job['id']}")
+    await visit(page, f"{base}/no-such-page", status=404)
+    await visit(page, f"{base}/settings")
+    await page.get_by_placeholder("Token name").fill("policy")
+    await page.get_by_role("button", name="Create token").click()
+    await expect(page.get_by_test_id("new-token")).to_be_visible()
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page).to_have_url(f"{base}/login")
+
+    await context.close()
+    assert watch.violations == []
+    assert errors == []
+
+
+async def test_watch_reports_violations_in_pages_and_workers(live_server: LiveServer, browser: Browser) -> None:
+    context = await new_context(browser)
+    watch = await CspWatch().attach(context)
+    page = await context.new_page()
+    await page.goto(f"{live_server.url}/login")
+    # Inline code in the page, and a download from a host the policy does not list, in the worker.
+    async with page.expect_worker() as started:
+        ran_inline = await page.evaluate("""() => new Promise((resolve) => {
+          const script = document.createElement("script");
+          script.textContent = "window.ranInline = true";
+          document.head.append(script);
+          // Its answer to a bad message shows its script has run, the watch's listener included.
+          const worker = new Worker("/static/js/inference-worker.js", { type: "module" });
+          worker.onmessage = () => resolve(window.ranInline === true);
+          worker.postMessage("hello");
+        })""")
+    worker = await started.value
+    refused = await worker.evaluate("fetch('https://example.com/model.onnx').then(() => false, () => true)")
+    for _ in range(100):  # console events arrive asynchronously
+        if len(watch.violations) >= 2:
+            break
+        await page.wait_for_timeout(100)
+    await context.close()
+
+    assert not ran_inline and refused
+    assert any("script-src" in line and "/login" in line for line in watch.violations), watch.violations
+    assert any("connect-src" in line and "inference-worker.js" in line for line in watch.violations), watch.violations

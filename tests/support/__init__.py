@@ -1,0 +1,1 @@
+"""Helpers the tests share: accounts, live servers, browser contexts and page objects."""

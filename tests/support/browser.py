@@ -1,0 +1,97 @@
+"""Headless Chromium for tests: its flags, one way to open a context, and what the pages did in it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Request, Route
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+# Quiet and hermetic on a closed network; WebRTC on loopback needs the last two.
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--proxy-server=http://127.0.0.1:9",
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1",
+    "--allow-loopback-in-peer-connection",
+    "--use-fake-ui-for-media-stream",
+]
+SWIFTSHADER_ARGS = [*CHROMIUM_ARGS, "--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader"]
+VIEWPORT = {"width": 1280, "height": 900}
+
+
+async def new_context(browser: Browser, base_url: str | None = None, session_cookie: str | None = None) -> BrowserContext:
+    """A fresh context (own cookies and caches), signed in when given a session cookie."""
+    context = await browser.new_context(viewport=VIEWPORT)
+    if session_cookie is not None:
+        assert base_url, "a session cookie needs the server's URL"
+        await sign_in(context, base_url, session_cookie)
+    return context
+
+
+async def sign_in(context: BrowserContext, base_url: str, session_cookie: str) -> None:
+    """Sign a context in as an account made over HTTP (support.accounts.sign_up)."""
+    await context.add_cookies([{"name": "mesh_session", "value": session_cookie, "url": base_url}])
+
+
+@dataclass
+class RequestLog:
+    """Every request the pages and their workers make, to prove nothing leaves the app's origin."""
+
+    origin: str
+    urls: list[str] = field(default_factory=list)
+
+    def attach(self, context: BrowserContext) -> RequestLog:
+        context.on("request", self._record)
+        return self
+
+    def _record(self, request: Request) -> None:
+        self.urls.append(request.url)
+
+    @property
+    def off_origin(self) -> list[str]:
+        local = (self.origin + "/", "blob:", "data:")
+        return [url for url in self.urls if not url.startswith(local)]
+
+    def count(self, path_prefix: str) -> int:
+        return sum(url.startswith(self.origin + path_prefix) for url in self.urls)
+
+
+# Says each violation on the console, where the watch hears it: the browser's own message about it
+# reaches Playwright from documents but not from workers.
+REPORT_VIOLATIONS = """addEventListener("securitypolicyviolation", (e) => console.error(
+  `Content Security Policy violation: ${e.violatedDirective} blocked ${e.blockedURI || "inline code"} in ${self.location.href}`));
+"""
+
+
+WORKER_SCRIPTS = "**/static/js/*worker*.js"
+
+
+@dataclass
+class CspWatch:
+    """Content-Security-Policy violations in a context's pages and in the workers they start.
+
+    Documents get the listener as an init script; workers get none, so their scripts
+    (WORKER_SCRIPTS) are served with the listener in front, under the app's own headers. Workers
+    started from blob: URLs (ONNX Runtime's threads) are not watched: a refusal there fails the run."""
+
+    violations: list[str] = field(default_factory=list)
+
+    async def attach(self, context: BrowserContext) -> CspWatch:
+        await context.add_init_script(REPORT_VIOLATIONS)
+        await context.route(WORKER_SCRIPTS, self._instrument)
+        context.on("console", self._console)
+        return self
+
+    async def _instrument(self, route: Route) -> None:
+        response = await route.fetch()
+        await route.fulfill(response=response, body=REPORT_VIOLATIONS + await response.text())
+
+    def _console(self, message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:
+            self.violations.append(message.text)
