@@ -82,8 +82,3 @@ class JoinAck(msgspec.Struct):
     peer_id: str
     peers: list[PeerEntry]
     ice_servers: list[dict[str, object]]
-
-
-class ErrorEvent(msgspec.Struct):
-    code: str
-    message: str
