@@ -36,6 +36,7 @@ class Settings:
     # Socket.IO: per-connection token bucket, liveness pings, presence batching (docs/realtime.md).
     socket_rate: int = 50
     socket_burst: int = 200
+    socket_auth_timeout_s: int = 10
     ping_interval_s: int = 5
     ping_timeout_s: int = 5
     presence_interval_ms: int = 1000
@@ -147,6 +148,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         db_pool_size=_int(environ, "DB_POOL_SIZE", 10),
         socket_rate=_int(environ, "SOCKET_RATE", 50),
         socket_burst=_int(environ, "SOCKET_BURST", 200),
+        socket_auth_timeout_s=_int(environ, "SOCKET_AUTH_TIMEOUT", 10),
         ping_interval_s=_int(environ, "PING_INTERVAL", 5),
         ping_timeout_s=_int(environ, "PING_TIMEOUT", 5),
         presence_interval_ms=_int(environ, "PRESENCE_INTERVAL_MS", 1000),
