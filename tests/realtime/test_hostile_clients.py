@@ -117,6 +117,14 @@ async def test_socket_that_never_signs_in_is_closed(strict_server: LiveServer, r
     assert "Traceback" not in strict_server.log_path.read_text()
 
 
+async def test_socket_that_leaves_the_namespace_but_stays_open_is_closed(strict_server: LiveServer, raw) -> None:
+    account = await sign_up(strict_server.url)
+    sock = await raw(strict_server, token=account.token)
+    await asyncio.sleep(1.5)  # past the deadline it had when it opened, met by signing in
+    await sock.ws.send_str("41")  # Socket.IO DISCONNECT; the websocket itself stays
+    await asyncio.wait_for(sock.closed.wait(), 20)
+
+
 @pytest.mark.parametrize(
     ("frame", "closes"),
     [
