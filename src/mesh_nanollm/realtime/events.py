@@ -25,9 +25,9 @@ from mesh_nanollm.realtime.notify import (
 )
 from mesh_nanollm.realtime.presence import LocalPeer, Presence, live_peer_entries, open_peer_session
 from mesh_nanollm.realtime.schemas import (
+    PRINTABLE,
     IceCandidate,
     JoinAck,
-    PRINTABLE,
     JoinRoom,
     SessionDescription,
     Signal,
@@ -53,7 +53,8 @@ class Connection:
 
 
 def _problem(exc: msgspec.ValidationError) -> str:
-    return "The payload is not valid: " + str(exc).replace(f"matching regex {PRINTABLE!r}", "without control characters")
+    problem = str(exc).replace(f"matching regex {PRINTABLE!r}", "without control characters")
+    return f"The payload is not valid: {problem}"
 
 
 async def admit(sio: socketio.AsyncServer, sid: str, conn: Connection) -> bool:
