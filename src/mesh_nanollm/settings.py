@@ -43,6 +43,7 @@ class Settings:
     # Socket.IO: per-connection token bucket, liveness pings, presence batching (docs/realtime.md).
     socket_rate: int = 50
     socket_burst: int = 200
+    socket_auth_timeout_s: int = 10
     ping_interval_s: int = 5
     ping_timeout_s: int = 5
     presence_interval_ms: int = 1000
@@ -177,6 +178,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         db_pool_size=_int(environ, "DB_POOL_SIZE", DEFAULTS.db_pool_size),
         socket_rate=_int(environ, "SOCKET_RATE", DEFAULTS.socket_rate),
         socket_burst=_int(environ, "SOCKET_BURST", DEFAULTS.socket_burst),
+        socket_auth_timeout_s=_int(environ, "SOCKET_AUTH_TIMEOUT", DEFAULTS.socket_auth_timeout_s),
         ping_interval_s=_int(environ, "PING_INTERVAL", DEFAULTS.ping_interval_s),
         ping_timeout_s=_int(environ, "PING_TIMEOUT", DEFAULTS.ping_timeout_s),
         presence_interval_ms=_int(environ, "PRESENCE_INTERVAL_MS", DEFAULTS.presence_interval_ms),

@@ -23,10 +23,14 @@ class Peer:
         self._arrived = asyncio.Event()
         self.client.on("*", self._record)
         self.client.on("connect_error", lambda data: self.events["connect_error"].append(data))
+        self.client.on("disconnect", self._disconnected)
 
     async def _record(self, event: str, *args: Any) -> None:
         self.events[event].append(args[0] if len(args) == 1 else list(args))
         self._arrived.set()
+
+    async def _disconnected(self, reason: Any = None) -> None:
+        await self._record("disconnect", reason)
 
     async def connect(self, url: str, *, cookie: str | None = None, token: str | None = None, auth: Any = None) -> None:
         headers = {}

@@ -20,6 +20,7 @@ from conftest import (
 from support.accounts import create_room, room_peers, sign_up
 
 from realtime.conftest import offer
+from realtime.test_credentials import revoke_token, sign_out
 
 pytestmark = pytest.mark.slow
 
@@ -43,7 +44,9 @@ async def own_database(base_url: str, name: str) -> str:
 def two_instances(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, LiveServer]]:
     problem = asyncio.run(postgres_reachable(TEST_DATABASE_URL)) or redis_reachable(TEST_REDIS_URL)
     require(problem is None, problem or "")
-    database_url = asyncio.run(own_database(TEST_DATABASE_URL, "test_realtime"))
+    # Named after the test database, so runs against different test databases never share it.
+    name = TEST_DATABASE_URL.rsplit("/", 1)[1] + "_realtime"
+    database_url = asyncio.run(own_database(TEST_DATABASE_URL, name))
     tmp: Path = tmp_path_factory.mktemp("instances")
     first = start_server(tmp, database_url, REDIS_URL=TEST_REDIS_URL)
     try:
@@ -94,3 +97,19 @@ async def test_peers_on_two_instances_see_presence_and_relay(two_instances, peer
     await alice.wait_for("peer_left", lambda e: bob.peer_id in e["peer_ids"])
     listed = await room_peers(one.url, alice_account, room["slug"])
     assert [p["peer_id"] for p in listed] == [alice.peer_id]
+
+
+async def test_revoking_on_one_instance_disconnects_sockets_on_the_other(two_instances, peers) -> None:
+    one, two = two_instances
+    leaving, staying = await sign_up(one.url), await sign_up(one.url)
+    by_token, by_cookie, bystander = peers(), peers(), peers()
+    await by_token.connect(two.url, token=leaving.token)
+    await by_cookie.connect(two.url, cookie=leaving.session_cookie)
+    await bystander.connect(two.url, token=staying.token)
+
+    await revoke_token(one.url, leaving)
+    await by_token.wait_for("disconnect")
+    await sign_out(one.url, leaving)
+    await by_cookie.wait_for("disconnect")
+
+    assert "peer_id" in await bystander.join("global")

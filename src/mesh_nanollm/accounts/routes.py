@@ -11,6 +11,8 @@ from litestar.response import Redirect, Template
 
 from mesh_nanollm.accounts import service
 from mesh_nanollm.errors import ServiceError
+from mesh_nanollm.realtime.auth import SESSION_COOKIE
+from mesh_nanollm.realtime.notify import notify_signed_out, notify_token_revoked
 from mesh_nanollm.security import (
     SESSION_USER_KEY,
     client_address,
@@ -116,7 +118,12 @@ class AccountController(Controller):
 
     @post("/logout", name="logout", status_code=200)
     async def logout(self, request: HTMXRequest) -> Redirect:
+        session_id = request.cookies.get(SESSION_COOKIE)
         request.clear_session()
+        if session_id:
+            # Gone from the store first, so a socket that reconnects at once is refused.
+            await request.app.state.session_store.delete(session_id)
+            await notify_signed_out(request.app.state.realtime, session_id)
         return Redirect("/login", status_code=303)
 
 
@@ -145,7 +152,8 @@ class SettingsController(Controller):
 
     @post("/tokens/{token_id:int}/revoke", name="token_revoke", status_code=200)
     async def revoke_token(self, request: HTMXRequest, user: NamedDependency[User], token_id: FromPath[int]) -> Template | Redirect:
-        await service.revoke_token(user, token_id)
+        token_hash = await service.revoke_token(user, token_id)
+        await notify_token_revoked(request.app.state.realtime, token_hash)
         if not request.htmx:
             return Redirect("/settings", status_code=303)
         tokens = await service.list_tokens(user)

@@ -74,9 +74,13 @@ async def create_token(user: User, name: str) -> tuple[ApiToken, str]:
     return token, plaintext
 
 
-async def revoke_token(user: User, token_id: int) -> None:
+async def revoke_token(user: User, token_id: int) -> str:
+    """Delete one of the user's tokens; returns its hash, which names it to the sockets it opened."""
     if not 0 < token_id < 2**63:  # beyond the id column's range the drivers raise, not miss
         raise NotFound("No such token.")
-    deleted = await ApiToken.delete().where(ApiToken.id == token_id, ApiToken.user == user.id).returning(ApiToken.id)
+    deleted = await ApiToken.delete().where(ApiToken.id == token_id, ApiToken.user == user.id).returning(
+        ApiToken.token_hash
+    )
     if not deleted:
         raise NotFound("No such token.")
+    return deleted[0]["token_hash"]

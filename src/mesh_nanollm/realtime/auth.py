@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from mesh_nanollm.security import bearer_token, user_for_session, user_for_token
+from mesh_nanollm.security import bearer_token, hash_token, user_for_session, user_for_token
 from mesh_nanollm.sessions import DatabaseStore
 from mesh_nanollm.tables import User
 
@@ -22,11 +22,12 @@ def _cookie(header: str, name: str) -> str | None:
     return None
 
 
-async def authenticate_socket(environ: dict[str, Any], auth: object) -> User | None:
-    """The user behind a Socket.IO handshake, or None.
+async def authenticate_socket(environ: dict[str, Any], auth: object) -> tuple[User, str] | None:
+    """The user behind a Socket.IO handshake and the credential it used, or None.
 
     Browsers send the session cookie; scripts send `Authorization: Bearer …`, or `auth={"token": …}`
-    where their websocket library cannot set headers.
+    where their websocket library cannot set headers. The credential is the SHA-256 of the token or
+    session id (the token's is its stored `token_hash`): what revoking it names.
     """
     # engine.io already copied the handshake's headers into `environ`; reading them there keeps
     # no parsed copies alive on the long-lived ASGI scope.
@@ -34,7 +35,8 @@ async def authenticate_socket(environ: dict[str, Any], auth: object) -> User | N
     if token is None and isinstance(auth, dict) and isinstance(auth.get("token"), str):
         token = auth["token"]
     if token is not None:
-        return await user_for_token(token) if 0 < len(token) <= 200 else None
+        user = await user_for_token(token) if 0 < len(token) <= 200 else None
+        return (user, hash_token(token)) if user is not None else None
     session_id = _cookie(environ.get("HTTP_COOKIE", ""), SESSION_COOKIE)
     if not session_id or len(session_id) > 64:
         return None
@@ -45,4 +47,5 @@ async def authenticate_socket(environ: dict[str, Any], auth: object) -> User | N
         session = msgspec.json.decode(raw)
     except msgspec.DecodeError:
         return None
-    return await user_for_session(session) if isinstance(session, dict) else None
+    user = await user_for_session(session) if isinstance(session, dict) else None
+    return (user, hash_token(session_id)) if user is not None else None

@@ -17,8 +17,10 @@ class LeanSocket(AsyncSocket):
     write-queue read in another `wait_for`: two tasks' worth of scheduling and two timer handles per
     relayed message. The timeouts only guard against a silent client, which engine.io's service
     task already closes when it misses a ping; `close` here then wakes the writer, which closes the
-    websocket, which ends the reader. Everything else (packets, pings, upgrade-less websocket
-    handshake, close semantics) is engine.io's own code.
+    websocket, which ends the reader. A frame that is not an engine.io packet at all closes the
+    connection without a log line, as the reference (JavaScript) engine.io server does; stock
+    python-engineio logged a traceback for each one. Everything else (packets, pings,
+    upgrade-less websocket handshake, close semantics) is engine.io's own code.
     """
 
     async def _websocket_handler(self, ws: Any) -> Any:
@@ -36,7 +38,13 @@ class LeanSocket(AsyncSocket):
             if data is None or len(data) > limit:
                 break
             try:
-                await self.receive(packet.Packet(encoded_packet=data))
+                pkt = packet.Packet(encoded_packet=data)
+            except ValueError:  # empty, no packet type, bad base64: not an engine.io client
+                break
+            if not packet.OPEN <= pkt.packet_type <= packet.NOOP:
+                break
+            try:
+                await self.receive(pkt)
             except exceptions.UnknownPacketError:
                 pass
             except exceptions.SocketIsClosedError:

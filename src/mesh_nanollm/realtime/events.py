@@ -16,9 +16,16 @@ from mesh_nanollm.errors import ServiceError
 from mesh_nanollm.realtime.auth import authenticate_socket
 from mesh_nanollm.realtime.ice import ice_servers_for
 from mesh_nanollm.realtime.limits import TokenBucket
-from mesh_nanollm.realtime.notify import notify_error, peer_channel, relay_signal, room_channel
+from mesh_nanollm.realtime.notify import (
+    credential_channel,
+    notify_error,
+    peer_channel,
+    relay_signal,
+    room_channel,
+)
 from mesh_nanollm.realtime.presence import LocalPeer, Presence, live_peer_entries, open_peer_session
 from mesh_nanollm.realtime.schemas import (
+    PRINTABLE,
     IceCandidate,
     JoinAck,
     JoinRoom,
@@ -46,7 +53,23 @@ class Connection:
 
 
 def _problem(exc: msgspec.ValidationError) -> str:
-    return f"The payload is not valid: {exc}"
+    problem = str(exc).replace(f"matching regex {PRINTABLE!r}", "without control characters")
+    return f"The payload is not valid: {problem}"
+
+
+async def admit(sio: socketio.AsyncServer, sid: str, conn: Connection) -> bool:
+    """Whether `conn`'s token bucket lets one more packet through; if not, tell it why (once a
+    second at most, so a flood is not answered with a flood)."""
+    bucket = conn.bucket
+    if bucket.take():
+        return True
+    if bucket.should_warn():
+        await notify_error(
+            sio, sid, "rate_limited",
+            f"Too many events: at most {bucket.rate:g}/s (bursts of {bucket.burst:g}). "
+            "Events over the limit were dropped.",
+        )
+    return False
 
 
 def register_events(sio: socketio.AsyncServer, presence: Presence, settings: Settings) -> None:
@@ -58,14 +81,8 @@ def register_events(sio: socketio.AsyncServer, presence: Presence, settings: Set
     async def admitted(sid: str) -> Connection | None:
         """The connection, if its token bucket lets this event through; otherwise tell it why."""
         conn = connections.get(sid)
-        if conn is None or conn.bucket.take():
+        if conn is None or await admit(sio, sid, conn):
             return conn
-        if conn.bucket.should_warn():
-            await notify_error(
-                sio, sid, "rate_limited",
-                f"Too many events: at most {settings.socket_rate}/s (bursts of {settings.socket_burst}). "
-                "Events over the limit were dropped.",
-            )
         return None
 
     async def depart(conn: Connection, sid: str, *, closing: bool = False) -> None:
@@ -95,11 +112,14 @@ def register_events(sio: socketio.AsyncServer, presence: Presence, settings: Set
     @sio.event
     async def connect(sid: str, environ: dict[str, Any], auth: object = None) -> None:
         """A browser or script opens the socket; it must already be signed in."""
-        user = await authenticate_socket(environ, auth)
-        if user is None:
+        signed_in = await authenticate_socket(environ, auth)
+        if signed_in is None:
             raise Refused(REFUSED)
+        user, credential = signed_in
         conn = Connection(user, TokenBucket(settings.socket_rate, settings.socket_burst))
         await sio.save_session(sid, {"conn": conn})
+        # Filed under its credential, so revoking the token or ending the session closes it.
+        await sio.enter_room(sid, credential_channel(credential))
         connections[sid] = conn
 
     @event

@@ -1,12 +1,22 @@
-"""Everything the server tells rooms and peers over Socket.IO: relayed signals, presence batches
-and errors. The socket handlers and the presence loop call these; nothing else emits."""
+"""Everything the server tells rooms and peers over Socket.IO: relayed signals, presence batches,
+errors, and the end of a revoked credential's sockets. The socket handlers, the presence loop and
+(for revocations) the HTTP routes call these; nothing else emits."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import msgspec
 import socketio
 
 from mesh_nanollm.realtime.presence import RoomChanges
+from mesh_nanollm.security import hash_token
+
+if TYPE_CHECKING:
+    from mesh_nanollm.realtime.server import Realtime
+
+# The Redis channel that carries revoked credentials between instances.
+REVOKED_CHANNEL = "mesh-nanollm:revoked"
 
 _encode = msgspec.json.Encoder().encode
 
@@ -20,6 +30,12 @@ def peer_channel(room_slug: str, peer_id: str) -> str:
     """One peer's own Socket.IO room. It names the mesh room too, so a signal addressed through it
     can only reach a peer of the sender's room, on whichever instance that peer is connected."""
     return f"p:{room_slug}:{peer_id}"
+
+
+def credential_channel(credential: str) -> str:
+    """The Socket.IO room of the sockets opened with one credential (the SHA-256 of a token or of
+    a session id)."""
+    return f"c:{credential}"
 
 
 async def notify_room_changes(sio: socketio.AsyncServer, changes: RoomChanges) -> None:
@@ -48,3 +64,21 @@ async def relay_signal(sio: socketio.AsyncServer, eio_sid: str, payload: dict[st
 async def notify_error(sio: socketio.AsyncServer, sid: str, code: str, message: str) -> None:
     """`error {code, message}` to one connection on this instance; the connection stays up."""
     await sio.emit("error", {"code": code, "message": message}, to=sid, ignore_queue=True)
+
+
+async def close_credential_sockets(sio: socketio.AsyncServer, credential: str) -> None:
+    """Disconnect this instance's sockets opened with `credential`: each hears Socket.IO's
+    DISCONNECT (after which clients do not reconnect by themselves), then its websocket closes."""
+    for sid, eio_sid in list(sio.manager.get_participants("/", credential_channel(credential))):
+        await sio.disconnect(sid, ignore_queue=True)
+        await sio.eio.disconnect(eio_sid)
+
+
+async def notify_token_revoked(realtime: Realtime, token_hash: str) -> None:
+    """An API token was revoked: the sockets it opened close, on every instance."""
+    await realtime.revoke(token_hash)
+
+
+async def notify_signed_out(realtime: Realtime, session_id: str) -> None:
+    """A browser session ended: the sockets it opened close, on every instance."""
+    await realtime.revoke(hash_token(session_id))

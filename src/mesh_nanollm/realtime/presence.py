@@ -145,10 +145,6 @@ class Presence:
         for peer_id in list(self.peers):
             self.remove(peer_id)
 
-    @property
-    def pending(self) -> bool:
-        return any(self._joined.values()) or any(self._updated.values()) or any(self._left.values())
-
     async def flush(self) -> list[RoomChanges]:
         """Write pending leaves and statuses, stamp liveness when due; say what each room must hear.
 

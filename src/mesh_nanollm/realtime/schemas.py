@@ -12,9 +12,13 @@ SDP_MAX = 16 * 1024
 CANDIDATE_MAX = 1024
 PEER_ID_PATTERN = "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
 
+# Strings the server stores or shows (Postgres refuses NUL in text and JSON, and no name, model id
+# or user agent needs a control character) are matched against this.
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+
 PeerId = Annotated[str, msgspec.Meta(pattern=PEER_ID_PATTERN)]
 Backend = Annotated[str, msgspec.Meta(max_length=16, pattern="^[a-z0-9_-]*$")]
-ModelId = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+ModelId = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=PRINTABLE)]
 WarmModels = Annotated[list[ModelId], msgspec.Meta(max_length=32)]
 PeerState = Literal["idle", "busy", "loading"]
 
@@ -23,13 +27,13 @@ class Capabilities(msgspec.Struct):
     """What a peer says about itself when it joins; unknown keys are ignored for forward compatibility."""
 
     backend: Backend = ""
-    user_agent: Annotated[str, msgspec.Meta(max_length=300)] = ""
+    user_agent: Annotated[str, msgspec.Meta(max_length=300, pattern=PRINTABLE)] = ""
     state: PeerState = "idle"
     models_warm: WarmModels = []
 
 
 class JoinRoom(msgspec.Struct):
-    room: Annotated[str, msgspec.Meta(min_length=1, max_length=48)]
+    room: Annotated[str, msgspec.Meta(min_length=1, max_length=48, pattern=PRINTABLE)]
     capabilities: Capabilities = msgspec.field(default_factory=Capabilities)
 
 
@@ -82,8 +86,3 @@ class JoinAck(msgspec.Struct):
     peer_id: str
     peers: list[PeerEntry]
     ice_servers: list[dict[str, object]]
-
-
-class ErrorEvent(msgspec.Struct):
-    code: str
-    message: str

@@ -6,18 +6,25 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 import socketio
 from litestar import Litestar
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from socketio.packet import Packet
 
 from mesh_nanollm.realtime.engine import use_lean_socket
-from mesh_nanollm.realtime.events import Connection, register_events
-from mesh_nanollm.realtime.notify import notify_error, notify_room_changes
+from mesh_nanollm.realtime.events import Connection, admit, register_events
+from mesh_nanollm.realtime.notify import (
+    REVOKED_CHANNEL,
+    close_credential_sockets,
+    notify_error,
+    notify_room_changes,
+)
 from mesh_nanollm.realtime.presence import Presence, close_open_peer_sessions
 from mesh_nanollm.settings import Settings
 
@@ -26,6 +33,15 @@ log = logging.getLogger("mesh_nanollm.realtime")
 # but over a field's cap (an SDP is capped at 16 KiB) gets an `error` and the connection stays.
 MAX_FRAME_BYTES = 256 * 1024
 REDIS_CHANNEL = "mesh-nanollm"
+# Socket.IO packet types as the first character of a text frame (socketio.packet numbers them).
+DISCONNECT_PACKET_TYPE = "1"
+BINARY_PACKET_TYPES = ("5", "6")  # BINARY_EVENT, BINARY_ACK: JSON only here
+BINARY_REFUSED = "This server speaks JSON only: binary events and attachments are refused."
+# Both libraries, given `logger=False`, attach a handler of their own and also pass records on to
+# the root logger, so each of their errors was printed twice. Given a logger, they use it as is:
+# their errors go through the app's logging once, and their per-packet INFO lines stay off.
+_library_log = logging.getLogger("mesh_nanollm.realtime.library")
+_library_log.setLevel(logging.ERROR)
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
@@ -52,16 +68,38 @@ class TextPacket(Packet):
 
 
 class SignalingServer(socketio.AsyncServer):
-    """python-socketio's server, answering undecodable packets with an `error` instead of a log line
-    with a traceback, and running joins beside the socket's reader."""
+    """python-socketio's server, answering undecodable and binary packets with an `error` instead
+    of a log line with a traceback (or a held attachment), running joins beside the socket's reader,
+    and closing engine.io sockets that hold no signed-in Socket.IO connection for long."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, auth_timeout_s: float, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._joins: set[asyncio.Task[None]] = set()  # keeps running joins referenced
+        self.auth_timeout_s = auth_timeout_s
+        self._tasks: set[asyncio.Task[Any]] = set()  # keeps running joins and closes referenced
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _expect_connect(self, eio_sid: str) -> None:
+        # A websocket costs the server ~150 KiB (Granian's buffers) for as long as it is open, and
+        # answering pings is enough to keep one open: without a signed-in Socket.IO connection it
+        # gets `auth_timeout_s` to make one.
+        asyncio.get_running_loop().call_later(self.auth_timeout_s, self._close_if_anonymous, eio_sid)
+
+    def _close_if_anonymous(self, eio_sid: str) -> None:
+        socket = self.eio.sockets.get(eio_sid)
+        if socket is None or socket.closing or socket.closed:
+            return
+        sid = self.manager.sid_from_eio_sid(eio_sid, "/")
+        if sid is None or not self.manager.is_connected(sid, "/"):
+            self._spawn(self.eio.disconnect(eio_sid))
 
     async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> None:
         # Called by engine.io between creating the socket and starting its websocket loop.
         use_lean_socket(self.eio, eio_sid)
+        self._expect_connect(eio_sid)
         await super()._handle_eio_connect(eio_sid, environ)
 
     async def _handle_event(self, eio_sid: str, namespace: str | None, id: int | None, data: list[Any]) -> None:
@@ -69,23 +107,33 @@ class SignalingServer(socketio.AsyncServer):
         # the reader, pongs included, and a join waiting on a busy database could outlast the ping
         # timeout. The join alone gets a task of its own; clients wait for its ack anyway.
         if data and data[0] == "join_room":
-            task = asyncio.create_task(super()._handle_event(eio_sid, namespace, id, data))
-            self._joins.add(task)
-            task.add_done_callback(self._joins.discard)
+            self._spawn(super()._handle_event(eio_sid, namespace, id, data))
         else:
             await super()._handle_event(eio_sid, namespace, id, data)
 
     async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        if isinstance(data, bytes) or data[:1] in BINARY_PACKET_TYPES:
+            # The stock server would keep the packet and every attachment frame that follows until
+            # the last one arrives (a count the client picks): refuse it here, hold nothing.
+            await self._answer(eio_sid, "binary", BINARY_REFUSED)
+            return
         try:
             await super()._handle_eio_message(eio_sid, data)
         except Exception as exc:  # anything escaping here came from decoding the client's packet
-            sid = self.manager.sid_from_eio_sid(eio_sid, "/")
-            if sid is None:
-                return
-            log.info("malformed packet from %s: %s", sid, exc.__class__.__name__)
-            conn: Connection | None = (await self.get_session(sid)).get("conn")
-            if conn is not None and conn.bucket.take():
-                await notify_error(self, sid, "malformed", "That packet could not be decoded as a Socket.IO event.")
+            log.debug("malformed packet: %s", exc.__class__.__name__)
+            await self._answer(eio_sid, "malformed", "That packet could not be decoded as a Socket.IO event.")
+            return
+        if data[:1] == DISCONNECT_PACKET_TYPE:  # the client left the namespace, the websocket stays
+            self._expect_connect(eio_sid)
+
+    async def _answer(self, eio_sid: str, code: str, message: str) -> None:
+        """An `error` to a signed-in connection, if its rate limit allows; nothing to anyone else."""
+        sid = self.manager.sid_from_eio_sid(eio_sid, "/")
+        if sid is None or not self.manager.is_connected(sid, "/"):
+            return
+        conn: Connection | None = (await self.get_session(sid)).get("conn")
+        if conn is not None and await admit(self, sid, conn):
+            await notify_error(self, sid, code, message)
 
 
 @dataclass
@@ -93,6 +141,8 @@ class Realtime:
     sio: SignalingServer
     presence: Presence
     settings: Settings
+    # With several instances, revocations reach the others through this Redis (see `revoke`).
+    redis: Redis | None = None
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Litestar) -> AsyncIterator[None]:
@@ -105,15 +155,20 @@ class Realtime:
         # went from 125-225 ms to 25-30 ms, which is the relay's tail latency.
         gc.collect()
         gc.freeze()
-        publisher = asyncio.create_task(self._publish_presence())
+        loops = [asyncio.create_task(self._publish_presence())]
+        if self.redis is not None:
+            loops.append(asyncio.create_task(self._hear_revocations(self.redis)))
         try:
             yield
         finally:
-            publisher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await publisher
+            for loop in loops:
+                loop.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await loop
             self.presence.remove_all()
             await self.flush()
+            if self.redis is not None:
+                await self.redis.aclose()
 
     async def _publish_presence(self) -> None:
         interval = self.settings.presence_interval_ms / 1000
@@ -129,10 +184,34 @@ class Realtime:
             except Exception:  # e.g. Redis away for a moment; the database already has the truth
                 log.exception("announcing presence in %s failed", changes.room_slug)
 
+    async def revoke(self, credential: str) -> None:
+        """Close the sockets opened with `credential` here, and have every other instance close
+        theirs. The credential is already gone from the database, so none of them gets back in."""
+        await close_credential_sockets(self.sio, credential)
+        if self.redis is not None:
+            try:
+                await self.redis.publish(REVOKED_CHANNEL, credential)
+            except RedisError as exc:
+                log.warning("could not tell the other instances of a revoked credential: %s", exc)
+
+    async def _hear_revocations(self, redis: Redis) -> None:
+        # Our own publications come back too; closing the sockets again finds none.
+        while True:
+            try:
+                async with redis.pubsub() as pubsub:
+                    await pubsub.subscribe(REVOKED_CHANNEL)
+                    async for message in pubsub.listen():
+                        if message["type"] == "message":
+                            await close_credential_sockets(self.sio, message["data"].decode())
+            except (RedisError, OSError) as exc:
+                log.warning("revocations from other instances unheard, retrying in 1 s: %s", exc)
+                await asyncio.sleep(1)
+
 
 def create_realtime(settings: Settings) -> Realtime:
     manager = socketio.AsyncRedisManager(settings.redis_url, channel=REDIS_CHANNEL) if settings.redis_url else None
     sio = SignalingServer(
+        auth_timeout_s=settings.socket_auth_timeout_s,
         client_manager=manager,
         async_mode="asgi",
         json=MsgspecJson,
@@ -145,9 +224,10 @@ def create_realtime(settings: Settings) -> Realtime:
         ping_interval=settings.ping_interval_s,
         ping_timeout=settings.ping_timeout_s,
         max_http_buffer_size=MAX_FRAME_BYTES,
-        logger=False,
-        engineio_logger=False,
+        logger=_library_log,
+        engineio_logger=_library_log,
     )
     presence = Presence(stale_after_s=settings.peer_stale_after_s)
     register_events(sio, presence, settings)
-    return Realtime(sio, presence, settings)
+    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    return Realtime(sio, presence, settings, redis)
