@@ -192,3 +192,10 @@ def test_development_secret_key_is_generated_once_and_kept_private(tmp_path: Pat
     assert len(first) >= 32
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert load_settings({"SECRET_KEY_FILE": str(key_file)}).secret_key == first
+
+
+@pytest.mark.parametrize("depth", ["0", "257", "deep"])
+def test_json_max_depth_out_of_range_is_refused(depth: str) -> None:
+    with pytest.raises(SettingsError, match="^JSON_MAX_DEPTH must be"):
+        load_settings({"JSON_MAX_DEPTH": depth, "SECRET_KEY": "x"})
+    assert load_settings({"JSON_MAX_DEPTH": "8", "SECRET_KEY": "x"}).json_max_depth == 8

@@ -141,3 +141,35 @@ async def test_nul_characters_never_cause_a_server_error(user_client: AsyncTestC
     assert (await user_client.get("/api/jobs?model=a%00b")).status_code in (200, 400)
     page = await user_client.get("/rooms/a%00b")
     assert page.status_code in (400, 404) and 'data-testid="flash"' in page.text
+
+
+def nested(depth: int) -> bytes:
+    return b'{"name": ' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/api/rooms"), ("POST", "/api/jobs"), ("PATCH", "/api/jobs/00000000-0000-4000-8000-000000000000")],
+    ids=["create-room", "create-job", "patch-job"],
+)
+@pytest.mark.parametrize("auth", ["bearer-junk", "signed-in"])
+async def test_deeply_nested_json_is_400_without_a_traceback(
+    user_client: AsyncTestClient, caplog: pytest.LogCaptureFixture, method: str, path: str, auth: str
+) -> None:
+    headers = {"content-type": "application/json"}
+    if auth == "bearer-junk":  # skips CSRF; the body used to be decoded before the token was checked
+        headers["authorization"] = "Bearer junk"
+    response = await user_client.request(method, path, content=nested(1000), headers=headers)
+    assert response.status_code == 400, response.text
+    assert response.json() == {
+        "error": "Bad request",
+        "detail": "The JSON body nests 1000 levels deep; at most 32 are allowed.",
+    }
+    assert not [record for record in caplog.records if record.exc_info or record.levelno >= 40]
+
+
+async def test_json_nested_to_the_limit_is_decoded(user_client: AsyncTestClient) -> None:
+    # At the limit the body reaches validation, which names the field that is wrong.
+    response = await user_client.post("/api/rooms", content=nested(32), headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert "nests" not in response.json()["detail"] and "name" in response.json()["detail"]

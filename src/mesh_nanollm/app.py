@@ -19,7 +19,7 @@ from litestar.exceptions import HTTPException, NotFoundException, ValidationExce
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin
-from litestar.plugins.htmx import HTMXPlugin, HTMXRequest
+from litestar.plugins.htmx import HTMXPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
@@ -33,6 +33,7 @@ from mesh_nanollm.errors import ServiceError
 from mesh_nanollm.jobs.routes import JobApi, JobPages
 from mesh_nanollm.jobs.service import abandon_stale_jobs
 from mesh_nanollm.realtime.server import create_realtime
+from mesh_nanollm.request import MeshRequest
 from mesh_nanollm.rooms.routes import RoomApi, RoomPages
 from mesh_nanollm.security import BearerAwareCSRFMiddleware, LoginThrottle
 from mesh_nanollm.sessions import DatabaseStore, QuietSessionConfig
@@ -234,7 +235,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ],
         stores={"sessions": session_store},
         plugins=[HTMXPlugin()],
-        request_class=HTMXRequest,
+        request_class=MeshRequest,
         template_config=TemplateConfig(
             directory=TEMPLATES_DIR, engine=JinjaTemplateEngine, engine_callback=register_globals
         ),

@@ -40,6 +40,8 @@ class Settings:
     ping_timeout_s: int = 5
     presence_interval_ms: int = 1000
     peer_stale_after_s: int = 60
+    # JSON request bodies nested deeper are refused with 400 before they are decoded.
+    json_max_depth: int = 32
 
     @property
     def production(self) -> bool:
@@ -110,6 +112,14 @@ def _turn(environ: dict[str, str]) -> tuple[list[str], str | None, int]:
     return urls, secret, ttl
 
 
+def _json_max_depth(environ: dict[str, str]) -> int:
+    depth = _int(environ, "JSON_MAX_DEPTH", 32)
+    # The decoders recurse once per level; far below Python's recursion limit stays safe.
+    if not 1 <= depth <= 256:
+        raise SettingsError(f"JSON_MAX_DEPTH must be between 1 and 256, got {depth}")
+    return depth
+
+
 def load_database_url(environ: dict[str, str] | None = None) -> str:
     environ = dict(os.environ if environ is None else environ)
     database_url = environ.get("DATABASE_URL") or "sqlite:///mesh-nanollm.sqlite"
@@ -151,4 +161,5 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         ping_timeout_s=_int(environ, "PING_TIMEOUT", 5),
         presence_interval_ms=_int(environ, "PRESENCE_INTERVAL_MS", 1000),
         peer_stale_after_s=_int(environ, "PEER_STALE_AFTER", 60),
+        json_max_depth=_json_max_depth(environ),
     )
