@@ -16,7 +16,6 @@ from mesh_nanollm.errors import ServiceError
 from mesh_nanollm.rooms import service
 from mesh_nanollm.rooms.schemas import PeerView, RoomCreate, RoomView
 from mesh_nanollm.security import provide_user
-from mesh_nanollm.settings import Settings
 from mesh_nanollm.tables import Room, User
 
 Form = URLEncodedBody[dict[str, str]]
@@ -79,7 +78,7 @@ class RoomPages(Controller):
         return go_to(request, f"/rooms/{room.slug}")
 
     @get("/{slug:str}", name="room")
-    async def room(self, user: NamedDependency[User], slug: FromPath[str], catalogue: NamedDependency[Catalogue], settings: NamedDependency[Settings]) -> Template:
+    async def room(self, user: NamedDependency[User], slug: FromPath[str], catalogue: NamedDependency[Catalogue]) -> Template:
         room = await service.get_room(user, slug)
         peers = peer_views(await service.list_peers(room))
         context = {

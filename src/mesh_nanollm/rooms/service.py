@@ -20,7 +20,6 @@ NAME_MAX = 80
 class RoomListing:
     room: Room
     peers: int
-    is_member: bool
 
 
 def slugify(name: str) -> str:
@@ -56,7 +55,7 @@ async def list_rooms(user: User) -> list[RoomListing]:
     ).order_by(Room.created_at, ascending=False)
     counts = await live_peer_counts()
     rooms.sort(key=lambda room: room.slug != GLOBAL_SLUG)
-    return [RoomListing(room, counts.get(room.id, 0), room.id in member_of) for room in rooms]
+    return [RoomListing(room, counts.get(room.id, 0)) for room in rooms]
 
 
 async def create_room(user: User, name: str, is_private: bool) -> Room:
