@@ -12,7 +12,7 @@ from litestar.testing import AsyncTestClient
 
 from mesh_nanollm.accounts.service import create_user
 from mesh_nanollm.jobs.service import abandon_stale_jobs
-from mesh_nanollm.realtime.presence import open_peer_session
+from mesh_nanollm.peers.service import open_peer_session
 from mesh_nanollm.realtime.schemas import Capabilities
 from mesh_nanollm.tables import Job, PeerSession, Room, User
 

@@ -14,8 +14,9 @@ from piccolo.query import WhereRaw
 
 from mesh_nanollm.errors import Conflict, InvalidInput, NotFound
 from mesh_nanollm.jobs.schemas import JobCreate, JobPatch, JobView
+from mesh_nanollm.peers import service as peers
 from mesh_nanollm.rooms.service import get_room
-from mesh_nanollm.tables import Job, PeerSession, Room, User
+from mesh_nanollm.tables import Job, Room, User
 
 UNFINISHED = ("queued", "running")
 TERMINAL = ("succeeded", "failed", "cancelled", "abandoned")
@@ -123,13 +124,11 @@ async def get_job(user: User, job_id: UUID) -> JobView:
 
 async def describe_workers(job: JobView) -> list[str]:
     """Who ran each attempt, as the history page says it: "your browser" or "<username>'s browser"."""
-    peer_ids = {UUID(worker) for worker in job.workers if worker != "local"}
-    rows = await PeerSession.select(PeerSession.peer_id, PeerSession.user.username).where(
-        PeerSession.peer_id.is_in(list(peer_ids))
-    ) if peer_ids else []
-    names = {str(row["peer_id"]): f"{row['user.username']}'s browser" for row in rows}
+    usernames = await peers.peer_usernames({UUID(worker) for worker in job.workers if worker != "local"})
     return [
-        "your browser" if worker == "local" else names.get(worker, "a peer no longer on record")
+        "your browser" if worker == "local"
+        else f"{usernames[worker]}'s browser" if worker in usernames
+        else "a peer no longer on record"
         for worker in job.workers
     ]
 
@@ -216,23 +215,11 @@ async def update_job(user: User, job_id: UUID, patch: JobPatch) -> JobView:
     if not updated:
         raise Conflict("The job changed while you were updating it; reload and try again.")
     if values.get(Job.status) == "succeeded":
-        await _credit_peer(current, values)
+        # The peer that ran it, or the requester's own page when it ran locally.
+        peer = values.get(Job.worker_peer, current["worker_peer"]) or current["requester_peer"]
+        if peer is not None:
+            await peers.credit_peer(peer, values.get(Job.token_count, current["token_count"]))
     return await get_job(user, job_id)
-
-
-async def _credit_peer(current: dict[str, Any], values: dict[Any, Any]) -> None:
-    """Count a finished job and its tokens for the peer that ran it (the requester's own page when
-    it ran locally); the peers API shows these totals."""
-    peer = values.get(Job.worker_peer, current["worker_peer"]) or current["requester_peer"]
-    if peer is None:
-        return
-    tokens = values.get(Job.token_count, current["token_count"])
-    await PeerSession.update(
-        {
-            PeerSession.jobs_run: PeerSession.jobs_run + 1,
-            PeerSession.tokens_generated: PeerSession.tokens_generated + tokens,
-        }
-    ).where(PeerSession.peer_id == peer)
 
 
 async def abandon_stale_jobs(after_s: int) -> int:
@@ -243,14 +230,8 @@ async def abandon_stale_jobs(after_s: int) -> int:
         Job.status.is_in(list(UNFINISHED)), Job.updated_at < cutoff
     )
     peer_ids = [row["requester_peer"] for row in stale if row["requester_peer"]]
-    live_peers = set()
-    if peer_ids:
-        # Still connected, or gone for less than `after_s`: it may yet come back to its job.
-        rows = await PeerSession.select(PeerSession.peer_id).where(
-            PeerSession.peer_id.is_in(peer_ids),
-            PeerSession.disconnected_at.is_null() | (PeerSession.disconnected_at > cutoff),
-        )
-        live_peers = {row["peer_id"] for row in rows}
+    # Still connected, or gone for less than `after_s`: it may yet come back to its job.
+    live_peers = await peers.peers_still_around(peer_ids, cutoff)
     gone = [row["id"] for row in stale if row["requester_peer"] not in live_peers]
     if gone:
         now = _now()

@@ -15,10 +15,11 @@ import socketio
 from litestar import Litestar
 from socketio.packet import Packet
 
+from mesh_nanollm.peers.service import close_open_peer_sessions
 from mesh_nanollm.realtime.engine import use_lean_socket
 from mesh_nanollm.realtime.events import Connection, register_events
 from mesh_nanollm.realtime.notify import notify_error, notify_room_changes
-from mesh_nanollm.realtime.presence import Presence, close_open_peer_sessions
+from mesh_nanollm.realtime.presence import Presence
 from mesh_nanollm.settings import Settings
 
 log = logging.getLogger("mesh_nanollm.realtime")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 from litestar import Controller, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody, URLEncodedBody
@@ -13,8 +12,10 @@ from litestar.response import Redirect, Template
 
 from mesh_nanollm.catalogue import Catalogue
 from mesh_nanollm.errors import ServiceError
+from mesh_nanollm.peers.schemas import PeerView
+from mesh_nanollm.peers.service import list_live_peers
 from mesh_nanollm.rooms import service
-from mesh_nanollm.rooms.schemas import PeerView, RoomCreate, RoomView
+from mesh_nanollm.rooms.schemas import RoomCreate, RoomView
 from mesh_nanollm.security import provide_user
 from mesh_nanollm.tables import Room, User
 
@@ -36,10 +37,6 @@ def room_view(room: Room, peers: int, user: NamedDependency[User], owner_name: s
 def go_to(request: HTMXRequest, path: str) -> Redirect | ClientRedirect:
     # fetch() follows a 303 by itself, so htmx would swap the whole next page into the form.
     return ClientRedirect(path) if request.htmx else Redirect(path, status_code=303)
-
-
-def peer_views(rows: list[dict[str, Any]]) -> list[PeerView]:
-    return [msgspec.convert(row, PeerView, from_attributes=False, strict=False) for row in rows]
 
 
 class RoomPages(Controller):
@@ -80,7 +77,7 @@ class RoomPages(Controller):
     @get("/{slug:str}", name="room")
     async def room(self, user: NamedDependency[User], slug: FromPath[str], catalogue: NamedDependency[Catalogue]) -> Template:
         room = await service.get_room(user, slug)
-        peers = peer_views(await service.list_peers(room))
+        peers = await list_live_peers(room)
         context = {
             "user": user,
             "room": room,
@@ -96,7 +93,7 @@ class RoomPages(Controller):
     @get("/{slug:str}/peers", name="room_peers")
     async def peers(self, user: NamedDependency[User], slug: FromPath[str]) -> Template:
         room = await service.get_room(user, slug)
-        peers = peer_views(await service.list_peers(room))
+        peers = await list_live_peers(room)
         return HTMXTemplate(template_name="_peers.html", context={"user": user, "room": room, "peers": peers})
 
 
@@ -121,7 +118,7 @@ class RoomApi(Controller):
     @get("/{slug:str}")
     async def get_room(self, user: NamedDependency[User], slug: FromPath[str]) -> RoomView:
         room = await service.get_room(user, slug)
-        peers = await service.list_peers(room)
+        peers = await list_live_peers(room)
         owners = await service.owner_names([room])
         return room_view(room, len(peers), user, owners.get(room.owner))
 
@@ -129,4 +126,4 @@ class RoomApi(Controller):
     async def list_peers(self, user: NamedDependency[User], slug: FromPath[str]) -> list[PeerView]:
         """Live peers in the room, oldest first."""
         room = await service.get_room(user, slug)
-        return peer_views(await service.list_peers(room))
+        return await list_live_peers(room)
