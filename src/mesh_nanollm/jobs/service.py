@@ -13,7 +13,7 @@ import msgspec
 from piccolo.query import WhereRaw
 
 from mesh_nanollm.errors import Conflict, InvalidInput, NotFound
-from mesh_nanollm.jobs.schemas import JobCreate, JobPatch, JobView
+from mesh_nanollm.jobs.schemas import JobCreate, JobParams, JobPatch, JobView
 from mesh_nanollm.peers import service as peers
 from mesh_nanollm.rooms.service import get_room
 from mesh_nanollm.tables import Job, Room, User
@@ -98,6 +98,11 @@ _COLUMNS = (Job.all_columns(), Job.room.slug.as_alias("room_slug"))
 
 async def create_job(user: User, data: JobCreate) -> JobView:
     room = await get_room(user, data.room)
+    if data.requester_peer is not None and not await peers.is_peer_of(data.requester_peer, room.id, user.id):
+        raise InvalidInput(
+            f"requester_peer {data.requester_peer} is not one of your peers in room “{room.slug}”: "
+            "use the peer id that join_room gave this page."
+        )
     now = _now()
     job = Job(
         room=room.id,
@@ -183,6 +188,7 @@ async def update_job(user: User, job_id: UUID, patch: JobPatch) -> JobView:
     at = max(now - timedelta(milliseconds=patch.age_ms), current["created_at"])
     values: dict[Any, Any] = {Job.updated_at: now}
     status = current["status"]
+    await _check_claims(current, patch)
     if patch.status is not None and patch.status != status:
         if patch.status not in TRANSITIONS.get(status, set()):
             raise Conflict(f"A job cannot go from {status} to {patch.status}.")
@@ -210,16 +216,35 @@ async def update_job(user: User, job_id: UUID, patch: JobPatch) -> JobView:
     if patch.ttft_ms is not None:
         started = values.get(Job.started_at, current["started_at"]) or at
         values[Job.first_token_at] = started + timedelta(milliseconds=patch.ttft_ms)
-    # Compare-and-set on the status, so two writers cannot both win a transition.
-    updated = await Job.update(values).where(Job.id == job_id, Job.status == status).returning(Job.id)
-    if not updated:
-        raise Conflict("The job changed while you were updating it; reload and try again.")
-    if values.get(Job.status) == "succeeded":
-        # The peer that ran it, or the requester's own page when it ran locally.
-        peer = values.get(Job.worker_peer, current["worker_peer"]) or current["requester_peer"]
-        if peer is not None:
-            await peers.credit_peer(peer, values.get(Job.token_count, current["token_count"]))
+    # One transaction: a job never ends up succeeded without its peer credited, or the reverse.
+    async with Job._meta.db.transaction():
+        # Compare-and-set on the status, so two writers cannot both win a transition.
+        updated = await Job.update(values).where(Job.id == job_id, Job.status == status).returning(Job.id)
+        if not updated:
+            raise Conflict("The job changed while you were updating it; reload and try again.")
+        if values.get(Job.status) == "succeeded":
+            # The peer that ran it, or the requester's own page when it ran locally.
+            peer = values.get(Job.worker_peer, current["worker_peer"]) or current["requester_peer"]
+            if peer is not None:
+                await peers.credit_peer(peer, values.get(Job.token_count, current["token_count"]))
     return await get_job(user, job_id)
+
+
+async def _check_claims(current: dict[str, Any], patch: JobPatch) -> None:
+    """What a patch claims about who ran the job and how much it made must be possible: the worker
+    is a peer of the job's room, and no more tokens than the job asked for (the peers API shows
+    these totals as each peer's credit)."""
+    if patch.worker_peer is not None and not await peers.is_peer_of(patch.worker_peer, current["room"]):
+        raise InvalidInput(
+            f"worker_peer {patch.worker_peer} is not a peer of this job's room: "
+            "name the peer that ran it, as the room's presence lists it."
+        )
+    limit = _json(current["params"]).get("max_new_tokens", JobParams().max_new_tokens)
+    if patch.token_count is not None and patch.token_count > limit:
+        raise InvalidInput(
+            f"token_count {patch.token_count} is more than this job can produce "
+            f"(its params.max_new_tokens is {limit})."
+        )
 
 
 async def abandon_stale_jobs(after_s: int) -> int:
