@@ -400,12 +400,12 @@ async def test_unknown_or_malformed_job_ids_are_404(user_client: AsyncTestClient
     ],
     ids=["not-base64", "bad-uuid", "bad-time", "naive-time", "not-utf8"],
 )
-async def test_malformed_cursor_is_422(user_client: AsyncTestClient, cursor: str) -> None:
+async def test_malformed_cursor_is_400(user_client: AsyncTestClient, cursor: str) -> None:
     api = await user_client.get(f"/api/jobs?cursor={cursor}")
-    assert api.status_code == 422
+    assert api.status_code == 400
     assert api.json()["detail"] == "The page cursor is malformed; start again from the first page."
     page = await user_client.get(f"/jobs?cursor={cursor}")
-    assert page.status_code == 422
+    assert page.status_code == 400
     assert flash(page.text) == ["The page cursor is malformed; start again from the first page."]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 from litestar import Response, get
 from litestar.di import NamedDependency, Provide
+from litestar.openapi import ResponseSpec
 from litestar.response import Redirect
 from piccolo.engine.base import Engine
 
@@ -24,7 +25,7 @@ async def home(user: NamedDependency[User | None]) -> Redirect:
     return Redirect("/rooms" if user else "/login")
 
 
-@get("/api/health", tags=["system"])
+@get("/api/health", tags=["system"], responses={503: ResponseSpec(Health, generate_examples=False, description="The database is unreachable.")})
 async def health(engine: NamedDependency[Engine]) -> Response[Health]:
     """Whether this instance can reach its database (503 when it cannot)."""
     if await ping(engine):

@@ -33,6 +33,7 @@ def client_address(request: HTMXRequest) -> str:
 
 
 class AccountController(Controller):
+    include_in_schema = False  # HTML for browsers; /schema documents the JSON API
     dependencies = {"user": Provide(provide_optional_user)}
 
     @get("/login", name="login")
@@ -91,6 +92,7 @@ class AccountController(Controller):
 
 
 class SettingsController(Controller):
+    include_in_schema = False
     path = "/settings"
     dependencies = {"user": Provide(provide_user)}
 

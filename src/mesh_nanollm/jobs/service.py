@@ -12,7 +12,7 @@ from uuid import UUID
 import msgspec
 from piccolo.query import WhereRaw
 
-from mesh_nanollm.errors import Conflict, InvalidInput, NotFound
+from mesh_nanollm.errors import Conflict, InvalidInput, NotFound, ServiceError
 from mesh_nanollm.jobs.schemas import JobCreate, JobParams, JobPatch, JobView
 from mesh_nanollm.peers import service as peers
 from mesh_nanollm.rooms.service import get_room
@@ -53,7 +53,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
             raise ValueError("naive timestamp")
         return created_at, UUID(job_id)
     except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
-        raise InvalidInput("The page cursor is malformed; start again from the first page.") from exc
+        # Malformed like any other unparsable parameter: 400, not a broken rule (422).
+        raise ServiceError("The page cursor is malformed; start again from the first page.") from exc
 
 
 def to_view(row: dict[str, Any], room_slug: str) -> JobView:
