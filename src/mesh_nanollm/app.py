@@ -31,7 +31,7 @@ from mesh_nanollm.catalogue import load_catalogue
 from mesh_nanollm.errors import ServiceError
 from mesh_nanollm.jobs.routes import JobApi, JobPages
 from mesh_nanollm.jobs.service import abandon_stale_jobs
-from mesh_nanollm.openapi import ClosedStructSchemaPlugin, openapi_config
+from mesh_nanollm.openapi import ClosedStructSchemaPlugin, ErrorBody, openapi_config
 from mesh_nanollm.realtime.server import create_realtime
 from mesh_nanollm.request import MeshRequest
 from mesh_nanollm.rooms.routes import RoomApi, RoomPages
@@ -98,9 +98,8 @@ def handle_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     headers = getattr(exc, "headers", None) or {}
     if wants_json(request):
-        body: dict[str, Any] = {"error": TITLES.get(status, "Error"), "detail": detail}
-        if isinstance(exc, ServiceError) and exc.fields:
-            body["fields"] = exc.fields
+        fields = exc.fields if isinstance(exc, ServiceError) else {}
+        body = ErrorBody(error=TITLES.get(status, "Error"), detail=detail, fields=fields)
         return Response(body, status_code=status, headers=headers)
     if status == 401:
         target = quote(request.url.path + (f"?{request.url.query}" if request.url.query else ""))

@@ -17,7 +17,7 @@ BEARER = [{"bearer": []}]
 
 
 class ErrorBody(msgspec.Struct, omit_defaults=True):
-    """Every error the JSON API answers (app.handle_error writes it)."""
+    """Every error the JSON API answers: app.handle_error sends this Struct, /schema declares it."""
 
     error: str  # the status in words, e.g. "Not found"
     detail: str  # what went wrong and what to do about it, for a person
