@@ -12,7 +12,9 @@ import pytest
 from conftest import register
 from litestar.testing import AsyncTestClient
 
-from mesh_nanollm.tables import Job
+from mesh_nanollm.peers.service import open_peer_session
+from mesh_nanollm.realtime.schemas import Capabilities
+from mesh_nanollm.tables import Job, Room, User
 
 HTMX = {"HX-Request": "true"}
 STATUSES = ["queued", "running", "succeeded", "failed", "cancelled", "abandoned"]
@@ -68,6 +70,13 @@ async def switch_user(client: AsyncTestClient) -> str:
     return username
 
 
+async def own_peer(client: AsyncTestClient) -> str:
+    """Sign in as a fresh user and open a peer of theirs in `global`, as join_room does."""
+    user = await User.objects().where(User.username == await switch_user(client)).first()
+    room = await Room.objects().where(Room.slug == "global").first()
+    return await open_peer_session(room, user.id, "sid", Capabilities(backend="wasm"))
+
+
 def cursor_for(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -76,7 +85,7 @@ def cursor_for(raw: bytes) -> str:
 
 
 async def test_create_job_records_it_queued(user_client: AsyncTestClient) -> None:
-    peer = str(uuid4())
+    peer = await own_peer(user_client)
     job = await create_job(
         user_client, "Hello", mode="mesh", params={"max_new_tokens": 32, "temperature": 0.7}, requester_peer=peer
     )
@@ -131,8 +140,8 @@ async def test_age_never_dates_a_change_before_the_job(user_client: AsyncTestCli
 
 
 async def test_failover_requeues_and_counts_attempts(user_client: AsyncTestClient) -> None:
+    worker = await own_peer(user_client)
     job_id = (await create_job(user_client))["id"]
-    worker = str(uuid4())
     await user_client.patch(f"/api/jobs/{job_id}", json={"status": "running", "worker_peer": worker})
     await user_client.patch(f"/api/jobs/{job_id}", json={"status": "queued"})
     job = (await user_client.patch(f"/api/jobs/{job_id}", json={"status": "running"})).json()
@@ -391,12 +400,12 @@ async def test_unknown_or_malformed_job_ids_are_404(user_client: AsyncTestClient
     ],
     ids=["not-base64", "bad-uuid", "bad-time", "naive-time", "not-utf8"],
 )
-async def test_malformed_cursor_is_422(user_client: AsyncTestClient, cursor: str) -> None:
+async def test_malformed_cursor_is_400(user_client: AsyncTestClient, cursor: str) -> None:
     api = await user_client.get(f"/api/jobs?cursor={cursor}")
-    assert api.status_code == 422
+    assert api.status_code == 400
     assert api.json()["detail"] == "The page cursor is malformed; start again from the first page."
     page = await user_client.get(f"/jobs?cursor={cursor}")
-    assert page.status_code == 422
+    assert page.status_code == 400
     assert flash(page.text) == ["The page cursor is malformed; start again from the first page."]
 
 

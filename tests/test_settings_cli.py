@@ -328,3 +328,10 @@ def test_readme_documents_every_setting_and_no_other(tmp_path: Path) -> None:
     table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
     documented = set(re.findall(r"^\| `([A-Z][A-Z0-9_]*)` \|", table, flags=re.MULTILINE))
     assert environ.asked == documented
+
+
+@pytest.mark.parametrize("depth", ["0", "257", "deep"])
+def test_json_max_depth_out_of_range_is_refused(depth: str) -> None:
+    with pytest.raises(SettingsError, match="^JSON_MAX_DEPTH must be"):
+        load_settings({"JSON_MAX_DEPTH": depth, "SECRET_KEY": "x"})
+    assert load_settings({"JSON_MAX_DEPTH": "8", "SECRET_KEY": "x"}).json_max_depth == 8

@@ -161,3 +161,74 @@ async def test_nul_characters_never_cause_a_server_error(user_client: AsyncTestC
     assert (await user_client.get("/api/jobs?model=a%00b")).status_code in (200, 400)
     page = await user_client.get("/rooms/a%00b")
     assert page.status_code in (400, 404) and 'data-testid="flash"' in page.text
+
+
+def nested(depth: int) -> bytes:
+    return b'{"name": ' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("POST", "/api/rooms"), ("POST", "/api/jobs"), ("PATCH", "/api/jobs/00000000-0000-4000-8000-000000000000")],
+    ids=["create-room", "create-job", "patch-job"],
+)
+@pytest.mark.parametrize("auth", ["bearer-junk", "signed-in"])
+async def test_deeply_nested_json_is_400_without_a_traceback(
+    user_client: AsyncTestClient, caplog: pytest.LogCaptureFixture, method: str, path: str, auth: str
+) -> None:
+    headers = {"content-type": "application/json"}
+    if auth == "bearer-junk":  # skips CSRF; the body used to be decoded before the token was checked
+        headers["authorization"] = "Bearer junk"
+    response = await user_client.request(method, path, content=nested(1000), headers=headers)
+    assert response.status_code == 400, response.text
+    assert response.json() == {
+        "error": "Bad request",
+        "detail": "The JSON body nests 1000 levels deep; at most 32 are allowed.",
+    }
+    assert not [record for record in caplog.records if record.exc_info or record.levelno >= 40]
+
+
+async def test_json_nested_to_the_limit_is_decoded(user_client: AsyncTestClient) -> None:
+    # At the limit the body reaches validation, which names the field that is wrong.
+    response = await user_client.post("/api/rooms", content=nested(32), headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert "nests" not in response.json()["detail"] and "name" in response.json()["detail"]
+
+
+async def test_schema_declares_the_error_bodies_and_statuses_the_api_sends(client: AsyncTestClient) -> None:
+    schema = (await client.get("/schema")).json()
+    error_ref = {"$ref": "#/components/schemas/ErrorBody"}
+    assert schema["components"]["schemas"]["ErrorBody"]["required"] == ["detail", "error"]
+    for path, operations in schema["paths"].items():
+        assert path.startswith("/api/"), f"{path}: pages are HTML, not part of the JSON API"
+        for method, operation in operations.items():
+            for status, response in operation["responses"].items():
+                if int(status) >= 400 and path != "/api/health":
+                    assert response["content"]["application/json"]["schema"] == error_ref, (method, path, status)
+    patch_job = schema["paths"]["/api/jobs/{job_id}"]["patch"]
+    assert {"400", "401", "404", "409", "422"} <= set(patch_job["responses"])
+    assert patch_job["security"] == [{"bearer": []}]
+    assert schema["components"]["securitySchemes"]["bearer"] == {"type": "http", "scheme": "bearer"}
+    assert {"400", "401", "403", "404", "422"} <= set(schema["paths"]["/api/jobs"]["post"]["responses"])
+
+
+async def test_schema_closes_bodies_that_refuse_unknown_fields(client: AsyncTestClient) -> None:
+    components = (await client.get("/schema")).json()["components"]["schemas"]
+    for name in ("JobCreate", "JobParams", "JobPatch", "RoomCreate"):
+        assert components[name]["additionalProperties"] is False, name
+    assert "additionalProperties" not in components["JobView"]
+
+
+async def test_unknown_field_is_refused_as_the_schema_says(user_client: AsyncTestClient) -> None:
+    response = await user_client.post("/api/rooms", json={"name": "Room", "colour": "red"})
+    assert response.status_code == 400 and "colour" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [("/api/jobs/00000000-0000-4000-8000-000000000000", "GET, OPTIONS, PATCH"), ("/api/jobs", "GET, OPTIONS, POST"),
+     ("/api/rooms", "GET, OPTIONS, POST")],
+)
+async def test_options_lists_every_method_of_the_path(client: AsyncTestClient, path: str, allowed: str) -> None:
+    response = await client.options(path)
+    assert response.status_code == 204 and response.headers["allow"] == allowed

@@ -17,14 +17,13 @@ from litestar.datastructures import CacheControlHeader, State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
 from litestar.middleware import DefineMiddleware
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin
-from litestar.plugins.htmx import HTMXPlugin, HTMXRequest
+from litestar.plugins.htmx import HTMXPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.template.config import TemplateConfig
+from litestar.types import Message, Scope
 
 from mesh_nanollm import db
 from mesh_nanollm.accounts.routes import AccountController, SettingsController
@@ -32,7 +31,9 @@ from mesh_nanollm.catalogue import load_catalogue
 from mesh_nanollm.errors import ServiceError
 from mesh_nanollm.jobs.routes import JobApi, JobPages
 from mesh_nanollm.jobs.service import abandon_stale_jobs
+from mesh_nanollm.openapi import ClosedStructSchemaPlugin, ErrorBody, openapi_config
 from mesh_nanollm.realtime.server import create_realtime
+from mesh_nanollm.request import MeshRequest
 from mesh_nanollm.rooms.routes import RoomApi, RoomPages
 from mesh_nanollm.security import BearerAwareCSRFMiddleware, limit_password_hashing
 from mesh_nanollm.sessions import DatabaseStore, QuietSessionConfig
@@ -98,9 +99,8 @@ def handle_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     headers = getattr(exc, "headers", None) or {}
     if wants_json(request):
-        body: dict[str, Any] = {"error": TITLES.get(status, "Error"), "detail": detail}
-        if isinstance(exc, ServiceError) and exc.fields:
-            body["fields"] = exc.fields
+        fields = exc.fields if isinstance(exc, ServiceError) else {}
+        body = ErrorBody(error=TITLES.get(status, "Error"), detail=detail, fields=fields)
         return security_headers(Response(body, status_code=status, headers=headers))
     if status == 401:
         target = quote(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
@@ -182,6 +182,18 @@ def security_headers(response: Response) -> Response:
     response.headers.setdefault("Referrer-Policy", "same-origin")
     response.headers.setdefault("X-Frame-Options", "DENY")
     return response
+
+
+async def list_every_allowed_method(message: Message, scope: Scope) -> None:
+    """Litestar's automatic answer to OPTIONS lists only the methods of a path registered before it
+    was made (a controller registers its handlers one at a time): make `Allow` name them all."""
+    if message["type"] != "http.response.start" or scope.get("method") != "OPTIONS" or message["status"] != 204:
+        return
+    template = scope.get("path_template")
+    methods = next((route.methods for route in scope["app"].routes if route.path_format == template), None)
+    if methods:
+        headers = [(name, value) for name, value in message.get("headers", []) if name.lower() != b"allow"]
+        message["headers"] = [*headers, (b"allow", ", ".join(sorted(methods)).encode())]
 
 
 def static_headers(response: Response) -> Response:
@@ -276,19 +288,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
             DefineMiddleware(BearerAwareCSRFMiddleware, config=csrf),
         ],
         stores={"sessions": session_store},
-        plugins=[HTMXPlugin()],
-        request_class=HTMXRequest,
+        plugins=[HTMXPlugin(), ClosedStructSchemaPlugin()],
+        request_class=MeshRequest,
         template_config=TemplateConfig(
             directory=TEMPLATES_DIR, engine=JinjaTemplateEngine, engine_callback=register_globals
         ),
-        openapi_config=OpenAPIConfig(
-            title="Mesh NanoLLM",
-            version="0.1.0",
-            path="/schema",
-            render_plugins=[JsonRenderPlugin(path=["/", "/openapi.json"])],
-        ),
+        openapi_config=openapi_config(),
         exception_handlers={Exception: handle_error},
         after_request=security_headers,
+        before_send=[list_every_allowed_method],
         request_max_body_size=MAX_BODY_BYTES,
         lifespan=[lifespan, realtime.lifespan],
     )

@@ -31,9 +31,6 @@ class CatalogueFile(msgspec.Struct, forbid_unknown_fields=True):
 class Catalogue(msgspec.Struct):
     entries: list[ModelEntry]
 
-    def get(self, model_id: str) -> ModelEntry | None:
-        return next((entry for entry in self.entries if entry.id == model_id), None)
-
 
 def _local_model(folder: Path) -> ModelEntry | None:
     """A model folder in the layout transformers.js loads (config.json + onnx/*.onnx), or None."""

@@ -57,6 +57,8 @@ class Settings:
     register_window_s: int = 3600
     register_limit: int = 10
     password_hash_workers: int = field(default_factory=_half_the_cores)
+    # JSON request bodies nested deeper are refused with 400 before they are decoded.
+    json_max_depth: int = 32
 
     @property
     def production(self) -> bool:
@@ -137,6 +139,14 @@ def _turn(environ: Mapping[str, str]) -> tuple[list[str], str | None, int]:
     return urls, secret, ttl
 
 
+def _json_max_depth(environ: Mapping[str, str]) -> int:
+    depth = _int(environ, "JSON_MAX_DEPTH", DEFAULTS.json_max_depth)
+    # The decoders recurse once per level; far below Python's recursion limit stays safe.
+    if not 1 <= depth <= 256:
+        raise SettingsError(f"JSON_MAX_DEPTH must be between 1 and 256, got {depth}")
+    return depth
+
+
 def load_database_url(environ: Mapping[str, str] | None = None) -> str:
     """DATABASE_URL alone, for Piccolo's own CLI, which needs nothing else (and no secret key)."""
     environ = os.environ if environ is None else environ
@@ -191,4 +201,5 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         register_window_s=_positive(environ, "REGISTER_WINDOW", DEFAULTS.register_window_s),
         register_limit=_positive(environ, "REGISTER_LIMIT", DEFAULTS.register_limit),
         password_hash_workers=_positive(environ, "PASSWORD_HASH_WORKERS", DEFAULTS.password_hash_workers),
+        json_max_depth=_json_max_depth(environ),
     )

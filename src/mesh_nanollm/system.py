@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 from litestar import Response, get
 from litestar.di import NamedDependency, Provide
+from litestar.openapi import ResponseSpec
 from litestar.response import Redirect
 
 from mesh_nanollm.catalogue import Catalogue, ModelEntry
@@ -24,7 +25,11 @@ async def home(user: NamedDependency[User | None]) -> Redirect:
     return Redirect("/rooms" if user else "/login")
 
 
-@get("/api/health", tags=["system"])
+@get(
+    "/api/health",
+    tags=["system"],
+    responses={503: ResponseSpec(Health, generate_examples=False, description="The database is unreachable or has pending migrations.")},
+)
 async def health() -> Response[Health]:
     """Whether this instance can use its database: reachable and fully migrated (503 if not)."""
     try:

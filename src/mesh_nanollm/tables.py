@@ -5,6 +5,7 @@ from __future__ import annotations
 from piccolo.columns import (
     JSON,
     UUID,
+    BigInt,
     Boolean,
     Bytea,
     ForeignKey,
@@ -87,8 +88,9 @@ class PeerSession(Table):
     connected_at = Timestamptz()
     last_seen_at = Timestamptz()
     disconnected_at = Timestamptz(null=True, default=None)
-    jobs_run = Integer(default=0)
-    tokens_generated = Integer(default=0)
+    # 64-bit: credit adds up over a peer's lifetime, and Postgres' integer stops at 2**31 - 1.
+    jobs_run = BigInt(default=0)
+    tokens_generated = BigInt(default=0)
 
 
 class Job(Table):

@@ -55,6 +55,7 @@ def too_many(template: str, context: dict, message: str, exc: Throttled) -> Temp
 
 
 class AccountController(Controller):
+    include_in_schema = False  # HTML for browsers; /schema documents the JSON API
     dependencies = {"user": Provide(provide_optional_user)}
 
     @get("/login", name="login")
@@ -128,6 +129,7 @@ class AccountController(Controller):
 
 
 class SettingsController(Controller):
+    include_in_schema = False
     path = "/settings"
     dependencies = {"user": Provide(provide_user)}
 

@@ -14,6 +14,7 @@ from litestar.response import Template
 from mesh_nanollm.errors import InvalidInput
 from mesh_nanollm.jobs import service
 from mesh_nanollm.jobs.schemas import JobCreate, JobPage, JobPatch, JobView, Status
+from mesh_nanollm.openapi import BEARER, errors
 from mesh_nanollm.rooms.service import list_rooms
 from mesh_nanollm.security import provide_user
 from mesh_nanollm.tables import User
@@ -34,6 +35,7 @@ def job_filter(status: str | None, room: str | None, model: str | None) -> servi
 
 class JobPages(Controller):
     path = "/jobs"
+    include_in_schema = False  # HTML for browsers; /schema documents the JSON API
     dependencies = {"user": Provide(provide_user)}
 
     @get("/", name="jobs")
@@ -68,9 +70,10 @@ class JobPages(Controller):
 class JobApi(Controller):
     path = "/api/jobs"
     tags = ["jobs"]
+    security = BEARER
     dependencies = {"user": Provide(provide_user)}
 
-    @get("/")
+    @get("/", responses=errors(400, 401, 422))
     async def list_jobs(
         self,
         user: NamedDependency[User],
@@ -84,16 +87,16 @@ class JobApi(Controller):
         jobs, next_cursor = await service.list_jobs(user, job_filter(status, room, model), cursor, limit)
         return JobPage(jobs=jobs, next_cursor=next_cursor)
 
-    @post("/")
+    @post("/", responses=errors(400, 401, 403, 404, 413, 422))
     async def create_job(self, user: NamedDependency[User], data: JSONBody[JobCreate]) -> JobView:
         """Record a new job (status `queued`) in a room the caller may enter."""
         return await service.create_job(user, data)
 
-    @get("/{job_id:uuid}")
+    @get("/{job_id:uuid}", responses=errors(400, 401, 404))
     async def get_job(self, user: NamedDependency[User], job_id: FromPath[UUID]) -> JobView:
         return await service.get_job(user, job_id)
 
-    @patch("/{job_id:uuid}")
+    @patch("/{job_id:uuid}", responses=errors(400, 401, 403, 404, 409, 413, 422))
     async def update_job(self, user: NamedDependency[User], job_id: FromPath[UUID], data: JSONBody[JobPatch]) -> JobView:
         """Move a job along queued → running → succeeded | failed | cancelled (409 otherwise)."""
         return await service.update_job(user, job_id, data)

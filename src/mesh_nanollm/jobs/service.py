@@ -12,10 +12,11 @@ from uuid import UUID
 import msgspec
 from piccolo.query import WhereRaw
 
-from mesh_nanollm.errors import Conflict, InvalidInput, NotFound
-from mesh_nanollm.jobs.schemas import JobCreate, JobPatch, JobView
+from mesh_nanollm.errors import Conflict, InvalidInput, NotFound, ServiceError
+from mesh_nanollm.jobs.schemas import JobCreate, JobParams, JobPatch, JobView
+from mesh_nanollm.peers import service as peers
 from mesh_nanollm.rooms.service import get_room
-from mesh_nanollm.tables import Job, PeerSession, Room, User
+from mesh_nanollm.tables import Job, Room, User
 
 UNFINISHED = ("queued", "running")
 TERMINAL = ("succeeded", "failed", "cancelled", "abandoned")
@@ -52,7 +53,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
             raise ValueError("naive timestamp")
         return created_at, UUID(job_id)
     except (ValueError, UnicodeDecodeError, binascii.Error) as exc:
-        raise InvalidInput("The page cursor is malformed; start again from the first page.") from exc
+        # Malformed like any other unparsable parameter: 400, not a broken rule (422).
+        raise ServiceError("The page cursor is malformed; start again from the first page.") from exc
 
 
 def to_view(row: dict[str, Any], room_slug: str) -> JobView:
@@ -97,6 +99,11 @@ _COLUMNS = (Job.all_columns(), Job.room.slug.as_alias("room_slug"))
 
 async def create_job(user: User, data: JobCreate) -> JobView:
     room = await get_room(user, data.room)
+    if data.requester_peer is not None and not await peers.is_peer_of(data.requester_peer, room.id, user.id):
+        raise InvalidInput(
+            f"requester_peer {data.requester_peer} is not one of your peers in room “{room.slug}”: "
+            "use the peer id that join_room gave this page."
+        )
     now = _now()
     job = Job(
         room=room.id,
@@ -123,13 +130,11 @@ async def get_job(user: User, job_id: UUID) -> JobView:
 
 async def describe_workers(job: JobView) -> list[str]:
     """Who ran each attempt, as the history page says it: "your browser" or "<username>'s browser"."""
-    peer_ids = {UUID(worker) for worker in job.workers if worker != "local"}
-    rows = await PeerSession.select(PeerSession.peer_id, PeerSession.user.username).where(
-        PeerSession.peer_id.is_in(list(peer_ids))
-    ) if peer_ids else []
-    names = {str(row["peer_id"]): f"{row['user.username']}'s browser" for row in rows}
+    usernames = await peers.peer_usernames({UUID(worker) for worker in job.workers if worker != "local"})
     return [
-        "your browser" if worker == "local" else names.get(worker, "a peer no longer on record")
+        "your browser" if worker == "local"
+        else f"{usernames[worker]}'s browser" if worker in usernames
+        else "a peer no longer on record"
         for worker in job.workers
     ]
 
@@ -184,6 +189,7 @@ async def update_job(user: User, job_id: UUID, patch: JobPatch) -> JobView:
     at = max(now - timedelta(milliseconds=patch.age_ms), current["created_at"])
     values: dict[Any, Any] = {Job.updated_at: now}
     status = current["status"]
+    await _check_claims(current, patch)
     if patch.status is not None and patch.status != status:
         if patch.status not in TRANSITIONS.get(status, set()):
             raise Conflict(f"A job cannot go from {status} to {patch.status}.")
@@ -211,28 +217,35 @@ async def update_job(user: User, job_id: UUID, patch: JobPatch) -> JobView:
     if patch.ttft_ms is not None:
         started = values.get(Job.started_at, current["started_at"]) or at
         values[Job.first_token_at] = started + timedelta(milliseconds=patch.ttft_ms)
-    # Compare-and-set on the status, so two writers cannot both win a transition.
-    updated = await Job.update(values).where(Job.id == job_id, Job.status == status).returning(Job.id)
-    if not updated:
-        raise Conflict("The job changed while you were updating it; reload and try again.")
-    if values.get(Job.status) == "succeeded":
-        await _credit_peer(current, values)
+    # One transaction: a job never ends up succeeded without its peer credited, or the reverse.
+    async with Job._meta.db.transaction():
+        # Compare-and-set on the status, so two writers cannot both win a transition.
+        updated = await Job.update(values).where(Job.id == job_id, Job.status == status).returning(Job.id)
+        if not updated:
+            raise Conflict("The job changed while you were updating it; reload and try again.")
+        if values.get(Job.status) == "succeeded":
+            # The peer that ran it, or the requester's own page when it ran locally.
+            peer = values.get(Job.worker_peer, current["worker_peer"]) or current["requester_peer"]
+            if peer is not None:
+                await peers.credit_peer(peer, values.get(Job.token_count, current["token_count"]))
     return await get_job(user, job_id)
 
 
-async def _credit_peer(current: dict[str, Any], values: dict[Any, Any]) -> None:
-    """Count a finished job and its tokens for the peer that ran it (the requester's own page when
-    it ran locally); the peers API shows these totals."""
-    peer = values.get(Job.worker_peer, current["worker_peer"]) or current["requester_peer"]
-    if peer is None:
-        return
-    tokens = values.get(Job.token_count, current["token_count"])
-    await PeerSession.update(
-        {
-            PeerSession.jobs_run: PeerSession.jobs_run + 1,
-            PeerSession.tokens_generated: PeerSession.tokens_generated + tokens,
-        }
-    ).where(PeerSession.peer_id == peer)
+async def _check_claims(current: dict[str, Any], patch: JobPatch) -> None:
+    """What a patch claims about who ran the job and how much it made must be possible: the worker
+    is a peer of the job's room, and no more tokens than the job asked for (the peers API shows
+    these totals as each peer's credit)."""
+    if patch.worker_peer is not None and not await peers.is_peer_of(patch.worker_peer, current["room"]):
+        raise InvalidInput(
+            f"worker_peer {patch.worker_peer} is not a peer of this job's room: "
+            "name the peer that ran it, as the room's presence lists it."
+        )
+    limit = _json(current["params"]).get("max_new_tokens", JobParams().max_new_tokens)
+    if patch.token_count is not None and patch.token_count > limit:
+        raise InvalidInput(
+            f"token_count {patch.token_count} is more than this job can produce "
+            f"(its params.max_new_tokens is {limit})."
+        )
 
 
 async def abandon_stale_jobs(after_s: int) -> int:
@@ -243,14 +256,8 @@ async def abandon_stale_jobs(after_s: int) -> int:
         Job.status.is_in(list(UNFINISHED)), Job.updated_at < cutoff
     )
     peer_ids = [row["requester_peer"] for row in stale if row["requester_peer"]]
-    live_peers = set()
-    if peer_ids:
-        # Still connected, or gone for less than `after_s`: it may yet come back to its job.
-        rows = await PeerSession.select(PeerSession.peer_id).where(
-            PeerSession.peer_id.is_in(peer_ids),
-            PeerSession.disconnected_at.is_null() | (PeerSession.disconnected_at > cutoff),
-        )
-        live_peers = {row["peer_id"] for row in rows}
+    # Still connected, or gone for less than `after_s`: it may yet come back to its job.
+    live_peers = await peers.peers_still_around(peer_ids, cutoff)
     gone = [row["id"] for row in stale if row["requester_peer"] not in live_peers]
     if gone:
         now = _now()

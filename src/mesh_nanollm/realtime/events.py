@@ -13,6 +13,7 @@ import socketio
 from socketio.exceptions import ConnectionRefusedError as Refused
 
 from mesh_nanollm.errors import ServiceError
+from mesh_nanollm.peers.service import list_live_peers, open_peer_session
 from mesh_nanollm.realtime.auth import authenticate_socket
 from mesh_nanollm.realtime.ice import ice_servers_for
 from mesh_nanollm.realtime.limits import TokenBucket
@@ -23,7 +24,7 @@ from mesh_nanollm.realtime.notify import (
     relay_signal,
     room_channel,
 )
-from mesh_nanollm.realtime.presence import LocalPeer, Presence, live_peer_entries, open_peer_session
+from mesh_nanollm.realtime.presence import LocalPeer, Presence
 from mesh_nanollm.realtime.schemas import (
     PRINTABLE,
     IceCandidate,
@@ -156,7 +157,7 @@ def register_events(sio: socketio.AsyncServer, presence: Presence, settings: Set
         conn.peer = peer
         await sio.enter_room(sid, room_channel(room.slug))
         await sio.enter_room(sid, peer_channel(room.slug, peer_id))
-        peers = await live_peer_entries(room, exclude=peer_id)
+        peers = await list_live_peers(room, exclude=peer_id)
         ack = JoinAck(peer_id=peer_id, peers=peers, ice_servers=ice_servers_for(settings, conn.user.id))
         return msgspec.to_builtins(ack)
 

@@ -1,20 +1,18 @@
-"""Who is in which room: the peers on this instance, their `PeerSession` rows, and the presence
-changes waiting for the next batched write and announcement (the rule is in docs/realtime.md)."""
+"""Who is in which room: the peers on this instance and the presence changes waiting for the next
+batched write (through the peers service) and announcement (the rule is in docs/realtime.md)."""
 
 from __future__ import annotations
 
 import logging
 import time
-import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
-from mesh_nanollm.realtime.schemas import Capabilities, PeerEntry, Status
-from mesh_nanollm.tables import PeerSession, Room
+from mesh_nanollm.peers import service as peers
+from mesh_nanollm.peers.schemas import PeerView
+from mesh_nanollm.realtime.schemas import Status
 
 log = logging.getLogger("mesh_nanollm.presence")
-# SQLite refuses more than 999 bound variables in old builds; chunk IN (...) lists below that.
-CHUNK = 500
 
 
 def _now() -> datetime:
@@ -33,9 +31,9 @@ class LocalPeer:
     username: str
     status: Status
 
-    def entry(self) -> PeerEntry:
+    def entry(self) -> PeerView:
         s = self.status
-        return PeerEntry(self.peer_id, self.username, s.backend, s.state, s.models_warm, s.queue, s.tok_s)
+        return PeerView(self.peer_id, self.username, s.backend, s.state, s.models_warm, s.queue, s.tok_s)
 
 
 @dataclass
@@ -43,70 +41,9 @@ class RoomChanges:
     """What one room hears from this instance after one flush."""
 
     room_slug: str
-    joined: list[PeerEntry] = field(default_factory=list)
-    updated: list[PeerEntry] = field(default_factory=list)
+    joined: list[PeerView] = field(default_factory=list)
+    updated: list[PeerView] = field(default_factory=list)
     left: list[str] = field(default_factory=list)
-
-
-async def open_peer_session(room: Room, user_id: int, sid: str, capabilities: Capabilities) -> str:
-    """Insert the `PeerSession` for a peer joining `room`; returns its server-assigned peer id."""
-    now = _now()
-    peer_id = uuid.uuid4()
-    await PeerSession.insert(
-        PeerSession(
-            peer_id=peer_id,
-            room=room.id,
-            user=user_id,
-            sid=sid,
-            backend=capabilities.backend,
-            user_agent=capabilities.user_agent,
-            state=capabilities.state,
-            models_warm=capabilities.models_warm,
-            connected_at=now,
-            last_seen_at=now,
-        )
-    )
-    return str(peer_id)
-
-
-async def live_peer_entries(room: Room, exclude: str | None = None) -> list[PeerEntry]:
-    """The room's live peers on every instance, from the database, oldest first."""
-    rows = await PeerSession.select(
-        PeerSession.peer_id,
-        PeerSession.user.username.as_alias("username"),
-        PeerSession.backend,
-        PeerSession.state,
-        PeerSession.models_warm,
-        PeerSession.queue,
-        PeerSession.tok_s,
-    ).where(PeerSession.room == room.id, PeerSession.disconnected_at.is_null()).order_by(
-        PeerSession.connected_at
-    )
-    entries = []
-    for row in rows:
-        peer_id = str(row["peer_id"])
-        if peer_id == exclude:
-            continue
-        warm = row["models_warm"]
-        entries.append(
-            PeerEntry(
-                peer_id, row["username"], row["backend"], row["state"],
-                warm if isinstance(warm, list) else [], row["queue"], row["tok_s"],
-            )
-        )
-    return entries
-
-
-async def close_open_peer_sessions() -> int:
-    """Close every open `PeerSession`: at the start of a lone instance, none of them can be live."""
-    closed = await PeerSession.update({PeerSession.disconnected_at: _now()}).where(
-        PeerSession.disconnected_at.is_null()
-    ).returning(PeerSession.id)
-    return len(closed)
-
-
-def _chunks(ids: list[str]) -> list[list[uuid.UUID]]:
-    return [[uuid.UUID(i) for i in ids[n : n + CHUNK]] for n in range(0, len(ids), CHUNK)]
 
 
 class Presence:
@@ -155,13 +92,10 @@ class Presence:
         try:
             left_ids = [peer_id for ids in left.values() for peer_id in ids]
             now = _now()
-            for chunk in _chunks(left_ids):
-                await PeerSession.update({PeerSession.disconnected_at: now}).where(
-                    PeerSession.peer_id.is_in(chunk)
-                )
-            changed = [self.peers[p] for ids in updated.values() for p in ids if p in self.peers]
+            await peers.close_peer_sessions(left_ids, now)
+            changed = {p: self.peers[p].status for ids in updated.values() for p in ids if p in self.peers}
             if changed:
-                await self._save_statuses(changed, now)
+                await peers.save_statuses(changed, now)
             stale = await self._heartbeat(now)
         except Exception:  # a database hiccup must not lose presence: retry on the next flush
             log.exception("presence flush failed; retrying")
@@ -194,44 +128,11 @@ class Presence:
             for room_slug, ids in theirs.items():
                 mine.setdefault(room_slug, set()).update(ids)
 
-    async def _save_statuses(self, peers: list[LocalPeer], now: datetime) -> None:
-        engine = PeerSession._meta.db
-        async with engine.transaction():
-            for peer in peers:
-                s = peer.status
-                await PeerSession.update(
-                    {
-                        PeerSession.state: s.state,
-                        PeerSession.backend: s.backend,
-                        PeerSession.models_warm: s.models_warm,
-                        PeerSession.queue: s.queue,
-                        PeerSession.tok_s: s.tok_s,
-                        PeerSession.last_seen_at: now,
-                    }
-                ).where(PeerSession.peer_id == uuid.UUID(peer.peer_id))
-
     async def _heartbeat(self, now: datetime) -> dict[str, set[str]]:
         """Every third of `stale_after_s`: stamp our peers as seen, and close peers nobody has
         stamped for `stale_after_s` (their instance died). Returns the closed ones by room."""
         if time.monotonic() - self._heartbeat_at < self.stale_after_s / 3:
             return {}
         self._heartbeat_at = time.monotonic()
-        for chunk in _chunks(list(self.peers)):
-            await PeerSession.update({PeerSession.last_seen_at: now}).where(PeerSession.peer_id.is_in(chunk))
-        # The UPDATE … RETURNING is atomic, so when several instances sweep, each closed peer is
-        # announced by exactly one of them.
-        closed = await PeerSession.update({PeerSession.disconnected_at: now}).where(
-            PeerSession.disconnected_at.is_null(),
-            PeerSession.last_seen_at < now - timedelta(seconds=self.stale_after_s),
-        ).returning(PeerSession.peer_id, PeerSession.room)
-        if not closed:
-            return {}
-        slugs = {
-            row["id"]: row["slug"]
-            for row in await Room.select(Room.id, Room.slug).where(Room.id.is_in(list({r["room"] for r in closed})))
-        }
-        stale: dict[str, set[str]] = {}
-        for row in closed:
-            stale.setdefault(slugs.get(row["room"], ""), set()).add(str(row["peer_id"]))
-        stale.pop("", None)
-        return stale
+        await peers.stamp_seen(self.peers, now)
+        return await peers.close_stale_peer_sessions(now, self.stale_after_s)

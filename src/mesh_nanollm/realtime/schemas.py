@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from mesh_nanollm.peers.schemas import PeerView
+
 # An SDP is a few KB (about 2-6 KB with audio-less data channels); 16 KiB leaves room for
 # many ICE candidates inlined without letting a peer push megabytes through the relay.
 SDP_MAX = 16 * 1024
@@ -70,19 +72,7 @@ class IceCandidate(msgspec.Struct, forbid_unknown_fields=True):
     usernameFragment: Annotated[str, msgspec.Meta(max_length=256)] | None = None
 
 
-class PeerEntry(msgspec.Struct):
-    """A peer as other peers see it in `join_room`'s ack and in presence events."""
-
-    peer_id: str
-    username: str
-    backend: str
-    state: str
-    models_warm: list[str]
-    queue: int
-    tok_s: float
-
-
 class JoinAck(msgspec.Struct):
     peer_id: str
-    peers: list[PeerEntry]
+    peers: list[PeerView]
     ice_servers: list[dict[str, object]]

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from socketio.packet import Packet
 
+from mesh_nanollm.peers.service import close_open_peer_sessions
 from mesh_nanollm.realtime.engine import use_lean_socket
 from mesh_nanollm.realtime.events import Connection, admit, register_events
 from mesh_nanollm.realtime.notify import (
@@ -25,7 +26,7 @@ from mesh_nanollm.realtime.notify import (
     notify_error,
     notify_room_changes,
 )
-from mesh_nanollm.realtime.presence import Presence, close_open_peer_sessions
+from mesh_nanollm.realtime.presence import Presence
 from mesh_nanollm.settings import Settings
 
 log = logging.getLogger("mesh_nanollm.realtime")

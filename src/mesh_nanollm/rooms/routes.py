@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 from litestar import Controller, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody, URLEncodedBody
@@ -13,10 +12,12 @@ from litestar.response import Redirect, Template
 
 from mesh_nanollm.catalogue import Catalogue
 from mesh_nanollm.errors import ServiceError
+from mesh_nanollm.openapi import BEARER, errors
+from mesh_nanollm.peers.schemas import PeerView
+from mesh_nanollm.peers.service import list_live_peers
 from mesh_nanollm.rooms import service
-from mesh_nanollm.rooms.schemas import PeerView, RoomCreate, RoomView
+from mesh_nanollm.rooms.schemas import RoomCreate, RoomView
 from mesh_nanollm.security import provide_user
-from mesh_nanollm.settings import Settings
 from mesh_nanollm.tables import Room, User
 
 Form = URLEncodedBody[dict[str, str]]
@@ -39,12 +40,9 @@ def go_to(request: HTMXRequest, path: str) -> Redirect | ClientRedirect:
     return ClientRedirect(path) if request.htmx else Redirect(path, status_code=303)
 
 
-def peer_views(rows: list[dict[str, Any]]) -> list[PeerView]:
-    return [msgspec.convert(row, PeerView, from_attributes=False, strict=False) for row in rows]
-
-
 class RoomPages(Controller):
     path = "/rooms"
+    include_in_schema = False  # HTML for browsers; /schema documents the JSON API
     dependencies = {"user": Provide(provide_user)}
 
     async def _list_page(self, user: NamedDependency[User], **extra: Any) -> dict[str, Any]:
@@ -79,9 +77,9 @@ class RoomPages(Controller):
         return go_to(request, f"/rooms/{room.slug}")
 
     @get("/{slug:str}", name="room")
-    async def room(self, user: NamedDependency[User], slug: FromPath[str], catalogue: NamedDependency[Catalogue], settings: NamedDependency[Settings]) -> Template:
+    async def room(self, user: NamedDependency[User], slug: FromPath[str], catalogue: NamedDependency[Catalogue]) -> Template:
         room = await service.get_room(user, slug)
-        peers = peer_views(await service.list_peers(room))
+        peers = await list_live_peers(room)
         context = {
             "user": user,
             "room": room,
@@ -97,37 +95,38 @@ class RoomPages(Controller):
     @get("/{slug:str}/peers", name="room_peers")
     async def peers(self, user: NamedDependency[User], slug: FromPath[str]) -> Template:
         room = await service.get_room(user, slug)
-        peers = peer_views(await service.list_peers(room))
+        peers = await list_live_peers(room)
         return HTMXTemplate(template_name="_peers.html", context={"user": user, "room": room, "peers": peers})
 
 
 class RoomApi(Controller):
     path = "/api/rooms"
     tags = ["rooms"]
+    security = BEARER
     dependencies = {"user": Provide(provide_user)}
 
-    @get("/")
+    @get("/", responses=errors(401))
     async def list_rooms(self, user: NamedDependency[User]) -> list[RoomView]:
         """Rooms the caller may see: public ones and private ones they belong to."""
         listings = await service.list_rooms(user)
         owners = await service.owner_names([listing.room for listing in listings])
         return [room_view(r.room, r.peers, user, owners.get(r.room.owner)) for r in listings]
 
-    @post("/")
+    @post("/", responses=errors(400, 401, 403, 409, 413, 422))
     async def create_room(self, user: NamedDependency[User], data: JSONBody[RoomCreate]) -> RoomView:
         """Create a room; a private room gets an invite code only its owner sees."""
         room = await service.create_room(user, data.name, data.private)
         return room_view(room, 0, user, user.username)
 
-    @get("/{slug:str}")
+    @get("/{slug:str}", responses=errors(400, 401, 403, 404))
     async def get_room(self, user: NamedDependency[User], slug: FromPath[str]) -> RoomView:
         room = await service.get_room(user, slug)
-        peers = await service.list_peers(room)
+        peers = await list_live_peers(room)
         owners = await service.owner_names([room])
         return room_view(room, len(peers), user, owners.get(room.owner))
 
-    @get("/{slug:str}/peers")
+    @get("/{slug:str}/peers", responses=errors(400, 401, 403, 404))
     async def list_peers(self, user: NamedDependency[User], slug: FromPath[str]) -> list[PeerView]:
         """Live peers in the room, oldest first."""
         room = await service.get_room(user, slug)
-        return peer_views(await service.list_peers(room))
+        return await list_live_peers(room)

@@ -1,10 +1,9 @@
-"""The JSON shapes of rooms and peers on the wire."""
+"""The JSON shapes of rooms on the wire (peers: peers/schemas.py)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated
-from uuid import UUID
 
 import msgspec
 
@@ -22,17 +21,3 @@ class RoomView(msgspec.Struct):
     peers: int
     created_at: datetime
     invite_code: str | None = None
-
-
-class PeerView(msgspec.Struct):
-    peer_id: UUID
-    username: str
-    backend: str
-    state: str
-    models_warm: list[str]
-    queue: int
-    tok_s: float
-    connected_at: datetime
-    last_seen_at: datetime
-    jobs_run: int
-    tokens_generated: int

@@ -1,4 +1,4 @@
-"""Rooms, who may enter them, and who is in them: the rules, no HTTP."""
+"""Rooms and who may enter them: the rules, no HTTP (who is in them: the peers service)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import re
 import secrets
 import unicodedata
 from dataclasses import dataclass
-from typing import Any
 
 from mesh_nanollm.errors import Conflict, Forbidden, InvalidInput, NotFound
-from mesh_nanollm.tables import PeerSession, Room, RoomMember, User
+from mesh_nanollm.peers.service import count_live_peers
+from mesh_nanollm.tables import Room, RoomMember, User
 
 GLOBAL_SLUG = "global"
 RESERVED_SLUGS = {"join", "new"}
@@ -20,7 +20,6 @@ NAME_MAX = 80
 class RoomListing:
     room: Room
     peers: int
-    is_member: bool
 
 
 def slugify(name: str) -> str:
@@ -41,22 +40,15 @@ async def _member_room_ids(user: User) -> set[int]:
     return {row["room"] for row in rows}
 
 
-async def live_peer_counts() -> dict[int, int]:
-    rows = await PeerSession.raw(
-        "SELECT room, COUNT(*) AS n FROM peer_session WHERE disconnected_at IS NULL GROUP BY room"
-    )
-    return {row["room"]: row["n"] for row in rows}
-
-
 async def list_rooms(user: User) -> list[RoomListing]:
     """Public rooms and the private rooms `user` belongs to; the global room first."""
     member_of = await _member_room_ids(user)
     rooms = await Room.objects().where(
         (Room.is_private == False) | Room.id.is_in(list(member_of) or [-1])
     ).order_by(Room.created_at, ascending=False)
-    counts = await live_peer_counts()
+    counts = await count_live_peers()
     rooms.sort(key=lambda room: room.slug != GLOBAL_SLUG)
-    return [RoomListing(room, counts.get(room.id, 0), room.id in member_of) for room in rooms]
+    return [RoomListing(room, counts.get(room.id, 0)) for room in rooms]
 
 
 async def create_room(user: User, name: str, is_private: bool) -> Room:
@@ -119,13 +111,3 @@ async def owner_names(rooms: list[Room]) -> dict[int, str]:
     ids = list({room.owner for room in rooms if room.owner is not None})
     rows = await User.select(User.id, User.username).where(User.id.is_in(ids)) if ids else []
     return {row["id"]: row["username"] for row in rows}
-
-
-async def list_peers(room: Room) -> list[dict[str, Any]]:
-    """Live peers of `room`, with their user's name, oldest first."""
-    return await PeerSession.select(
-        PeerSession.all_columns(exclude=[PeerSession.sid]),
-        PeerSession.user.username.as_alias("username"),
-    ).where(
-        PeerSession.room == room.id, PeerSession.disconnected_at.is_null()
-    ).order_by(PeerSession.connected_at).output(load_json=True)  # else models_warm comes back as JSON text

@@ -1,0 +1,72 @@
+"""The OpenAPI document at /schema: the JSON API as it answers — its error bodies, the status codes
+each operation can give, Bearer tokens, and which bodies refuse unknown fields."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+import msgspec
+from litestar._openapi.schema_generation import SchemaCreator
+from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
+from litestar.openapi import OpenAPIConfig, ResponseSpec
+from litestar.openapi.plugins import JsonRenderPlugin
+from litestar.openapi.spec import Components, Schema, SecurityScheme
+from litestar.typing import FieldDefinition
+
+BEARER = [{"bearer": []}]
+
+
+class ErrorBody(msgspec.Struct, omit_defaults=True):
+    """Every error the JSON API answers: app.handle_error sends this Struct, /schema declares it."""
+
+    error: str  # the status in words, e.g. "Not found"
+    detail: str  # what went wrong and what to do about it, for a person
+    fields: dict[str, str] = {}  # per-field messages, when a form-like body was refused
+
+
+# Why each status happens, where the operation does not say better.
+WHY = {
+    400: "The request is malformed: a body or parameter that does not parse or fit its schema.",
+    401: "No valid session or Bearer token.",
+    403: "Not allowed: a private room the caller is not a member of, or a write without a Bearer "
+    "token that lacks the CSRF token a browser session must send.",
+    404: "No such room or job (or not the caller's).",
+    409: "The change conflicts with the current state (an illegal status transition, a lost race).",
+    413: "The body is larger than the server accepts.",
+    422: "The request parses but breaks a rule; `detail` (and `fields`) say which.",
+}
+
+
+def errors(*codes: int) -> dict[int, ResponseSpec]:
+    """Responses for `codes`, each with the body the app really sends."""
+    return {
+        code: ResponseSpec(ErrorBody, generate_examples=False, description=WHY.get(code, HTTPStatus(code).phrase))
+        for code in codes
+    }
+
+
+class ClosedStructSchemaPlugin(StructSchemaPlugin):
+    """Litestar's Struct schemas (a private class: litestar is pinned to its minor version), plus
+    `additionalProperties: false` for Structs declared with `forbid_unknown_fields`, since the app
+    answers 400 to any field they do not name."""
+
+    def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: SchemaCreator) -> Schema:
+        schema = super().to_openapi_schema(field_definition, schema_creator)
+        if msgspec.inspect.type_info(field_definition.type_).forbid_unknown_fields:  # type: ignore[union-attr]
+            schema.additional_properties = False
+        return schema
+
+
+def openapi_config() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="Mesh NanoLLM",
+        version="0.1.0",
+        path="/schema",
+        render_plugins=[JsonRenderPlugin(path=["/", "/openapi.json"])],
+        description=(
+            "The JSON API. Authenticate with `Authorization: Bearer <token>` (create a token on the "
+            "settings page); a browser session cookie works too, with the CSRF header on writes. "
+            "Every error is `{error, detail}` (and `fields` for per-field messages)."
+        ),
+        components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
+    )

@@ -1,0 +1,170 @@
+"""Peers: the only reader and writer of `PeerSession` — joins, status writes, liveness, leaves,
+credit for jobs run, and the lookups rooms and jobs need. No HTTP, no sockets."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+from piccolo.query.functions.aggregate import Count
+
+from mesh_nanollm.peers.schemas import PeerView
+from mesh_nanollm.realtime.schemas import Capabilities, Status
+from mesh_nanollm.tables import PeerSession, Room
+
+# SQLite refuses more than 999 bound variables in old builds; chunk IN (...) lists below that.
+CHUNK = 500
+_VIEW_COLUMNS = (
+    PeerSession.all_columns(exclude=[PeerSession.id, PeerSession.room, PeerSession.user, PeerSession.sid,
+                                     PeerSession.user_agent, PeerSession.disconnected_at]),
+    PeerSession.user.username.as_alias("username"),
+)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _chunks(ids: Iterable[str | uuid.UUID]) -> list[list[uuid.UUID]]:
+    ids = [i if isinstance(i, uuid.UUID) else uuid.UUID(i) for i in ids]
+    return [ids[n : n + CHUNK] for n in range(0, len(ids), CHUNK)]
+
+
+def _view(row: dict[str, Any]) -> PeerView:
+    return msgspec.convert(row | {"peer_id": str(row["peer_id"])}, PeerView, strict=False)
+
+
+async def open_peer_session(room: Room, user_id: int, sid: str, capabilities: Capabilities) -> str:
+    """Insert the `PeerSession` for a peer joining `room`; returns its server-assigned peer id."""
+    now = _now()
+    peer_id = uuid.uuid4()
+    await PeerSession.insert(
+        PeerSession(
+            peer_id=peer_id,
+            room=room.id,
+            user=user_id,
+            sid=sid,
+            backend=capabilities.backend,
+            user_agent=capabilities.user_agent,
+            state=capabilities.state,
+            models_warm=capabilities.models_warm,
+            connected_at=now,
+            last_seen_at=now,
+        )
+    )
+    return str(peer_id)
+
+
+async def list_live_peers(room: Room, exclude: str | None = None) -> list[PeerView]:
+    """The room's live peers on every instance, oldest first."""
+    rows = await PeerSession.select(*_VIEW_COLUMNS).where(
+        PeerSession.room == room.id, PeerSession.disconnected_at.is_null()
+    ).order_by(PeerSession.connected_at).output(load_json=True)  # else models_warm comes back as JSON text
+    return [_view(row) for row in rows if str(row["peer_id"]) != exclude]
+
+
+async def count_live_peers() -> dict[int, int]:
+    """How many live peers each room has, by room id (rooms without any are absent)."""
+    rows = await PeerSession.select(PeerSession.room, Count(alias="n")).where(
+        PeerSession.disconnected_at.is_null()
+    ).group_by(PeerSession.room)
+    return {row["room"]: row["n"] for row in rows}
+
+
+async def close_peer_sessions(peer_ids: Iterable[str], at: datetime) -> None:
+    for chunk in _chunks(peer_ids):
+        await PeerSession.update({PeerSession.disconnected_at: at}).where(PeerSession.peer_id.is_in(chunk))
+
+
+async def close_open_peer_sessions() -> int:
+    """Close every open `PeerSession`: at the start of a lone instance, none of them can be live."""
+    closed = await PeerSession.update({PeerSession.disconnected_at: _now()}).where(
+        PeerSession.disconnected_at.is_null()
+    ).returning(PeerSession.id)
+    return len(closed)
+
+
+async def save_statuses(statuses: dict[str, Status], at: datetime) -> None:
+    """Write each peer's latest reported status, in one transaction."""
+    async with PeerSession._meta.db.transaction():
+        for peer_id, s in statuses.items():
+            await PeerSession.update(
+                {
+                    PeerSession.state: s.state,
+                    PeerSession.backend: s.backend,
+                    PeerSession.models_warm: s.models_warm,
+                    PeerSession.queue: s.queue,
+                    PeerSession.tok_s: s.tok_s,
+                    PeerSession.last_seen_at: at,
+                }
+            ).where(PeerSession.peer_id == uuid.UUID(peer_id))
+
+
+async def stamp_seen(peer_ids: Iterable[str], at: datetime) -> None:
+    for chunk in _chunks(peer_ids):
+        await PeerSession.update({PeerSession.last_seen_at: at}).where(PeerSession.peer_id.is_in(chunk))
+
+
+async def close_stale_peer_sessions(at: datetime, stale_after_s: float) -> dict[str, set[str]]:
+    """Close the open sessions nobody has stamped for `stale_after_s` (their instance died);
+    returns their peer ids by room slug."""
+    # The UPDATE … RETURNING is atomic, so when several instances sweep, each closed peer is
+    # announced by exactly one of them.
+    closed = await PeerSession.update({PeerSession.disconnected_at: at}).where(
+        PeerSession.disconnected_at.is_null(),
+        PeerSession.last_seen_at < at - timedelta(seconds=stale_after_s),
+    ).returning(PeerSession.peer_id, PeerSession.room)
+    if not closed:
+        return {}
+    slugs = {
+        row["id"]: row["slug"]
+        for row in await Room.select(Room.id, Room.slug).where(Room.id.is_in(list({r["room"] for r in closed})))
+    }
+    stale: dict[str, set[str]] = {}
+    for row in closed:
+        if slug := slugs.get(row["room"]):
+            stale.setdefault(slug, set()).add(str(row["peer_id"]))
+    return stale
+
+
+async def is_peer_of(peer_id: uuid.UUID, room_id: int, user_id: int | None = None) -> bool:
+    """Whether `peer_id` joined room `room_id` (as user `user_id`, when given), live or not."""
+    query = PeerSession.exists().where(PeerSession.peer_id == peer_id, PeerSession.room == room_id)
+    if user_id is not None:
+        query = query.where(PeerSession.user == user_id)
+    return await query
+
+
+async def peer_usernames(peer_ids: Iterable[uuid.UUID]) -> dict[str, str]:
+    """The username behind each peer still on record, by peer id."""
+    ids = list(peer_ids)
+    if not ids:
+        return {}
+    rows = await PeerSession.select(PeerSession.peer_id, PeerSession.user.username.as_alias("username")).where(
+        PeerSession.peer_id.is_in(ids)
+    )
+    return {str(row["peer_id"]): row["username"] for row in rows}
+
+
+async def peers_still_around(peer_ids: list[uuid.UUID], since: datetime) -> set[uuid.UUID]:
+    """The peers among `peer_ids` still connected, or gone only after `since`."""
+    if not peer_ids:
+        return set()
+    rows = await PeerSession.select(PeerSession.peer_id).where(
+        PeerSession.peer_id.is_in(peer_ids),
+        PeerSession.disconnected_at.is_null() | (PeerSession.disconnected_at > since),
+    )
+    return {row["peer_id"] for row in rows}
+
+
+async def credit_peer(peer_id: uuid.UUID, tokens: int) -> None:
+    """Count one finished job and its tokens for the peer that ran it."""
+    await PeerSession.update(
+        {
+            PeerSession.jobs_run: PeerSession.jobs_run + 1,
+            PeerSession.tokens_generated: PeerSession.tokens_generated + tokens,
+        }
+    ).where(PeerSession.peer_id == peer_id)

@@ -1,0 +1,37 @@
+"""The request class: htmx-aware, and a JSON body's nesting depth is bounded before it is decoded."""
+
+from __future__ import annotations
+
+import re
+from array import array
+from itertools import accumulate
+from typing import Any
+
+from litestar.plugins.htmx import HTMXRequest
+from litestar.types import Empty
+
+from mesh_nanollm.errors import ServiceError
+
+# A JSON string, escapes included; brackets inside strings do not nest anything.
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+_BRACKETS = re.compile(rb"[^\[\]{}]")
+# Opening brackets become 1 and closing ones 255, which a signed byte array reads as -1.
+_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+
+
+def json_depth(body: bytes) -> int:
+    """How deeply `body` nests arrays and objects, counted without decoding it (so without
+    recursion): a decoder recurses once per level and fails with a RecursionError far down."""
+    brackets = _BRACKETS.sub(b"", _STRING.sub(b"", body)).translate(_STEPS)
+    return max(accumulate(array("b", brackets)), default=0)
+
+
+class MeshRequest(HTMXRequest):
+    async def json(self) -> Any:
+        if self._json is Empty and self._connection_state.json is Empty:
+            limit = self.app.state.settings.json_max_depth
+            if (depth := json_depth(await self.body())) > limit:
+                raise ServiceError(
+                    f"The JSON body nests {depth} levels deep; at most {limit} are allowed."
+                )
+        return await super().json()
