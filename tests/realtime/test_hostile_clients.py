@@ -141,6 +141,8 @@ async def test_socket_that_leaves_the_namespace_but_stays_open_is_closed(strict_
         ("42[", False),
         ('40{"token":1', False),
         ("43999[]", False),
+        # Nested past the JSON decoder's recursion limit (a RecursionError inside the decoder).
+        ('42["status",' + "[" * 100_000 + "]" * 100_000 + "]", False),
     ],
 )
 async def test_bad_frame_logs_no_traceback(strict_server: LiveServer, raw, frame: str, closes: bool) -> None:
