@@ -202,11 +202,13 @@ function progressReporter(model) {
   return report;
 }
 
-/** {type: "generate", id, model, prompt, params} → {type: "token"}* → {type: "done"} | error. */
-async function generate({ id, model, prompt, params = {}, resume_text: resumeText = "" }) {
+/** {type: "generate", id, model, prompt | messages, params} → {type: "token"}* → {type: "done"} | error. */
+async function generate({ id, model, prompt, messages, params = {}, resume_text: resumeText = "" }) {
   const received = performance.now();
-  if (typeof id !== "string" || !id || typeof prompt !== "string" || !prompt || typeof params !== "object" || params === null || typeof resumeText !== "string") {
-    return fail("bad_message", "generate needs id (string), prompt (non-empty string), params (object) and an optional resume_text (string).", { id });
+  const chat = Array.isArray(messages) && messages.length > 0 && messages.every((m) => typeof m?.role === "string" && typeof m?.content === "string");
+  const promptOk = typeof prompt === "string" && prompt !== "";
+  if (typeof id !== "string" || !id || chat === promptOk || typeof params !== "object" || params === null || typeof resumeText !== "string") {
+    return fail("bad_message", "generate needs id (string), a prompt (non-empty string) or messages ([{role, content}]), params (object) and an optional resume_text (string).", { id });
   }
   if (state.job) return fail("busy", `Generation ${state.job.id} is still running.`, { id });
   if (!state.model || state.model.id !== model) return fail("not_loaded", `Load ${model} first.`, { id });
@@ -218,7 +220,7 @@ async function generate({ id, model, prompt, params = {}, resume_text: resumeTex
   if (state.cancelFlag) Atomics.store(state.cancelFlag, 0, 0);
   try {
     const { tokenizer } = generator;
-    const input = tokenizer.chat_template ? [{ role: "user", content: prompt }] : prompt;
+    const input = modelInput(tokenizer, chat ? messages : [{ role: "user", content: prompt }], chat ? null : prompt);
     const promptTokens = countPromptTokens(tokenizer, input);
     const options = generationOptions(params);
     // A resumed job (the mesh's failover, docs/mesh.md) continues an answer another peer began. Its
@@ -306,6 +308,15 @@ async function generate({ id, model, prompt, params = {}, resume_text: resumeTex
   } finally {
     state.job = null;
   }
+}
+
+/** What the model reads. With a chat template: the messages, which the text-generation pipeline
+ * renders with tokenizer.apply_chat_template(messages, {tokenize: false, add_generation_prompt: true}).
+ * Without one: a room page's prompt as it is, and chat messages as "role: content" lines ending in
+ * "assistant:", the text every peer renders for such a model (docs/realtime.md, "API jobs"). */
+function modelInput(tokenizer, messages, prompt) {
+  if (tokenizer.chat_template) return messages;
+  return prompt ?? messages.map(({ role, content }) => `${role}: ${content}\n`).join("") + "assistant:";
 }
 
 function countPromptTokens(tokenizer, input) {
