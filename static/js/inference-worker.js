@@ -223,6 +223,9 @@ async function generate({ id, model, prompt, messages, params = {}, resume_text:
     const input = modelInput(tokenizer, chat ? messages : [{ role: "user", content: prompt }], chat ? null : prompt);
     const promptTokens = countPromptTokens(tokenizer, input);
     const options = generationOptions(params);
+    // transformers.js samples from one Mersenne Twister per worker, and this worker runs one
+    // generation at a time: seeded here, a sampled answer repeats for the same seed, model and backend.
+    if (options.do_sample && Number.isSafeInteger(params.seed) && params.seed >= 0) lib.random.seed(params.seed);
     // A resumed job (the mesh's failover, docs/mesh.md) continues an answer another peer began. Its
     // tokens are replayed as the first generated ones, one decoding step each, exactly as that peer
     // computed them: reading prompt and answer in one pass would differ in the last bits (dynamic

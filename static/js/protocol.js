@@ -95,7 +95,7 @@ const ROLES = ["system", "user", "assistant"];
 const API_PARAM_RULES = {
   ...PARAM_RULES,
   max_new_tokens: int(1, 4096),
-  seed: optional(int(Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER)),
+  seed: int(Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER), // a negative one is not honoured (docs/mesh.md)
 };
 
 const chatMessage = (v) => isObject(v) && ROLES.includes(v.role) && text(API_PROMPT_CHARS)(v.content);
@@ -128,7 +128,7 @@ export function parseApiEvent(type, payload) {
     if (ok && !ok(value)) return { problem: `job_run: params.${key} out of range` };
   }
   const params = {};
-  for (const key of Object.keys(PARAM_RULES)) if (payload.params[key] !== undefined) params[key] = payload.params[key];
+  for (const key of Object.keys(API_PARAM_RULES)) if (payload.params[key] !== undefined) params[key] = payload.params[key];
   return { message: { ...payload, params } };
 }
 

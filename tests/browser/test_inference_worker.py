@@ -180,6 +180,14 @@ async def test_chat_messages_without_a_template_read_as_role_lines(live_server: 
     rest = (await worker.until("done"))[-1]
     assert head + rest["text"] == chat["text"]
 
+    # Sampling with a seed (an API request's `seed`): the same seed, the same answer.
+    sampled = []
+    for n, seed in enumerate((7, 7, 8)):
+        sampling = {"max_new_tokens": 40, "temperature": 1.0, "seed": seed}
+        await worker.send({"type": "generate", "id": f"s{n}", "model": MODEL, "messages": messages, "params": sampling})
+        sampled.append((await worker.until("done"))[-1]["text"])
+    assert sampled[0] == sampled[1] != sampled[2] and sampled[0] != chat["text"]
+
     # Exactly one of prompt and messages.
     await worker.send({"type": "generate", "id": "both", "model": MODEL, "messages": messages, "prompt": rendered, "params": params})
     error = (await worker.until("error"))[-1]
