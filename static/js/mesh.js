@@ -1,6 +1,6 @@
 /* The room as a compute mesh: a WebRTC data channel to each other peer (signaled through
- * signaling.js), the data-channel protocol (its shapes in protocol.js), and the scheduler that runs a job here or on the best
- * peer and fails over when its worker vanishes. Protocol, cost model and limits: docs/mesh.md.
+ * signaling.js), the data-channel protocol (its shapes in protocol.js), and the scheduler that
+ * runs a job here or on the best peer and fails over when its worker vanishes. Protocol, cost model and limits: docs/mesh.md.
  *
  *   const mesh = new Mesh(local);            // local: this page's inference (see LocalRunner below)
  *   mesh.attach(await connectRoom(slug));     // links to the room's peers
@@ -57,7 +57,7 @@ const API_DECLINED = {
   duplicate: "This peer already holds a job with this id.",
 };
 
-/** The mesh's view's view of one other peer: its connection, channel, hello and heartbeat. */
+/** The mesh's view of one other peer: its connection, channel, hello and heartbeat. */
 class Link {
   constructor(mesh, peerId, initiator) {
     this.peerId = peerId;
