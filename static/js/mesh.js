@@ -1,6 +1,7 @@
 /* The room as a compute mesh: a WebRTC data channel to each other peer (signaled through
  * signaling.js), the data-channel protocol (its shapes in protocol.js), and the scheduler that
- * runs a job here or on the best peer and fails over when its worker vanishes. Protocol, cost model and limits: docs/mesh.md.
+ * runs a job here or on the best peer and fails over when its worker vanishes. Protocol, cost
+ * model and limits: docs/mesh.md.
  *
  *   const mesh = new Mesh(local);            // local: this page's inference (see LocalRunner below)
  *   mesh.attach(await connectRoom(slug));     // links to the room's peers
