@@ -489,7 +489,7 @@ export class Mesh extends EventTarget {
     this.#serving.set(service.id, service);
     ack({ ok: true });
     const { job_id: id, model, prompt, messages, params, resume_text = "" } = message;
-    this.#serve(service, { id, model, prompt, messages, params, resume_text });
+    this.#serve(service, { id, model, ...(messages ? { messages } : { prompt }), params, resume_text });
   }
 
   /** Run `job` in this page's lane for `service`, streaming to whoever gave it (service.link: a
