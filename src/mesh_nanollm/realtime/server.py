@@ -158,6 +158,12 @@ class Realtime:
         # went from 125-225 ms to 25-30 ms, which is the relay's tail latency.
         gc.collect()
         gc.freeze()
+        if not self.sio.manager_initialized:
+            # python-socketio starts its Redis listener at the first socket's connect; an instance
+            # that sends `job_run` to a peer elsewhere before any socket of its own connected would
+            # never hear the peer's ack. Start it now.
+            self.sio.manager_initialized = True
+            self.sio.manager.initialize()
         loops = [asyncio.create_task(self._publish_presence())]
         if self.redis is not None:
             loops.append(asyncio.create_task(self._hear_revocations(self.redis)))
