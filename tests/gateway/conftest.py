@@ -18,7 +18,10 @@ from support.accounts import Account, create_room, sign_up
 
 MODEL = "tiny-gpt2"
 # Short waits, so "no peer" and "the worker went silent" are quick to see.
-GATEWAY_ENV = {"GATEWAY_QUEUE_WAIT": "2", "GATEWAY_ACK_TIMEOUT": "2", "GATEWAY_STALL_TIMEOUT": "3"}
+GATEWAY_ENV = {
+    "GATEWAY_QUEUE_WAIT": "2", "GATEWAY_ACK_TIMEOUT": "2", "GATEWAY_STALL_TIMEOUT": "3",
+    "GATEWAY_TOKEN_CONCURRENCY": "2",
+}
 
 
 @dataclass

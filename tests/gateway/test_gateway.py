@@ -191,3 +191,55 @@ async def test_bad_json_and_missing_token_answer_in_openais_shape(room: Room) ->
         anonymous = await http.post("/completions", json={"model": MODEL, "prompt": "x"})
     assert bad.status_code == 400 and "message" in bad.json()["error"]
     assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "invalid_api_key"
+
+
+async def test_a_token_past_its_concurrency_cap_gets_429(room: Room) -> None:
+    # GATEWAY_TOKEN_CONCURRENCY is 2 on this server: two streams held open, the third is refused.
+    for _ in range(3):
+        await room.add_peer(Script(["a", "b"], stop_after=1, then="wait_cancel"))
+    client = room.openai()
+    held = [await client.chat.completions.create(model=MODEL, messages=CHAT, stream=True) for _ in range(2)]
+
+    with pytest.raises(openai.RateLimitError) as caught:
+        await client.chat.completions.create(model=MODEL, messages=CHAT)
+    assert caught.value.response.json()["error"]["code"] == "concurrency_limit_exceeded"
+    for stream in held:
+        await stream.close()
+
+
+async def test_job_events_from_a_peer_the_job_is_not_on_are_refused(room: Room) -> None:
+    worker = await room.add_peer(Script(["mine", " only"], stop_after=1, then="wait_cancel"))
+    intruder = await room.add_peer()
+    stream = await room.openai().completions.create(model=MODEL, prompt="x", stream=True)
+    first = await stream.__anext__()
+    job_id = worker.runs[0]["job_id"]
+
+    await intruder.client.emit("job_token", {"job_id": job_id, "seq": 2, "text": " injected"})
+    await intruder.client.emit("job_token", {"job_id": job_id, "seq": "two", "text": 5})
+    for _ in range(100):  # both heard before the job ends, so the first reaches the running job
+        if len(intruder.errors) >= 2:
+            break
+        await asyncio.sleep(0.1)
+    await worker.client.emit("job_done", {"job_id": job_id, "text": "mine only", "metrics": {"tokens": 2, "reason": "stop"}})
+    rest = "".join([chunk.choices[0].text async for chunk in stream])
+
+    assert first.choices[0].text + rest == "mine only"
+    assert sorted(e["code"] for e in intruder.errors) == ["invalid", "not_your_job"]
+
+
+async def test_api_jobs_show_in_history_and_cannot_be_patched(room: Room) -> None:
+    await room.add_peer(Script(["recorded"]))
+    completion = await room.openai().completions.create(model=MODEL, prompt="x")
+    job_id = job_id_of(completion.id)
+    headers = {"Authorization": f"Bearer {room.account.token}"}
+
+    async with httpx.AsyncClient(base_url=room.url, timeout=10, cookies={"mesh_session": room.account.session_cookie}) as http:
+        patch = await http.patch(f"/api/jobs/{job_id}", json={"status": "failed"}, headers=headers)
+        page = await http.get(f"/jobs/{job_id}")
+        history = await http.get("/jobs")
+
+    assert patch.status_code == 409 and "recorded by the server" in patch.json()["detail"]
+    assert page.status_code == 200 and 'data-testid="job-mode">API request<' in page.text
+    assert f'data-job-id="{job_id}"' in history.text
+    assert (await room.job(job_id))["status"] == "succeeded"
+
