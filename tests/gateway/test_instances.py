@@ -9,11 +9,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import TEST_DATABASE_URL, TEST_REDIS_URL, LiveServer, postgres_reachable, redis_reachable, require, start_server
+from conftest import (
+    TEST_DATABASE_URL,
+    TEST_REDIS_URL,
+    LiveServer,
+    postgres_reachable,
+    redis_reachable,
+    require,
+    start_server,
+)
+from realtime.test_instances import own_database
 from support.accounts import create_room, sign_up
 
 from gateway.conftest import GATEWAY_ENV, MODEL, Room, Script, job_id_of
-from realtime.test_instances import own_database
 
 pytestmark = pytest.mark.slow
 CHAT = [{"role": "user", "content": "Say hello"}]

@@ -270,7 +270,7 @@ class GatewayApi(Controller):
     dependencies = {"user": Provide(provide_token_user)}
     exception_handlers = {Exception: answer_error}
 
-    @get("/models", responses=openai_errors(401, 404))
+    @get("/models", responses=openai_errors(400, 401, 404))
     async def list_models(self, user: NamedDependency[User], slug: FromPath[str],
                           catalogue: NamedDependency[Catalogue], gateway: NamedDependency[Gateway]) -> ModelList:
         """The catalogue's models that a live peer of the room could run now, with how many peers
