@@ -243,3 +243,24 @@ async def test_api_jobs_show_in_history_and_cannot_be_patched(room: Room) -> Non
     assert f'data-job-id="{job_id}"' in history.text
     assert (await room.job(job_id))["status"] == "succeeded"
 
+
+
+async def test_job_events_for_no_running_job_or_outside_a_room_are_refused(room: Room, gateway_server) -> None:
+    import uuid
+
+    from gateway.conftest import FakePeer
+
+    peer = await room.add_peer()
+    stray = FakePeer()
+    room.peers.append(stray)
+    await stray.client.connect(gateway_server.url, headers={"Authorization": f"Bearer {room.account.token}"}, transports=["websocket"])
+
+    await peer.client.emit("job_done", {"job_id": str(uuid.uuid4()), "text": "", "metrics": {"reason": "stop"}})
+    await stray.client.emit("job_error", {"job_id": str(uuid.uuid4()), "code": "x", "message": "y"})
+    for _ in range(100):
+        if peer.errors and stray.errors:
+            break
+        await asyncio.sleep(0.1)
+
+    assert [e["code"] for e in peer.errors] == ["unknown_job"]
+    assert [e["code"] for e in stray.errors] == ["not_in_room"]
