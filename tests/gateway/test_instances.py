@@ -88,3 +88,25 @@ async def test_a_worker_on_the_other_instance_that_leaves_mid_job_is_replaced(tw
     finally:
         for peer in room.peers:
             await peer.close()
+
+
+async def test_closing_the_stream_on_one_instance_cancels_the_job_on_the_other(two_instances) -> None:
+    one, two = two_instances
+    account = await sign_up(one.url, "gw")
+    made = await create_room(one.url, account, "cancel across", private=False)
+    room = Room(one.url, account, made["slug"])
+    try:
+        peer = await room.add_peer(Script(["first", " second"], stop_after=1, then="wait_cancel"), url=two.url)
+
+        stream = await room.openai().chat.completions.create(model=MODEL, messages=CHAT, stream=True)
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content == "first":
+                break
+        await stream.close()
+
+        await asyncio.wait_for(peer.cancelled.wait(), 10)
+        job = await room.wait_for_job(peer.runs[0]["job_id"], lambda j: j["status"] == "cancelled")
+        assert (job["status"], job["output"]) == ("cancelled", "first")
+    finally:
+        for peer in room.peers:
+            await peer.close()
