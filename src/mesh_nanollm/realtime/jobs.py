@@ -23,6 +23,10 @@ log = logging.getLogger("mesh_nanollm.realtime.jobs")
 # Which instance's inbox a job's events go to (`owner_key`), and each instance's own channel.
 OWNER_KEY_TTL_S = 24 * 3600
 ROUTES_REMEMBERED = 4096  # job owners a peer's instance keeps, so a token costs no Redis read
+# A job that just ended may still hear from its worker (the `job_done` that answers `job_cancel`):
+# for this long such events are dropped quietly instead of answered with `unknown_job`.
+ENDED_GRACE_S = 60
+ENDED_REMEMBERED = 4096
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
@@ -84,6 +88,7 @@ class JobRelay:
         self.inboxes: dict[str, Inbox] = {}
         # job id -> (owner instance, worker peer id), for jobs this instance's peers work on.
         self.routes: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self.ended: OrderedDict[str, None] = OrderedDict()  # jobs of this instance that just ended
 
     @contextlib.asynccontextmanager
     async def inbox(self, job_id: str, size: int, on_overflow: Callable[[], None]) -> AsyncIterator[Inbox]:
@@ -96,9 +101,12 @@ class JobRelay:
             yield box
         finally:
             self.inboxes.pop(job_id, None)
+            self.ended[job_id] = None
+            while len(self.ended) > ENDED_REMEMBERED:
+                self.ended.popitem(last=False)
             if self.redis is not None:
                 with contextlib.suppress(RedisError, OSError):
-                    await self.redis.delete(owner_key(job_id))
+                    await self.redis.expire(owner_key(job_id), ENDED_GRACE_S)
 
     async def run_on(self, sid: str, payload: dict[str, Any], timeout: float) -> dict[str, Any] | None:
         """`job_run` to the peer with socket `sid` (on any instance); its ack, or None if it gave
@@ -129,10 +137,12 @@ class JobRelay:
 
     async def deliver(self, job_id: str, event: JobEvent) -> bool:
         """Bring a peer's event to the job's inbox, here or on its owner's instance; False when no
-        instance runs that job (it is over, or was never dispatched)."""
+        instance runs that job or ended it lately (it was never dispatched, or ended long ago)."""
         box = self.inboxes.get(job_id)
         if box is not None:
             box.put(event)
+            return True
+        if job_id in self.ended:
             return True
         if self.redis is None:
             return False
