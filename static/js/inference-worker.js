@@ -202,8 +202,11 @@ function progressReporter(model) {
   return report;
 }
 
-/** {type: "generate", id, model, prompt | messages, params} → {type: "token"}* → {type: "done"} | error. */
-async function generate({ id, model, prompt, messages, params = {}, resume_text: resumeText = "" }) {
+/** {type: "generate", id, model, prompt | messages, params, resume_text?, count_resumed?} →
+ * {type: "token"}* → {type: "done"} | error. count_resumed (default true, the mesh's way): the
+ * resumed tokens count against max_new_tokens; false (API jobs): max_new_tokens is what this
+ * attempt may add. */
+async function generate({ id, model, prompt, messages, params = {}, resume_text: resumeText = "", count_resumed: countResumed = true }) {
   const received = performance.now();
   const chat = Array.isArray(messages) && messages.length > 0 && messages.every((m) => typeof m?.role === "string" && typeof m?.content === "string");
   const promptOk = typeof prompt === "string" && prompt !== "";
@@ -230,7 +233,13 @@ async function generate({ id, model, prompt, messages, params = {}, resume_text:
     // tokens are replayed as the first generated ones, one decoding step each, exactly as that peer
     // computed them: reading prompt and answer in one pass would differ in the last bits (dynamic
     // quantization scales by the whole batch), enough to flip greedy choices further on.
-    const resumed = resumeText ? answerTokens(tokenizer, input, resumeText) : [];
+    // An answer so far that ends in whitespace (the server's, as it streamed) is replayed up to its
+    // last word: a byte-level BPE would read a trailing space as a token the model never produced.
+    // The model writes that whitespace again; it is `owed`, and not sent a second time.
+    const kept = resumeText.trimEnd();
+    let owed = resumeText.slice(kept.length);
+    const resumed = kept ? answerTokens(tokenizer, input, kept) : [];
+    if (!countResumed && options.max_new_tokens) options.max_new_tokens += resumed.length;
     const budget = options.max_new_tokens ?? generator.model.generation_config?.max_new_tokens;
     if (resumed.length && budget !== undefined && budget <= resumed.length) {
       return post({ type: "done", id, text: "", tokens: 0, resumed_tokens: resumed.length, prompt_tokens: promptTokens, ttft_ms: null, tok_s: null, total_ms: performance.now() - received, reason: "length" });
@@ -252,7 +261,12 @@ async function generate({ id, model, prompt, messages, params = {}, resume_text:
     const streamer = new lib.TextStreamer(generator.tokenizer, {
       skip_prompt: true,
       skip_special_tokens: true,
-      callback_function: (text) => {
+      callback_function: (printed) => {
+        let same = 0;
+        while (same < owed.length && same < printed.length && printed[same] === owed[same]) same += 1;
+        const text = printed.slice(same);
+        // Once the model wrote something else (sampling may), the rest of the debt is off.
+        owed = text ? "" : owed.slice(same);
         run.text += text;
         run.pending += text;
       },

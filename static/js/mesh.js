@@ -10,8 +10,8 @@
  *
  * LocalRunner, given by the page: backend() → "webgpu"|"wasm"|"", models() → [catalogue model ids],
  * warm() → [model ids], tokS() → measured tokens/s (0 = unknown), entry(model) → {id, size, backends} | null,
- * generate({id, model, prompt | messages, params, resume_text}, onToken) → Promise of the inference
- * worker's "done", cancel(id).
+ * generate({id, model, prompt | messages, params, resume_text, count_resumed?}, onToken) → Promise
+ * of the inference worker's "done", cancel(id).
  *
  * It serves jobs of two origins through one path (#serve): other peers' over data channels, and the
  * server's API jobs over Socket.IO (job_run / job_cancel, docs/realtime.md "API jobs").
@@ -489,7 +489,8 @@ export class Mesh extends EventTarget {
     this.#serving.set(service.id, service);
     ack({ ok: true });
     const { job_id: id, model, prompt, messages, params, resume_text = "" } = message;
-    this.#serve(service, { id, model, ...(messages ? { messages } : { prompt }), params, resume_text });
+    // The server asks for the tokens still to come: the resumed ones do not count against them.
+    this.#serve(service, { id, model, ...(messages ? { messages } : { prompt }), params, resume_text, count_resumed: false });
   }
 
   /** Run `job` in this page's lane for `service`, streaming to whoever gave it (service.link: a

@@ -105,7 +105,14 @@ async def test_page_serves_api_jobs_in_its_one_lane(live_server: LiveServer, pag
     assert (await deliver(page, "job_run", job_run(C, prompt="Hi")))["error"]["code"] == "busy"
     now = await state(page)
     assert now["runs"] == [
-        {"id": A, "model": "tiny-gpt2", "messages": CHAT, "params": params, "resume_text": ""}
+        {
+            "id": A,
+            "model": "tiny-gpt2",
+            "messages": CHAT,
+            "params": params,
+            "resume_text": "",
+            "count_resumed": False,
+        }
     ]
     assert now["queue"] == 1 and now["computing"] is True
 
