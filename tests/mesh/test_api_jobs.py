@@ -149,12 +149,13 @@ async def test_closing_the_serving_page_mid_stream_hands_the_rest_to_another(
     room = await create_room(live_server.url, owner, room_name(), private=False)
     bob, carol = await asyncio.gather(open_peer(room["slug"]), open_peer(room["slug"]))
     ids = {await peer.own_peer_id(): peer for peer in (bob, carol)}
-    local = await bob.run_and_wait(PROMPT, 200, "local")
+    # As long as the model's context allows: the first page must still be writing when it closes.
+    local = await bob.run_and_wait(PROMPT, 250, "local")
     assert local["token_count"] > 100, local  # long enough to be cut in the middle
     client = api_client(live_server, owner, room["slug"])
 
     stream = await client.completions.create(
-        model=MODEL, prompt=PROMPT, max_tokens=200, temperature=0, stream=True
+        model=MODEL, prompt=PROMPT, max_tokens=250, temperature=0, stream=True
     )
     pieces, finish_reason, closed = [], None, None
     async for chunk in stream:
@@ -162,18 +163,19 @@ async def test_closing_the_serving_page_mid_stream_hands_the_rest_to_another(
             continue
         pieces.append(chunk.choices[0].text)
         finish_reason = chunk.choices[0].finish_reason or finish_reason
-        if closed is None and "".join(pieces).strip():
+        if closed is None:
             closed, worker = await first_worker(ids)
             await worker.page.close()  # mid-answer: the tab and its socket are gone
 
     answer = "".join(pieces)
-    # Nothing lost, nothing said twice: the page's own answer, word for word, but for its last word.
-    # The server budgets the second attempt by the tokens the first one counted, the start of the
-    # word it had not printed yet among them (docs/mesh.md, "Serving API jobs").
-    assert local["output"].startswith(answer) and len(local["output"][len(answer) :].split()) <= 1
+    # Nothing lost, nothing said twice: the page's own answer, word for word, but for its last words.
+    # The server budgets the second attempt by the tokens the first one counted, which include the
+    # whitespace and the unfinished word at the cut that the second writes again (docs/mesh.md,
+    # "Serving API jobs"): a token or a few.
+    assert local["output"].startswith(answer) and len(local["output"][len(answer) :].split()) <= 3
     assert len(answer.split()) > 100 and finish_reason == "length"
     other = next(peer_id for peer_id in ids if peer_id != closed)
     job = await finished_api_job(live_server, owner, room["slug"])
     assert job["status"] == "succeeded" and job["output"] == answer
-    assert job["attempts"] == 2 and job["workers"] == [closed, other]
+    assert job["attempts"] == 2 and job["workers"] == [closed, other], job
     await expect(ids[other].serving).to_have_attribute("data-state", "done")
