@@ -124,8 +124,9 @@ async def test_no_peer_answers_503_with_retry_after_naming_model_and_room(room: 
     assert MODEL in body["message"] and room.slug in body["message"] and body["code"] == "no_peer_available"
 
 
-async def test_a_peer_that_declines_is_skipped_for_one_that_accepts(room: Room) -> None:
-    busy = await room.add_peer(ack={"error": {"code": "needs_other_backend", "message": "no"}})
+@pytest.mark.parametrize("ack", [{"error": {"code": "needs_other_backend", "message": "no"}}, "yes", {"ok": "sure"}])
+async def test_a_peer_that_declines_is_skipped_for_one_that_accepts(room: Room, ack: object) -> None:
+    busy = await room.add_peer(ack=ack)
     able = await room.add_peer(Script(["ok"]))
 
     completion = await room.openai().completions.create(model=MODEL, prompt="x")

@@ -299,7 +299,7 @@ class Run:
         gateway = self.gateway
         gateway.busy.add(peer.peer_id)
         ack = await gateway.relay.run_on(peer.sid, self.payload(), gateway.settings.gateway_ack_timeout_s)
-        if ack is not None and ack.get("ok") is True:
+        if ack is not None and ack.ok:
             self.peer = peer
             self.attempt_tokens, self.attempt_text = 0, ""
             await service.record_attempt(self.job_id, peer.peer_id)
@@ -307,11 +307,8 @@ class Run:
         gateway.release(peer.peer_id)
         if ack is None:  # it may yet start the job late: make sure it does not
             await gateway.relay.cancel_on(peer.sid, self.id)
-        else:
-            error = ack.get("error")
-            code = error.get("code") if isinstance(error, dict) else None
-            if code in FINAL_DECLINES:
-                self.shunned.add(peer.peer_id)
+        elif ack.error is None or ack.error.code in FINAL_DECLINES:
+            self.shunned.add(peer.peer_id)
         return False
 
     async def _no_peer(self, why: str) -> None:
