@@ -268,3 +268,13 @@ async def test_job_events_for_no_running_job_or_outside_a_room_are_refused(room:
 
     assert [e["code"] for e in peer.errors] == ["unknown_job"]
     assert [e["code"] for e in stray.errors] == ["not_in_room"]
+
+
+async def test_a_busy_peer_is_not_asked_again_at_every_look(room: Room) -> None:
+    busy = await room.add_peer(ack={"error": {"code": "busy", "message": "one at a time"}})
+
+    with pytest.raises(openai.APIStatusError) as caught:
+        await room.openai().completions.create(model=MODEL, prompt="x")
+
+    # GATEWAY_QUEUE_WAIT is 2 s, looks come every 0.5 s, a busy peer is asked again after 2 s.
+    assert caught.value.status_code == 503 and 1 <= len(busy.runs) <= 2

@@ -32,8 +32,10 @@ CHARS_PER_TOKEN = 4  # the prompt's size in tokens, estimated before any tokeniz
 # How often a waiting request looks again for a free peer (peers on other instances show up only
 # through the database, so there is nothing to wake on for them).
 RECHECK_S = 0.5
-# Declines that will not change by waiting: that peer is not asked again for this job.
+# Declines that will not change by waiting: that peer is not asked again for this job. A peer that
+# declined for now (`busy`, `not_ready`) or did not answer is asked again after a pause.
 FINAL_DECLINES = {"unknown_model", "needs_other_backend", "invalid"}
+ASK_AGAIN_AFTER_S = 2.0
 
 
 class GatewayError(Exception):
@@ -238,6 +240,7 @@ class Run:
     inbox: Inbox = field(init=False)
     peer: Candidate | None = None
     shunned: set[str] = field(default_factory=set)  # peers that failed or refused this job
+    declined: dict[str, float] = field(default_factory=dict)  # peers that declined for now, and when
     text: str = ""  # everything the peers made so far: the next attempt's resume_text
     tokens_before: int = 0  # tokens of the attempts before this one
     attempt_tokens: int = 0
@@ -281,7 +284,9 @@ class Run:
         gateway.waiting += 1
         try:
             while True:
-                for peer in await gateway.candidates(self.spec, self.shunned):
+                now = time.monotonic()
+                resting = {p for p, at in self.declined.items() if now - at < ASK_AGAIN_AFTER_S}
+                for peer in await gateway.candidates(self.spec, self.shunned | resting):
                     if await self._offer(peer):
                         return
                 left = deadline - time.monotonic()
@@ -307,8 +312,11 @@ class Run:
         gateway.release(peer.peer_id)
         if ack is None:  # it may yet start the job late: make sure it does not
             await gateway.relay.cancel_on(peer.sid, self.id)
+            self.declined[peer.peer_id] = time.monotonic()
         elif ack.error is None or ack.error.code in FINAL_DECLINES:
             self.shunned.add(peer.peer_id)
+        else:
+            self.declined[peer.peer_id] = time.monotonic()
         return False
 
     async def _no_peer(self, why: str) -> None:
