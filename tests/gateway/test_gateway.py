@@ -278,3 +278,19 @@ async def test_a_busy_peer_is_not_asked_again_at_every_look(room: Room) -> None:
 
     # GATEWAY_QUEUE_WAIT is 2 s, looks come every 0.5 s, a busy peer is asked again after 2 s.
     assert caught.value.status_code == 503 and 1 <= len(busy.runs) <= 2
+
+
+async def test_a_stream_whose_only_worker_leaves_ends_with_an_error_and_a_failed_record(room: Room) -> None:
+    lone = await room.add_peer(Script(["half", " way", " never"], stop_after=2, then="disconnect"))
+
+    stream = await room.openai().chat.completions.create(model=MODEL, messages=CHAT, stream=True)
+    seen = []
+    with pytest.raises(openai.APIError) as caught:
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                seen.append(chunk.choices[0].delta.content)
+
+    assert seen == ["half", " way"] and "No peer" in caught.value.message
+    job = await room.wait_for_job(lone.runs[0]["job_id"], lambda j: j["status"] == "failed")
+    assert (job["status"], job["workers"], job["output"]) == ("failed", [lone.peer_id], "half way")
+    assert "No peer available" in job["error"]
