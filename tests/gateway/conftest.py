@@ -38,7 +38,7 @@ class Script:
 class FakePeer:
     """A Socket.IO client in a room, serving API jobs from a script."""
 
-    def __init__(self, script: Script | None = None, ack: dict[str, Any] | None = None) -> None:
+    def __init__(self, script: Script | None = None, ack: Any = None) -> None:
         self.client = socketio.AsyncClient(reconnection=False)
         self.script = script or Script(["Hello", ",", " world"])
         self.ack = ack or {"ok": True}
@@ -62,7 +62,7 @@ class FakePeer:
 
     async def _on_run(self, data: dict[str, Any]) -> dict[str, Any]:
         self.runs.append(data)
-        if self.ack.get("ok"):
+        if self.ack == {"ok": True}:
             task = asyncio.create_task(self._serve(data["job_id"]))
             self.tasks.add(task)
         return self.ack

@@ -124,8 +124,9 @@ async def test_no_peer_answers_503_with_retry_after_naming_model_and_room(room: 
     assert MODEL in body["message"] and room.slug in body["message"] and body["code"] == "no_peer_available"
 
 
-async def test_a_peer_that_declines_is_skipped_for_one_that_accepts(room: Room) -> None:
-    busy = await room.add_peer(ack={"error": {"code": "needs_other_backend", "message": "no"}})
+@pytest.mark.parametrize("ack", [{"error": {"code": "needs_other_backend", "message": "no"}}, "yes", {"ok": "sure"}])
+async def test_a_peer_that_declines_is_skipped_for_one_that_accepts(room: Room, ack: object) -> None:
+    busy = await room.add_peer(ack=ack)
     able = await room.add_peer(Script(["ok"]))
 
     completion = await room.openai().completions.create(model=MODEL, prompt="x")
@@ -267,3 +268,29 @@ async def test_job_events_for_no_running_job_or_outside_a_room_are_refused(room:
 
     assert [e["code"] for e in peer.errors] == ["unknown_job"]
     assert [e["code"] for e in stray.errors] == ["not_in_room"]
+
+
+async def test_a_busy_peer_is_not_asked_again_at_every_look(room: Room) -> None:
+    busy = await room.add_peer(ack={"error": {"code": "busy", "message": "one at a time"}})
+
+    with pytest.raises(openai.APIStatusError) as caught:
+        await room.openai().completions.create(model=MODEL, prompt="x")
+
+    # GATEWAY_QUEUE_WAIT is 2 s, looks come every 0.5 s, a busy peer is asked again after 2 s.
+    assert caught.value.status_code == 503 and 1 <= len(busy.runs) <= 2
+
+
+async def test_a_stream_whose_only_worker_leaves_ends_with_an_error_and_a_failed_record(room: Room) -> None:
+    lone = await room.add_peer(Script(["half", " way", " never"], stop_after=2, then="disconnect"))
+
+    stream = await room.openai().chat.completions.create(model=MODEL, messages=CHAT, stream=True)
+    seen = []
+    with pytest.raises(openai.APIError) as caught:
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                seen.append(chunk.choices[0].delta.content)
+
+    assert seen == ["half", " way"] and "No peer" in caught.value.message
+    job = await room.wait_for_job(lone.runs[0]["job_id"], lambda j: j["status"] == "failed")
+    assert (job["status"], job["workers"], job["output"]) == ("failed", [lone.peer_id], "half way")
+    assert "No peer available" in job["error"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mesh_nanollm.gateway.dispatch import StopCutter
+from mesh_nanollm.gateway.stops import StopCutter
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from uuid import UUID
 
 from mesh_nanollm.catalogue import ModelEntry
 from mesh_nanollm.gateway import service
+from mesh_nanollm.gateway.stops import StopCutter
 from mesh_nanollm.peers.service import list_peer_sockets
 from mesh_nanollm.realtime.jobs import Inbox, JobRelay
 from mesh_nanollm.realtime.presence import Presence
@@ -32,8 +33,10 @@ CHARS_PER_TOKEN = 4  # the prompt's size in tokens, estimated before any tokeniz
 # How often a waiting request looks again for a free peer (peers on other instances show up only
 # through the database, so there is nothing to wake on for them).
 RECHECK_S = 0.5
-# Declines that will not change by waiting: that peer is not asked again for this job.
+# Declines that will not change by waiting: that peer is not asked again for this job. A peer that
+# declined for now (`busy`, `not_ready`) or did not answer is asked again after a pause.
 FINAL_DECLINES = {"unknown_model", "needs_other_backend", "invalid"}
+ASK_AGAIN_AFTER_S = 2.0
 
 
 class GatewayError(Exception):
@@ -92,42 +95,6 @@ def time_to_start_ms(peer: Candidate, model: ModelEntry, prompt_chars: int) -> f
     load = 0.0 if model.id in peer.models_warm else LOAD_BASE_MS + model.size_bytes / LOAD_BYTES_PER_MS
     prefill = (prompt_chars / CHARS_PER_TOKEN) * 1000 / (tok_s * PREFILL_SPEEDUP)
     return waiting + load + prefill
-
-
-class StopCutter:
-    """Cuts the relayed text at the first stop string. Until it is sure no stop string starts in
-    them, the last few characters are held back, so a client never sees part of one."""
-
-    def __init__(self, stops: tuple[str, ...]) -> None:
-        self.stops = stops
-        self.hold = max((len(s) for s in stops), default=1) - 1
-        self.text = ""
-        self.sent = 0
-        self.stopped = False
-
-    def feed(self, text: str) -> str:
-        """Add `text`; what may go to the client now."""
-        if self.stopped:
-            return ""
-        start = max(0, len(self.text) - self.hold)
-        self.text += text
-        cut = min((i for s in self.stops if (i := self.text.find(s, start)) >= 0), default=-1)
-        if cut >= 0:
-            self.stopped = True
-            self.text = self.text[:cut]
-            return self._release(cut)
-        return self._release(len(self.text) - self.hold)
-
-    def flush(self) -> str:
-        """The end of the text: whatever was held back goes out."""
-        return self._release(len(self.text))
-
-    def _release(self, end: int) -> str:
-        if end <= self.sent:
-            return ""
-        out = self.text[self.sent : end]
-        self.sent = end
-        return out
 
 
 @dataclass
@@ -238,6 +205,7 @@ class Run:
     inbox: Inbox = field(init=False)
     peer: Candidate | None = None
     shunned: set[str] = field(default_factory=set)  # peers that failed or refused this job
+    declined: dict[str, float] = field(default_factory=dict)  # peers that declined for now, and when
     text: str = ""  # everything the peers made so far: the next attempt's resume_text
     tokens_before: int = 0  # tokens of the attempts before this one
     attempt_tokens: int = 0
@@ -281,7 +249,9 @@ class Run:
         gateway.waiting += 1
         try:
             while True:
-                for peer in await gateway.candidates(self.spec, self.shunned):
+                now = time.monotonic()
+                resting = {p for p, at in self.declined.items() if now - at < ASK_AGAIN_AFTER_S}
+                for peer in await gateway.candidates(self.spec, self.shunned | resting):
                     if await self._offer(peer):
                         return
                 left = deadline - time.monotonic()
@@ -299,7 +269,7 @@ class Run:
         gateway = self.gateway
         gateway.busy.add(peer.peer_id)
         ack = await gateway.relay.run_on(peer.sid, self.payload(), gateway.settings.gateway_ack_timeout_s)
-        if ack is not None and ack.get("ok") is True:
+        if ack is not None and ack.ok:
             self.peer = peer
             self.attempt_tokens, self.attempt_text = 0, ""
             await service.record_attempt(self.job_id, peer.peer_id)
@@ -307,11 +277,11 @@ class Run:
         gateway.release(peer.peer_id)
         if ack is None:  # it may yet start the job late: make sure it does not
             await gateway.relay.cancel_on(peer.sid, self.id)
+            self.declined[peer.peer_id] = time.monotonic()
+        elif ack.error is None or ack.error.code in FINAL_DECLINES:
+            self.shunned.add(peer.peer_id)
         else:
-            error = ack.get("error")
-            code = error.get("code") if isinstance(error, dict) else None
-            if code in FINAL_DECLINES:
-                self.shunned.add(peer.peer_id)
+            self.declined[peer.peer_id] = time.monotonic()
         return False
 
     async def _no_peer(self, why: str) -> None:

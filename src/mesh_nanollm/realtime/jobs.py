@@ -18,6 +18,8 @@ import socketio
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from mesh_nanollm.realtime.schemas import JobAck, JobRefusal
+
 log = logging.getLogger("mesh_nanollm.realtime.jobs")
 
 # Which instance's inbox a job's events go to (`owner_key`), and each instance's own channel.
@@ -108,9 +110,9 @@ class JobRelay:
                 with contextlib.suppress(RedisError, OSError):
                     await self.redis.expire(owner_key(job_id), ENDED_GRACE_S)
 
-    async def run_on(self, sid: str, payload: dict[str, Any], timeout: float) -> dict[str, Any] | None:
+    async def run_on(self, sid: str, payload: dict[str, Any], timeout: float) -> JobAck | None:
         """`job_run` to the peer with socket `sid` (on any instance); its ack, or None if it gave
-        none within `timeout` seconds."""
+        none within `timeout` seconds. An ack that is not one counts as an `invalid` refusal."""
         # Not `sio.call`, which refuses to run with async_handlers=False (a handler awaiting an ack
         # would block the very reader that brings it); no handler awaits this one.
         answered: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -124,7 +126,10 @@ class JobRelay:
             ack = await asyncio.wait_for(answered, timeout)
         except TimeoutError:
             return None
-        return ack if isinstance(ack, dict) else {"error": {"code": "invalid", "message": "The ack was not an object."}}
+        try:
+            return msgspec.convert(ack, JobAck)
+        except msgspec.ValidationError as exc:
+            return JobAck(error=JobRefusal("invalid", f"The ack is not valid: {exc}"))
 
     async def cancel_on(self, sid: str, job_id: str) -> None:
         """`job_cancel {job_id}` to the peer with socket `sid`, wherever it is connected."""

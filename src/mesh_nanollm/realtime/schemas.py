@@ -111,3 +111,15 @@ class JobError(msgspec.Struct):
     job_id: JobId
     code: Annotated[str, msgspec.Meta(max_length=64, pattern=PRINTABLE)] = "internal"
     message: Annotated[str, msgspec.Meta(max_length=2000)] = ""
+
+
+class JobRefusal(msgspec.Struct):
+    code: Annotated[str, msgspec.Meta(max_length=64)] = "invalid"
+    message: Annotated[str, msgspec.Meta(max_length=2000)] = ""
+
+
+class JobAck(msgspec.Struct):
+    """A peer's answer to `job_run`: `{ok: true}`, or `{error: {code, message}}`."""
+
+    ok: bool = False
+    error: JobRefusal | None = None
