@@ -44,7 +44,10 @@ sent: list[str] = []
 def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     """A server of its own (FUZZ_DATABASE_URL picks another database), so the rooms and jobs the
     fuzzer makes never show up in other tests."""
-    server = start_server(tmp_path_factory.mktemp("fuzz"), os.environ.get("FUZZ_DATABASE_URL"))
+    # No peer ever joins its rooms: the OpenAI-compatible routes answer a valid request with 503 at
+    # once instead of waiting GATEWAY_QUEUE_WAIT for one (their streams are tested with peers in
+    # tests/gateway/).
+    server = start_server(tmp_path_factory.mktemp("fuzz"), os.environ.get("FUZZ_DATABASE_URL"), GATEWAY_QUEUE_WAIT="0")
     yield server
     server.stop()
     log = Path(server.log_path).read_text(errors="replace")

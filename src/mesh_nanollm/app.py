@@ -29,6 +29,8 @@ from mesh_nanollm import db
 from mesh_nanollm.accounts.routes import AccountController, SettingsController
 from mesh_nanollm.catalogue import load_catalogue
 from mesh_nanollm.errors import ServiceError
+from mesh_nanollm.gateway.dispatch import Gateway
+from mesh_nanollm.gateway.routes import GatewayApi
 from mesh_nanollm.jobs.routes import JobApi, JobPages
 from mesh_nanollm.jobs.service import abandon_stale_jobs
 from mesh_nanollm.openapi import ClosedStructSchemaPlugin, ErrorBody, openapi_config
@@ -215,6 +217,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     throttle = Throttles(settings)
     limit_password_hashing(settings.password_hash_workers)
     realtime = create_realtime(settings)
+    gateway = Gateway(realtime.jobs, realtime.presence, settings, across_instances=bool(settings.redis_url))
 
     def register_globals(templates: JinjaTemplateEngine) -> None:
         templates.engine.globals["vendor_url"] = vendor.url
@@ -224,8 +227,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         secret=settings.secret_key,
         cookie_secure=settings.production,
         cookie_samesite="lax",
-        # Socket.IO authenticates its own handshake; the schema is read-only.
-        exclude=["/socket.io"],
+        # Socket.IO authenticates its own handshake; the schema is read-only. The OpenAI-compatible
+        # routes take Bearer tokens only, which browsers never attach on their own.
+        exclude=["/socket.io", r"^/api/rooms/[^/]+/v1/"],
     )
     state = State(
         {
@@ -235,6 +239,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "throttle": throttle,
             "session_store": session_store,
             "realtime": realtime,
+            "gateway": gateway,
         }
     )
     route_handlers: list[Any] = [
@@ -247,6 +252,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         RoomApi,
         JobPages,
         JobApi,
+        GatewayApi,
         vendor_router(STATIC_DIR),
         create_static_files_router(
             path="/static",
@@ -275,6 +281,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "settings": Provide(lambda: settings, sync_to_thread=False),
             "catalogue": Provide(lambda: catalogue, sync_to_thread=False),
             "throttle": Provide(lambda: throttle, sync_to_thread=False),
+            "gateway": Provide(lambda: gateway, sync_to_thread=False),
         },
         middleware=[
             QuietSessionConfig(

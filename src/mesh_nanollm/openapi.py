@@ -66,7 +66,9 @@ def openapi_config() -> OpenAPIConfig:
         description=(
             "The JSON API. Authenticate with `Authorization: Bearer <token>` (create a token on the "
             "settings page); a browser session cookie works too, with the CSRF header on writes. "
-            "Every error is `{error, detail}` (and `fields` for per-field messages)."
+            "Every error is `{error, detail}` (and `fields` for per-field messages), except under "
+            "`/api/rooms/{slug}/v1/`: the room's OpenAI-compatible API answers in OpenAI's error "
+            "shape, `{error: {message, type, param, code}}`, and takes Bearer tokens only."
         ),
         components=Components(security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}),
     )

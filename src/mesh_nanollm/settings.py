@@ -59,6 +59,13 @@ class Settings:
     password_hash_workers: int = field(default_factory=_half_the_cores)
     # JSON request bodies nested deeper are refused with 400 before they are decoded.
     json_max_depth: int = 32
+    # The OpenAI-compatible API (docs/gateway.md, "Limits").
+    gateway_queue_wait_s: int = 30
+    gateway_queue_max: int = 100
+    gateway_token_concurrency: int = 4
+    gateway_ack_timeout_s: int = 5
+    gateway_stall_timeout_s: int = 15
+    gateway_buffer: int = 1024
 
     @property
     def production(self) -> bool:
@@ -202,4 +209,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         register_limit=_positive(environ, "REGISTER_LIMIT", DEFAULTS.register_limit),
         password_hash_workers=_positive(environ, "PASSWORD_HASH_WORKERS", DEFAULTS.password_hash_workers),
         json_max_depth=_json_max_depth(environ),
+        gateway_queue_wait_s=_int(environ, "GATEWAY_QUEUE_WAIT", DEFAULTS.gateway_queue_wait_s),
+        gateway_queue_max=_int(environ, "GATEWAY_QUEUE_MAX", DEFAULTS.gateway_queue_max),
+        gateway_token_concurrency=_positive(environ, "GATEWAY_TOKEN_CONCURRENCY", DEFAULTS.gateway_token_concurrency),
+        gateway_ack_timeout_s=_positive(environ, "GATEWAY_ACK_TIMEOUT", DEFAULTS.gateway_ack_timeout_s),
+        gateway_stall_timeout_s=_positive(environ, "GATEWAY_STALL_TIMEOUT", DEFAULTS.gateway_stall_timeout_s),
+        gateway_buffer=_positive(environ, "GATEWAY_BUFFER", DEFAULTS.gateway_buffer),
     )

@@ -202,11 +202,16 @@ function progressReporter(model) {
   return report;
 }
 
-/** {type: "generate", id, model, prompt, params} → {type: "token"}* → {type: "done"} | error. */
-async function generate({ id, model, prompt, params = {}, resume_text: resumeText = "" }) {
+/** {type: "generate", id, model, prompt | messages, params, resume_text?, count_resumed?} →
+ * {type: "token"}* → {type: "done"} | error. count_resumed (default true, the mesh's way): the
+ * resumed tokens count against max_new_tokens; false (API jobs): max_new_tokens is what this
+ * attempt may add. */
+async function generate({ id, model, prompt, messages, params = {}, resume_text: resumeText = "", count_resumed: countResumed = true }) {
   const received = performance.now();
-  if (typeof id !== "string" || !id || typeof prompt !== "string" || !prompt || typeof params !== "object" || params === null || typeof resumeText !== "string") {
-    return fail("bad_message", "generate needs id (string), prompt (non-empty string), params (object) and an optional resume_text (string).", { id });
+  const chat = Array.isArray(messages) && messages.length > 0 && messages.every((m) => typeof m?.role === "string" && typeof m?.content === "string");
+  const promptOk = typeof prompt === "string" && prompt !== "";
+  if (typeof id !== "string" || !id || chat === promptOk || typeof params !== "object" || params === null || typeof resumeText !== "string") {
+    return fail("bad_message", "generate needs id (string), a prompt (non-empty string) or messages ([{role, content}]), params (object) and an optional resume_text (string).", { id });
   }
   if (state.job) return fail("busy", `Generation ${state.job.id} is still running.`, { id });
   if (!state.model || state.model.id !== model) return fail("not_loaded", `Load ${model} first.`, { id });
@@ -218,14 +223,23 @@ async function generate({ id, model, prompt, params = {}, resume_text: resumeTex
   if (state.cancelFlag) Atomics.store(state.cancelFlag, 0, 0);
   try {
     const { tokenizer } = generator;
-    const input = tokenizer.chat_template ? [{ role: "user", content: prompt }] : prompt;
+    const input = modelInput(tokenizer, chat ? messages : [{ role: "user", content: prompt }], chat ? null : prompt);
     const promptTokens = countPromptTokens(tokenizer, input);
     const options = generationOptions(params);
+    // transformers.js samples from one Mersenne Twister per worker, and this worker runs one
+    // generation at a time: seeded here, a sampled answer repeats for the same seed, model and backend.
+    if (options.do_sample && Number.isSafeInteger(params.seed) && params.seed >= 0) lib.random.seed(params.seed);
     // A resumed job (the mesh's failover, docs/mesh.md) continues an answer another peer began. Its
     // tokens are replayed as the first generated ones, one decoding step each, exactly as that peer
     // computed them: reading prompt and answer in one pass would differ in the last bits (dynamic
     // quantization scales by the whole batch), enough to flip greedy choices further on.
-    const resumed = resumeText ? answerTokens(tokenizer, input, resumeText) : [];
+    // An answer so far that ends in whitespace (the server's, as it streamed) is replayed up to its
+    // last word: a byte-level BPE would read a trailing space as a token the model never produced.
+    // The model writes that whitespace again; it is `owed`, and not sent a second time.
+    const kept = resumeText.trimEnd();
+    let owed = resumeText.slice(kept.length);
+    const resumed = kept ? answerTokens(tokenizer, input, kept) : [];
+    if (!countResumed && options.max_new_tokens) options.max_new_tokens += resumed.length;
     const budget = options.max_new_tokens ?? generator.model.generation_config?.max_new_tokens;
     if (resumed.length && budget !== undefined && budget <= resumed.length) {
       return post({ type: "done", id, text: "", tokens: 0, resumed_tokens: resumed.length, prompt_tokens: promptTokens, ttft_ms: null, tok_s: null, total_ms: performance.now() - received, reason: "length" });
@@ -247,7 +261,12 @@ async function generate({ id, model, prompt, params = {}, resume_text: resumeTex
     const streamer = new lib.TextStreamer(generator.tokenizer, {
       skip_prompt: true,
       skip_special_tokens: true,
-      callback_function: (text) => {
+      callback_function: (printed) => {
+        let same = 0;
+        while (same < owed.length && same < printed.length && printed[same] === owed[same]) same += 1;
+        const text = printed.slice(same);
+        // Once the model wrote something else (sampling may), the rest of the debt is off.
+        owed = text ? "" : owed.slice(same);
         run.text += text;
         run.pending += text;
       },
@@ -306,6 +325,15 @@ async function generate({ id, model, prompt, params = {}, resume_text: resumeTex
   } finally {
     state.job = null;
   }
+}
+
+/** What the model reads. With a chat template: the messages, which the text-generation pipeline
+ * renders with tokenizer.apply_chat_template(messages, {tokenize: false, add_generation_prompt: true}).
+ * Without one: a room page's prompt as it is, and chat messages as "role: content" lines ending in
+ * "assistant:", the text every peer renders for such a model (docs/realtime.md, "API jobs"). */
+function modelInput(tokenizer, messages, prompt) {
+  if (tokenizer.chat_template) return messages;
+  return prompt ?? messages.map(({ role, content }) => `${role}: ${content}\n`).join("") + "assistant:";
 }
 
 function countPromptTokens(tokenizer, input) {

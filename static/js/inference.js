@@ -56,12 +56,13 @@ export class InferenceClient {
     }
   }
 
-  /** Generate (continuing `resume_text`, if given, as the answer so far); `onToken({seq, text})` per
-   * batch of tokens; resolves with the worker's "done" message. */
-  generate({ id, model, prompt, params, resume_text = "" }, onToken) {
+  /** Generate from `prompt` or chat `messages` (continuing `resume_text`, if given, as the answer so
+   * far; count_resumed as the worker's generate takes it); `onToken({seq, text})` per batch of
+   * tokens; resolves with the worker's "done" message. */
+  generate({ id, model, prompt, messages, params, resume_text = "", count_resumed = true }, onToken) {
     const done = this.#expect(`gen:${id}`);
     this.streams.set(id, onToken);
-    this.worker.postMessage({ type: "generate", id, model, prompt, params, resume_text });
+    this.worker.postMessage({ type: "generate", id, model, ...(messages ? { messages } : { prompt }), params, resume_text, count_resumed });
     return done.finally(() => this.streams.delete(id));
   }
 

@@ -1,6 +1,7 @@
 /* The room as a compute mesh: a WebRTC data channel to each other peer (signaled through
- * signaling.js), the data-channel protocol, and the scheduler that runs a job here or on the best
- * peer and fails over when its worker vanishes. Protocol, cost model and limits: docs/mesh.md.
+ * signaling.js), the data-channel protocol (its shapes in protocol.js), and the scheduler that
+ * runs a job here or on the best peer and fails over when its worker vanishes. Protocol, cost
+ * model and limits: docs/mesh.md.
  *
  *   const mesh = new Mesh(local);            // local: this page's inference (see LocalRunner below)
  *   mesh.attach(await connectRoom(slug));     // links to the room's peers
@@ -9,21 +10,23 @@
  *
  * LocalRunner, given by the page: backend() → "webgpu"|"wasm"|"", models() → [catalogue model ids],
  * warm() → [model ids], tokS() → measured tokens/s (0 = unknown), entry(model) → {id, size, backends} | null,
- * generate({id, model, prompt, params, resume_text}, onToken) → Promise of the inference worker's
- * "done", cancel(id).
+ * generate({id, model, prompt | messages, params, resume_text, count_resumed?}, onToken) → Promise
+ * of the inference worker's "done", cancel(id).
+ *
+ * It serves jobs of two origins through one path (#serve): other peers' over data channels, and the
+ * server's API jobs over Socket.IO (job_run / job_cancel, docs/realtime.md "API jobs").
  *
  * Events (CustomEvent): link {peer_id, username, state: connecting|open|lost|unreachable, rtt_ms},
- * work {job_id, requester, username, model, state: queued|running|done|cancelled|failed|lost, tokens},
+ * work {job_id, requester, api, username, model, state: queued|running|done|cancelled|failed|lost, tokens}
+ *   (api: an API job from the server, username its requester's, when the server named them),
  * lane {computing}: this page's inference worker started or stopped a generation (for whoever).
  */
 
-const PROTOCOL_VERSION = 1;
+import { MAX_MESSAGE_CHARS, PROTOCOL_VERSION, cleanParams, parseApiEvent, parseMessage, readCapabilities, toServer } from "/static/js/protocol.js";
+
 // Each RTCPeerConnection costs the browser ICE, DTLS and SCTP state and a few threads; past a
 // dozen peers a job gains nothing from one more candidate, so a page links to at most this many.
 const MAX_CONNECTIONS = 16;
-// A job_run carries a prompt (8000 characters) and a resume_text; nothing else comes near this.
-const MAX_MESSAGE_CHARS = 128 * 1024;
-const MAX_TEXT_CHARS = 60_000;
 const HEARTBEAT_MS = 1000;
 // Three missed heartbeats: fast enough to fail over "within a few seconds", slow enough that a
 // busy tab (timers clamped to 1 s in the background) is not taken for a lost one.
@@ -46,76 +49,14 @@ const LOAD_BASE_MS = 1500;
 const LOAD_BYTES_PER_MS = 10_000; // 10 MB/s for a model this browser still has to fetch
 const PREFILL_SPEEDUP = 8; // a prompt token costs about an eighth of a generated one
 const RETRYABLE = new Set(["busy", "not_offered", "not_loaded", "load_failed", "webgpu_failed", "generate_failed", "restarted", "worker_failed", "internal"]);
-const PARAM_RULES = {
-  max_new_tokens: (v) => Number.isInteger(v) && v >= 1 && v <= 2048,
-  temperature: (v) => typeof v === "number" && v >= 0 && v <= 2,
-  top_k: (v) => Number.isInteger(v) && v >= 0 && v <= 1000,
-  top_p: (v) => typeof v === "number" && v > 0 && v <= 1,
-  repetition_penalty: (v) => typeof v === "number" && v >= 1 && v <= 2,
+// Why this page turns an API job down, in the words the server passes on (docs/realtime.md).
+const API_DECLINED = {
+  busy: "This peer already holds as many jobs as it takes.",
+  not_ready: "This peer's inference worker has not started yet.",
+  unknown_model: "This peer's catalogue has no such model.",
+  needs_other_backend: "This model needs a backend this browser does not have.",
+  duplicate: "This peer already holds a job with this id.",
 };
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
-const text = (max, min = 0) => (v) => typeof v === "string" && v.length >= min && v.length <= max;
-const int = (lo, hi) => (v) => Number.isInteger(v) && v >= lo && v <= hi;
-const num = (lo, hi) => (v) => typeof v === "number" && Number.isFinite(v) && v >= lo && v <= hi;
-const optional = (check) => (v) => v === undefined || check(v);
-const id = (v) => typeof v === "string" && UUID.test(v);
-
-/** Every message type and its fields; anything else, or any field failing its check, is dropped. */
-const SCHEMAS = {
-  hello: { peer_id: id, capabilities: isObject },
-  job_offer: { job_id: id, model: text(200, 1), task: text(40, 1), prompt_tokens: int(0, 1_000_000) },
-  job_accept: { job_id: id, eta_ms: num(0, 86_400_000) },
-  job_decline: { job_id: id, reason: text(200) },
-  job_run: { job_id: id, model: text(200, 1), prompt: text(8000, 1), params: isObject, resume_text: optional(text(MAX_TEXT_CHARS)) },
-  token: { job_id: id, seq: int(1, 1_000_000), text: text(4000) },
-  job_done: { job_id: id, text: text(MAX_TEXT_CHARS), metrics: isObject },
-  job_error: { job_id: id, code: text(64, 1), message: text(2000) },
-  job_cancel: { job_id: id },
-  ping: { n: optional(int(0, Number.MAX_SAFE_INTEGER)) },
-  pong: { n: optional(int(0, Number.MAX_SAFE_INTEGER)) },
-};
-
-/** The message, if it is a valid protocol message; otherwise the reason it is not. */
-function parseMessage(data) {
-  if (typeof data !== "string") return { problem: "not a text message" };
-  if (data.length > MAX_MESSAGE_CHARS) return { problem: `${data.length} characters, over the ${MAX_MESSAGE_CHARS} cap` };
-  let message;
-  try {
-    message = JSON.parse(data);
-  } catch {
-    return { problem: "not JSON" };
-  }
-  if (!isObject(message)) return { problem: "not a JSON object" };
-  if (message.v !== PROTOCOL_VERSION) return { problem: `unsupported protocol version ${JSON.stringify(message.v)?.slice(0, 20)}` };
-  const schema = Object.hasOwn(SCHEMAS, message.type) ? SCHEMAS[message.type] : null;
-  if (!schema) return { problem: `unknown type ${JSON.stringify(message.type)?.slice(0, 40)}` };
-  for (const [field, check] of Object.entries(schema)) {
-    if (!check(message[field])) return { problem: `${message.type}: bad or missing ${field}` };
-  }
-  return { message };
-}
-
-/** What a peer's hello says it can do, reduced to known fields of sane size. */
-function readCapabilities(raw) {
-  const list = (v) => (Array.isArray(v) ? v.filter(text(200, 1)).slice(0, 64) : []);
-  return {
-    backend: text(16)(raw.backend) ? raw.backend : "",
-    models: list(raw.models),
-    models_warm: list(raw.models_warm),
-    state: ["idle", "busy", "loading"].includes(raw.state) ? raw.state : "idle",
-    queue: int(0, 100_000)(raw.queue) ? raw.queue : 0,
-    tok_s: num(0, 1_000_000)(raw.tok_s) ? raw.tok_s : 0,
-  };
-}
-
-/** Only the generation parameters we know, within their ranges. */
-function cleanParams(params) {
-  const clean = {};
-  for (const [key, ok] of Object.entries(PARAM_RULES)) if (ok(params[key])) clean[key] = params[key];
-  return clean;
-}
 
 /** The mesh's view of one other peer: its connection, channel, hello and heartbeat. */
 class Link {
@@ -184,7 +125,8 @@ export class Mesh extends EventTarget {
   #closed = false;
   #pingN = 0;
   #requests = new Map(); // job id → Request: jobs this page asked for
-  #serving = new Map(); // job id → Service: jobs other peers gave this page
+  #serving = new Map(); // job id → Service: jobs other peers or the server (API jobs) gave this page
+  #server = null; // where an API job's tokens go: {send(message)}, as a Link takes them
   #lane = Promise.resolve(); // this page's inference worker runs one generation at a time
   #laneJobs = []; // {id, max, produced, running} of what the lane holds, for time estimates
   #status = { state: "idle", queue: 0 };
@@ -205,6 +147,13 @@ export class Mesh extends EventTarget {
       for (const peer of e.detail.peers) this.#adoptLater(peer.peer_id);
     });
     conn.addEventListener("peer_updated", (e) => this.#learn(e.detail.peers));
+    this.#server = { send: (message) => conn.sendJob(...toServer(message, this.#local.backend())) };
+    conn.addEventListener("job_run", (e) => this.#onApiRun(e.detail));
+    conn.addEventListener("job_cancel", (e) => this.#onApiCancel(e.detail));
+    conn.addEventListener("disconnect", () => {
+      // The server has given these jobs to another peer by now; nobody is left to stream to.
+      for (const service of [...this.#serving.values()]) if (service.link === this.#server) this.#stopService(service, "lost");
+    });
     conn.addEventListener("peer_left", (e) => {
       for (const peerId of e.detail.peer_ids) {
         const link = this.links.get(peerId);
@@ -524,9 +473,31 @@ export class Mesh extends EventTarget {
       return link.send({ type: "job_error", job_id: message.job_id, code: "not_offered", message: "Offer the job first; this peer holds no place for it." });
     }
     clearTimeout(service.timer);
+    this.#serve(service, { id: service.id, model: message.model, prompt: message.prompt, params: cleanParams(message.params), resume_text: message.resume_text ?? "" });
+  }
+
+  /** The server gives this page an API job (no offer first: the server chose from our status). */
+  #onApiRun({ payload, ack }) {
+    const { message, problem } = parseApiEvent("job_run", payload);
+    if (problem) {
+      console.warn(`mesh: refused an API job from the server: ${problem}`);
+      return ack({ error: { code: "invalid", message: problem } });
+    }
+    const reason = this.#declineReason({ ...message, task: "text-generation" });
+    if (reason) return ack({ error: { code: reason === "duplicate" ? "invalid" : reason, message: API_DECLINED[reason] } });
+    const service = { id: message.job_id, link: this.#server, requester: null, username: message.username ?? "", model: message.model, tokens: 0, timer: null };
+    this.#serving.set(service.id, service);
+    ack({ ok: true });
+    const { job_id: id, model, prompt, messages, params, resume_text = "" } = message;
+    // The server asks for the tokens still to come: the resumed ones do not count against them.
+    this.#serve(service, { id, model, ...(messages ? { messages } : { prompt }), params, resume_text, count_resumed: false });
+  }
+
+  /** Run `job` in this page's lane for `service`, streaming to whoever gave it (service.link: a
+   * data-channel Link or the server; both take the same {type, ...} messages). */
+  #serve(service, job) {
+    const link = service.link;
     service.state = "queued";
-    const params = cleanParams(message.params);
-    const job = { id: service.id, model: message.model, prompt: message.prompt, params, resume_text: message.resume_text ?? "" };
     this.#emitWork(service);
     const running = this.#inLane(job, (slot) => {
       if (service.state !== "queued") return null;
@@ -562,6 +533,19 @@ export class Mesh extends EventTarget {
   #onCancel(link, { job_id }) {
     const service = this.#serving.get(job_id);
     if (!service || service.link !== link) return this.#reject(link, `job_cancel for ${job_id}, which is not its job here`);
+    this.#cancelService(service);
+  }
+
+  #onApiCancel(payload) {
+    const { message, problem } = parseApiEvent("job_cancel", payload);
+    const service = message && this.#serving.get(message.job_id);
+    // Already finished (its job_done crossed the cancel) or never ours: nothing to stop.
+    if (problem) console.warn(`mesh: ignored a job_cancel from the server: ${problem}`);
+    else if (service?.link === this.#server) this.#cancelService(service);
+  }
+
+  #cancelService(service) {
+    const { id: job_id, link } = service;
     if (service.state === "running") return this.#local.cancel(job_id); // answers with job_done, reason cancelled
     if (service.state === "queued") link.send({ type: "job_done", job_id, text: "", metrics: { tokens: 0, reason: "cancelled" } });
     this.#stopService(service, service.state === "reserved" ? "released" : "cancelled");
@@ -579,10 +563,12 @@ export class Mesh extends EventTarget {
   }
 
   #emitWork(service) {
+    const api = service.link === this.#server;
     const detail = {
       job_id: service.id,
       requester: service.requester,
-      username: this.usernameOf(service.requester),
+      api,
+      username: api ? service.username : this.usernameOf(service.requester),
       model: service.model,
       state: service.state,
       tokens: service.tokens,

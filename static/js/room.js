@@ -393,13 +393,25 @@ const WORK = {
   failed: (w) => `A job for ${w.username} failed here`,
 };
 
-/** What this browser does for other peers: the line under the backend badge. */
+// The same for an API job, which the server gave this browser for someone's script or app.
+const API_WORK = {
+  queued: (w) => `Waiting to run ${w.model} for an ${w.who}`,
+  running: (w) => `Running ${w.model} for an ${w.who} — ${w.tokens} token${w.tokens === 1 ? "" : "s"} so far`,
+  done: (w) => `Ran ${w.model} for an ${w.who}: ${w.tokens} tokens`,
+  cancelled: (w) => `The ${w.who} was cancelled; stopped after ${w.tokens} tokens`,
+  lost: (w) => `Lost the server; stopped the ${w.who} after ${w.tokens} tokens`,
+  failed: (w) => `An ${w.who} failed here`,
+};
+
+/** What this browser does for other peers and API clients: the line under the backend badge. */
 function showWork({ detail }) {
   const box = room.ui.serving;
   box.hidden = false;
-  box.textContent = WORK[detail.state]?.(detail) ?? "";
+  const who = detail.username ? `API request from ${detail.username}` : "API request";
+  box.textContent = detail.api ? API_WORK[detail.state]?.({ ...detail, who }) ?? "" : WORK[detail.state]?.(detail) ?? "";
   box.dataset.state = detail.state;
-  box.dataset.requester = detail.username;
+  box.dataset.requester = detail.api ? "api" : detail.username;
+  box.dataset.jobId = detail.job_id;
 }
 
 const LINK_LABELS = { connecting: "linking…", open: "linked", lost: "link lost", unreachable: "unreachable", none: "not linked" };

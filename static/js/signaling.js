@@ -8,7 +8,9 @@
 //
 // Events (CustomEvent, detail = the server payload): peer_joined {room, peers}, peer_left
 // {room, peer_ids}, peer_updated {room, peers}, signal {from, kind, data}, error {code, message},
-// disconnect {reason}, reconnect {peer_id, peers} (a new peer id: the server saw a new peer).
+// disconnect {reason}, reconnect {peer_id, peers} (a new peer id: the server saw a new peer),
+// job_run {payload, ack} and job_cancel {job_id}: the server's API jobs for this peer (mesh.js checks
+// and serves them; ack(answer) answers the server's callback). conn.sendJob(event, payload) streams back.
 
 const STATUS_DEBOUNCE_MS = 250;
 // The panel reloads at most once a second, and more rarely in big rooms, where every reload is
@@ -79,6 +81,8 @@ export class RoomConnection extends EventTarget {
       else if (this.#early.length < EARLY_SIGNALS_MAX) this.#early.push(payload);
     });
     socket.on("error", (payload) => this.#emit("error", payload));
+    socket.on("job_run", (payload, ack) => this.#emit("job_run", { payload, ack: typeof ack === "function" ? ack : () => {} }));
+    socket.on("job_cancel", (payload) => this.#emit("job_cancel", payload));
     socket.on("disconnect", (reason) => {
       this.#emit("disconnect", { reason });
       this.#peersChanged();
@@ -156,6 +160,15 @@ export class RoomConnection extends EventTarget {
   /** Send `data` (an SDP or ICE candidate) to peer `to` in this room; kind: offer|answer|candidate. */
   signal(to, kind, data) {
     this.#socket.emit("signal", { to, kind, data: plain(data) });
+  }
+
+  /** Send an API job's token batch, done or error to the server; false (and dropped) while
+   * disconnected: Socket.IO would otherwise deliver it after a reconnect, under a new peer id,
+   * for a job the server has given to someone else. */
+  sendJob(event, payload) {
+    if (!this.#socket.connected) return false;
+    this.#socket.emit(event, payload);
+    return true;
   }
 
   leave() {

@@ -153,3 +153,42 @@ async def test_worker_init_twice_is_refused(live_server: LiveServer, page: Page)
     assert backend["device"] == "wasm" and backend["threads"] == 1
     await worker.send(init)
     assert "already initialised" in (await worker.until("error"))[-1]["message"]
+
+
+async def test_chat_messages_without_a_template_read_as_role_lines(live_server: LiveServer, page: Page) -> None:
+    """An API chat job on a model with no chat_template (the tiny model): the worker reads the
+    messages as the "role: content" lines every peer renders, and resumes them like a prompt."""
+    worker = await start(page, live_server)
+    await worker.send({"type": "init", "runtime": runtime(), "device": "wasm", "local_model_path": "/models/"})
+    await worker.until("backend")
+    await worker.send({"type": "load", "model": MODEL, "source": "local", "dtype": "q8"})
+    await worker.until("ready", timeout=60_000)
+    messages = [{"role": "system", "content": "You may copy it."}, {"role": "user", "content": "What may I do?"}]
+    rendered = "system: You may copy it.\nuser: What may I do?\nassistant:"
+    params = {"max_new_tokens": 40}
+
+    await worker.send({"type": "generate", "id": "chat", "model": MODEL, "messages": messages, "params": params})
+    chat = (await worker.until("done"))[-1]
+    await worker.send({"type": "generate", "id": "text", "model": MODEL, "prompt": rendered, "params": params})
+    text = (await worker.until("done"))[-1]
+    assert chat["text"] == text["text"] and len(chat["text"].split()) >= 10
+    assert chat["prompt_tokens"] == text["prompt_tokens"] and chat["tokens"] == 40
+
+    # Failover of a chat job: the rest of the answer from its first words, as a whole.
+    head = " ".join(chat["text"].split(" ")[:6]).rstrip()
+    await worker.send({"type": "generate", "id": "rest", "model": MODEL, "messages": messages, "params": params, "resume_text": head})
+    rest = (await worker.until("done"))[-1]
+    assert head + rest["text"] == chat["text"]
+
+    # Sampling with a seed (an API request's `seed`): the same seed, the same answer.
+    sampled = []
+    for n, seed in enumerate((7, 7, 8)):
+        sampling = {"max_new_tokens": 40, "temperature": 1.0, "seed": seed}
+        await worker.send({"type": "generate", "id": f"s{n}", "model": MODEL, "messages": messages, "params": sampling})
+        sampled.append((await worker.until("done"))[-1]["text"])
+    assert sampled[0] == sampled[1] != sampled[2] and sampled[0] != chat["text"]
+
+    # Exactly one of prompt and messages.
+    await worker.send({"type": "generate", "id": "both", "model": MODEL, "messages": messages, "prompt": rendered, "params": params})
+    error = (await worker.until("error"))[-1]
+    assert error["code"] == "bad_message" and error["id"] == "both"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -40,3 +41,13 @@ async def open_peer(browser: Browser, live_server: LiveServer) -> AsyncIterator[
 
 def room_name() -> str:
     return f"mesh {uuid.uuid4().hex[:8]}"
+
+
+async def first_worker(peers: dict[str, RoomPage], timeout: float = 20.0) -> tuple[str, RoomPage]:
+    """The peer whose page starts running someone's job first."""
+    async with asyncio.timeout(timeout):
+        while True:
+            for peer_id, peer in peers.items():
+                if await peer.serving.get_attribute("data-state") == "running":
+                    return peer_id, peer
+            await asyncio.sleep(0.02)

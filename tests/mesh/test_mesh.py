@@ -10,9 +10,8 @@ import pytest
 from conftest import LiveServer
 from playwright.async_api import expect
 from support.accounts import create_room, sign_up
-from support.pages import RoomPage
 
-from mesh.conftest import OpenPeer, room_name
+from mesh.conftest import OpenPeer, first_worker, room_name
 
 pytestmark = pytest.mark.browser
 
@@ -137,13 +136,3 @@ async def test_private_room_peers_never_link_to_other_rooms(
     job = await carol.run_and_wait(PROMPT, 8, "mesh")
     assert job["status"] == "succeeded" and job["workers"] == ["local"]
     await expect(carol.flash).to_contain_text("ran in this browser")
-
-
-async def first_worker(peers: dict[str, RoomPage], timeout: float = 20.0) -> tuple[str, RoomPage]:
-    """The peer whose page starts running someone's job first."""
-    async with asyncio.timeout(timeout):
-        while True:
-            for peer_id, peer in peers.items():
-                if await peer.serving.get_attribute("data-state") == "running":
-                    return peer_id, peer
-            await asyncio.sleep(0.02)

@@ -13,6 +13,7 @@ import msgspec
 AgeMs = Annotated[float, msgspec.Meta(ge=0, le=86_400_000)]
 
 Status = Literal["queued", "running", "succeeded", "failed", "cancelled", "abandoned"]
+# What a page may record; `api` jobs (server-scheduled) are recorded by the server alone.
 Mode = Literal["local", "mesh", "auto"]
 
 

@@ -184,6 +184,8 @@ async def update_job(user: User, job_id: UUID, patch: JobPatch) -> JobView:
     current = await Job.select().where(Job.id == job_id, Job.requester == user.id).first()
     if current is None:
         raise NotFound("No such job.")
+    if current["mode"] == "api":
+        raise Conflict("API jobs are recorded by the server that runs them; they cannot be patched.")
     now = _now()
     # When the change happened: a record sent after the fact says how long ago (never before the job).
     at = max(now - timedelta(milliseconds=patch.age_ms), current["created_at"])

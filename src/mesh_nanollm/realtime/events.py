@@ -1,4 +1,5 @@
-"""The Socket.IO handlers: connect, join_room, leave_room, signal, status, disconnect."""
+"""The Socket.IO handlers: connect, join_room, leave_room, signal, status, the API-job events
+(job_token, job_done, job_error), disconnect."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from mesh_nanollm.errors import ServiceError
 from mesh_nanollm.peers.service import list_live_peers, open_peer_session
 from mesh_nanollm.realtime.auth import authenticate_socket
 from mesh_nanollm.realtime.ice import ice_servers_for
+from mesh_nanollm.realtime.jobs import JobEvent, JobRelay
 from mesh_nanollm.realtime.limits import TokenBucket
 from mesh_nanollm.realtime.notify import (
     credential_channel,
@@ -28,6 +30,9 @@ from mesh_nanollm.realtime.presence import LocalPeer, Presence
 from mesh_nanollm.realtime.schemas import (
     PRINTABLE,
     IceCandidate,
+    JobDone,
+    JobError,
+    JobToken,
     JoinAck,
     JoinRoom,
     SessionDescription,
@@ -73,8 +78,9 @@ async def admit(sio: socketio.AsyncServer, sid: str, conn: Connection) -> bool:
     return False
 
 
-def register_events(sio: socketio.AsyncServer, presence: Presence, settings: Settings) -> None:
-    """Attach the handlers to `sio`; `presence` is this instance's peer registry."""
+def register_events(sio: socketio.AsyncServer, presence: Presence, relay: JobRelay, settings: Settings) -> None:
+    """Attach the handlers to `sio`; `presence` is this instance's peer registry, `relay` carries
+    API jobs' events to the instance that runs each job."""
     # The same Connection objects as in each socket's Socket.IO session, indexed by sid: the relay
     # reads one per message, and a dict lookup costs far less than `await sio.get_session(sid)`.
     connections: dict[str, Connection] = {}
@@ -92,6 +98,7 @@ def register_events(sio: socketio.AsyncServer, presence: Presence, settings: Set
             return
         conn.peer = None
         presence.remove(peer.peer_id)
+        await relay.peer_gone(peer.peer_id, sid)
         if not closing:  # a closing socket leaves all its rooms anyway
             await sio.leave_room(sid, room_channel(peer.room_slug))
             await sio.leave_room(sid, peer_channel(peer.room_slug, peer.peer_id))
@@ -221,6 +228,39 @@ def register_events(sio: socketio.AsyncServer, presence: Presence, settings: Set
             await notify_error(sio, sid, "invalid", _problem(exc))
             return
         presence.update(conn.peer, update)
+
+    async def job_event(sid: str, kind: str, data: object, shape: type[JobToken | JobDone | JobError]) -> None:
+        conn = await admitted(sid)
+        if conn is None:
+            return
+        if conn.peer is None:
+            await notify_error(sio, sid, "not_in_room", "Join a room before sending job events.")
+            return
+        try:
+            msg = msgspec.convert(data, shape)
+        except msgspec.ValidationError as exc:
+            await notify_error(sio, sid, "invalid", _problem(exc))
+            return
+        event = JobEvent(kind, conn.peer.peer_id, sid, msgspec.to_builtins(msg))
+        if not await relay.deliver(msg.job_id, event):
+            await notify_error(sio, sid, "unknown_job", f"No job {msg.job_id} is running: it is over, or was never yours.")
+
+    @event
+    async def job_token(sid: str, data: object = None, *extra: object) -> None:
+        """A worker's token batch `{job_id, seq, text}` for an API job it was sent (`job_run`);
+        the server relays the text to the HTTP client."""
+        await job_event(sid, "token", data, JobToken)
+
+    @event
+    async def job_done(sid: str, data: object = None, *extra: object) -> None:
+        """A worker finished an API job: `{job_id, text, metrics}`; the server records it."""
+        await job_event(sid, "done", data, JobDone)
+
+    @event
+    async def job_error(sid: str, data: object = None, *extra: object) -> None:
+        """A worker could not finish an API job: `{job_id, code, message}`; the server tries
+        another peer with the text so far."""
+        await job_event(sid, "error", data, JobError)
 
     @sio.on("*")
     async def unknown(event: object, sid: str, *args: object) -> None:

@@ -76,3 +76,50 @@ class JoinAck(msgspec.Struct):
     peer_id: str
     peers: list[PeerView]
     ice_servers: list[dict[str, object]]
+
+
+# API jobs (docs/realtime.md, "API jobs"): what a peer sends back about a job the server gave it.
+JobId = Annotated[str, msgspec.Meta(pattern=PEER_ID_PATTERN)]
+# A batch of ~33 ms of tokens is a few dozen characters; a whole answer is at most 4096 tokens.
+TOKEN_TEXT_MAX = 16 * 1024
+ANSWER_TEXT_MAX = 128 * 1024
+
+
+class JobToken(msgspec.Struct):
+    job_id: JobId
+    seq: Annotated[int, msgspec.Meta(ge=1, le=100_000)]
+    text: Annotated[str, msgspec.Meta(max_length=TOKEN_TEXT_MAX)]
+
+
+class JobMetrics(msgspec.Struct):
+    tokens: Annotated[int, msgspec.Meta(ge=0, le=100_000)] = 0
+    reason: Literal["stop", "length", "cancelled"] = "stop"
+    prompt_tokens: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] | None = None
+    ttft_ms: Annotated[float, msgspec.Meta(ge=0, le=86_400_000)] | None = None
+    tok_s: Annotated[float, msgspec.Meta(ge=0, le=1_000_000)] | None = None
+    total_ms: Annotated[float, msgspec.Meta(ge=0, le=86_400_000)] | None = None
+    backend: Backend = ""
+
+
+class JobDone(msgspec.Struct):
+    job_id: JobId
+    text: Annotated[str, msgspec.Meta(max_length=ANSWER_TEXT_MAX)] = ""
+    metrics: JobMetrics = msgspec.field(default_factory=JobMetrics)
+
+
+class JobError(msgspec.Struct):
+    job_id: JobId
+    code: Annotated[str, msgspec.Meta(max_length=64, pattern=PRINTABLE)] = "internal"
+    message: Annotated[str, msgspec.Meta(max_length=2000)] = ""
+
+
+class JobRefusal(msgspec.Struct):
+    code: Annotated[str, msgspec.Meta(max_length=64)] = "invalid"
+    message: Annotated[str, msgspec.Meta(max_length=2000)] = ""
+
+
+class JobAck(msgspec.Struct):
+    """A peer's answer to `job_run`: `{ok: true}`, or `{error: {code, message}}`."""
+
+    ok: bool = False
+    error: JobRefusal | None = None

@@ -20,6 +20,7 @@ from socketio.packet import Packet
 from mesh_nanollm.peers.service import close_open_peer_sessions
 from mesh_nanollm.realtime.engine import use_lean_socket
 from mesh_nanollm.realtime.events import Connection, admit, register_events
+from mesh_nanollm.realtime.jobs import JobRelay
 from mesh_nanollm.realtime.notify import (
     REVOKED_CHANNEL,
     close_credential_sockets,
@@ -141,6 +142,7 @@ class SignalingServer(socketio.AsyncServer):
 class Realtime:
     sio: SignalingServer
     presence: Presence
+    jobs: JobRelay
     settings: Settings
     # With several instances, revocations reach the others through this Redis (see `revoke`).
     redis: Redis | None = None
@@ -156,9 +158,16 @@ class Realtime:
         # went from 125-225 ms to 25-30 ms, which is the relay's tail latency.
         gc.collect()
         gc.freeze()
+        if not self.sio.manager_initialized:
+            # python-socketio starts its Redis listener at the first socket's connect; an instance
+            # that sends `job_run` to a peer elsewhere before any socket of its own connected would
+            # never hear the peer's ack. Start it now.
+            self.sio.manager_initialized = True
+            self.sio.manager.initialize()
         loops = [asyncio.create_task(self._publish_presence())]
         if self.redis is not None:
             loops.append(asyncio.create_task(self._hear_revocations(self.redis)))
+            loops.append(asyncio.create_task(self.jobs.hear_other_instances()))
         try:
             yield
         finally:
@@ -229,6 +238,7 @@ def create_realtime(settings: Settings) -> Realtime:
         engineio_logger=_library_log,
     )
     presence = Presence(stale_after_s=settings.peer_stale_after_s)
-    register_events(sio, presence, settings)
     redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
-    return Realtime(sio, presence, settings, redis)
+    jobs = JobRelay(sio, redis)
+    register_events(sio, presence, jobs, settings)
+    return Realtime(sio, presence, jobs, settings, redis)

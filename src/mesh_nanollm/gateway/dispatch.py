@@ -1,0 +1,398 @@
+"""The server's scheduler for API jobs: which peer runs a job, the bounded wait for one, the relay
+of its tokens (stop strings cut here), failover with the text so far, and the records it writes.
+The cost model and the limits are in docs/gateway.md."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+from uuid import UUID
+
+from mesh_nanollm.catalogue import ModelEntry
+from mesh_nanollm.gateway import service
+from mesh_nanollm.gateway.stops import StopCutter
+from mesh_nanollm.peers.service import list_peer_sockets
+from mesh_nanollm.realtime.jobs import Inbox, JobRelay
+from mesh_nanollm.realtime.presence import Presence
+from mesh_nanollm.settings import Settings
+
+log = logging.getLogger("mesh_nanollm.gateway")
+
+# The browser's cost model (static/js/mesh.js, #timeToStart), from what a peer reports in `status`.
+DEFAULT_TOK_S = {"webgpu": 40.0, "wasm": 20.0}
+LOAD_BASE_MS = 1500.0
+LOAD_BYTES_PER_MS = 10_000.0  # 10 MB/s for a model the peer still has to fetch
+PREFILL_SPEEDUP = 8.0  # a prompt token costs about an eighth of a generated one
+QUEUED_JOB_TOKENS = 128  # what one job in a peer's reported queue is taken to still produce
+CHARS_PER_TOKEN = 4  # the prompt's size in tokens, estimated before any tokenizer sees it
+# How often a waiting request looks again for a free peer (peers on other instances show up only
+# through the database, so there is nothing to wake on for them).
+RECHECK_S = 0.5
+# Declines that will not change by waiting: that peer is not asked again for this job. A peer that
+# declined for now (`busy`, `not_ready`) or did not answer is asked again after a pause.
+FINAL_DECLINES = {"unknown_model", "needs_other_backend", "invalid"}
+ASK_AGAIN_AFTER_S = 2.0
+
+
+class GatewayError(Exception):
+    """An API request that cannot be served; the routes answer it in OpenAI's error shape."""
+
+    def __init__(
+        self, status: int, message: str, type_: str = "invalid_request_error",
+        code: str | None = None, param: str | None = None, headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.type = type_
+        self.code = code
+        self.param = param
+        self.headers = headers or {}
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One API request, validated: what to run, where, for whom."""
+
+    room_id: int
+    room_slug: str
+    user_id: int
+    client: str  # whose concurrency it counts against: a token's hash, or a session's user
+    model: ModelEntry
+    prompt: str | None  # completions
+    messages: list[dict[str, str]] | None  # chat
+    record_prompt: str  # what the job's record shows as its prompt
+    params: dict[str, Any]  # job_run's params, max_new_tokens included
+    stop: tuple[str, ...] = ()
+    user: str | None = None  # OpenAI's `user`: recorded, not sent
+
+    @property
+    def max_tokens(self) -> int:
+        return self.params["max_new_tokens"]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    peer_id: str
+    sid: str
+    backend: str
+    models_warm: tuple[str, ...]
+    queue: int
+    tok_s: float
+    age_rank: int  # 0 for the room's oldest peer
+
+
+def time_to_start_ms(peer: Candidate, model: ModelEntry, prompt_chars: int) -> float:
+    """How long until `peer` would produce its first token of this job: its queue, then loading
+    the model if it is not warm, then the prompt (mesh.js #timeToStart with what `status` says)."""
+    tok_s = peer.tok_s or DEFAULT_TOK_S.get(peer.backend, DEFAULT_TOK_S["wasm"])
+    waiting = peer.queue * QUEUED_JOB_TOKENS * 1000 / tok_s
+    load = 0.0 if model.id in peer.models_warm else LOAD_BASE_MS + model.size_bytes / LOAD_BYTES_PER_MS
+    prefill = (prompt_chars / CHARS_PER_TOKEN) * 1000 / (tok_s * PREFILL_SPEEDUP)
+    return waiting + load + prefill
+
+
+@dataclass
+class Outcome:
+    finish_reason: str  # "stop" or "length"
+    completion_tokens: int
+    prompt_tokens: int
+
+
+class Gateway:
+    """This instance's API jobs: concurrency per client, the wait for peers, who is busy."""
+
+    def __init__(self, relay: JobRelay, presence: Presence, settings: Settings, *, across_instances: bool) -> None:
+        self.relay = relay
+        self.presence = presence
+        self.settings = settings
+        self.across_instances = across_instances
+        self.waiting = 0
+        self.running: dict[str, int] = {}
+        self.busy: set[str] = set()  # peers running one of this instance's jobs
+        self._freed: asyncio.Event | None = None
+
+    def freed(self) -> asyncio.Event:
+        if self._freed is None:
+            self._freed = asyncio.Event()
+        return self._freed
+
+    def release(self, peer_id: str) -> None:
+        self.busy.discard(peer_id)
+        self.freed().set()
+
+    async def start(self, spec: JobSpec) -> Run:
+        """Record the job and hand it to a peer; the Run relays what the peer makes.
+        GatewayError 429 past the client's concurrency cap, 503 when no peer takes it in time."""
+        cap = self.settings.gateway_token_concurrency
+        if self.running.get(spec.client, 0) >= cap:
+            raise GatewayError(
+                429, f"At most {cap} requests with this token may run at once; wait for one to finish.",
+                "rate_limit_error", "concurrency_limit_exceeded", headers={"Retry-After": "1"},
+            )
+        self.running[spec.client] = self.running.get(spec.client, 0) + 1
+        stack = contextlib.AsyncExitStack()
+        stack.callback(self._done_running, spec.client)
+        try:
+            job_id = await service.record_queued(
+                spec.room_id, spec.user_id, spec.model.id, spec.record_prompt,
+                spec.params | {
+                    "stop": list(spec.stop), "user": spec.user,
+                    "endpoint": "chat" if spec.messages is not None else "completions",
+                },
+            )
+            run = Run(self, job_id, spec, stack)
+            run.inbox = await stack.enter_async_context(
+                self.relay.inbox(str(job_id), self.settings.gateway_buffer, run.overflowed)
+            )
+            await run.dispatch()
+            return run
+        except BaseException:
+            await stack.aclose()
+            raise
+
+    def _done_running(self, client: str) -> None:
+        left = self.running.get(client, 1) - 1
+        if left:
+            self.running[client] = left
+        else:
+            self.running.pop(client, None)
+
+    async def live_peers(self, room_id: int) -> list[Candidate]:
+        """The room's live peers, oldest first, each with its latest status: first-hand for the
+        peers on this instance, as last written for the others."""
+        found = []
+        for rank, row in enumerate(await list_peer_sockets(room_id)):
+            peer_id = str(row["peer_id"])
+            local = self.presence.peers.get(peer_id)
+            if local is not None:  # this instance hears its status first-hand
+                s = local.status
+                peer = Candidate(peer_id, local.sid, s.backend, tuple(s.models_warm), s.queue, s.tok_s, rank)
+            elif self.across_instances:
+                peer = Candidate(
+                    peer_id, row["sid"], row["backend"], tuple(row["models_warm"] or ()), row["queue"], row["tok_s"], rank
+                )
+            else:  # a lone instance knows all its peers: this row's peer has left, unflushed
+                continue
+            found.append(peer)
+        return found
+
+    async def candidates(self, spec: JobSpec, exclude: set[str]) -> list[Candidate]:
+        """The room's peers that could run the job now, cheapest first (ties: shorter queue, then
+        the peer that has been in the room longest)."""
+        found = [
+            peer for peer in await self.live_peers(spec.room_id)
+            if peer.peer_id not in exclude and peer.peer_id not in self.busy and peer.backend in spec.model.backends
+        ]
+        chars = len(spec.record_prompt)
+        found.sort(key=lambda p: (time_to_start_ms(p, spec.model, chars), p.queue, p.age_rank))
+        return found
+
+
+@dataclass
+class Run:
+    """One API job from its dispatch to its end, as its HTTP request sees it."""
+
+    gateway: Gateway
+    job_id: UUID
+    spec: JobSpec
+    stack: contextlib.AsyncExitStack
+    inbox: Inbox = field(init=False)
+    peer: Candidate | None = None
+    shunned: set[str] = field(default_factory=set)  # peers that failed or refused this job
+    declined: dict[str, float] = field(default_factory=dict)  # peers that declined for now, and when
+    text: str = ""  # everything the peers made so far: the next attempt's resume_text
+    tokens_before: int = 0  # tokens of the attempts before this one
+    attempt_tokens: int = 0
+    attempt_text: str = ""
+    first_token_seen: bool = False
+    outcome: Outcome | None = None
+    failed: bool = False
+    cut_off: bool = False
+    reader: asyncio.Task[Any] | None = None
+    cutter: StopCutter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.cutter = StopCutter(self.spec.stop)
+
+    @property
+    def id(self) -> str:
+        return str(self.job_id)
+
+    @property
+    def tokens(self) -> int:
+        return self.tokens_before + self.attempt_tokens
+
+    def payload(self) -> dict[str, Any]:
+        params = self.spec.params | {"max_new_tokens": self.spec.max_tokens - self.tokens_before}
+        body: dict[str, Any] = {"job_id": self.id, "model": self.spec.model.id, "params": params}
+        if self.spec.messages is not None:
+            body["messages"] = self.spec.messages
+        else:
+            body["prompt"] = self.spec.prompt
+        if self.text:
+            body["resume_text"] = self.text
+        return body
+
+    async def dispatch(self) -> None:
+        """Hand the job to the cheapest peer that takes it, waiting up to GATEWAY_QUEUE_WAIT for
+        one; GatewayError 503 (and the job recorded failed) when none does."""
+        gateway, settings = self.gateway, self.gateway.settings
+        if gateway.waiting >= settings.gateway_queue_max:
+            await self._no_peer(f"{gateway.waiting} requests are already waiting for a peer")
+        deadline = time.monotonic() + settings.gateway_queue_wait_s
+        gateway.waiting += 1
+        try:
+            while True:
+                now = time.monotonic()
+                resting = {p for p, at in self.declined.items() if now - at < ASK_AGAIN_AFTER_S}
+                for peer in await gateway.candidates(self.spec, self.shunned | resting):
+                    if await self._offer(peer):
+                        return
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                freed = gateway.freed()
+                freed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(freed.wait(), min(RECHECK_S, left))
+        finally:
+            gateway.waiting -= 1
+        await self._no_peer(f"no peer took it within {settings.gateway_queue_wait_s} s")
+
+    async def _offer(self, peer: Candidate) -> bool:
+        gateway = self.gateway
+        gateway.busy.add(peer.peer_id)
+        ack = await gateway.relay.run_on(peer.sid, self.payload(), gateway.settings.gateway_ack_timeout_s)
+        if ack is not None and ack.ok:
+            self.peer = peer
+            self.attempt_tokens, self.attempt_text = 0, ""
+            await service.record_attempt(self.job_id, peer.peer_id)
+            return True
+        gateway.release(peer.peer_id)
+        if ack is None:  # it may yet start the job late: make sure it does not
+            await gateway.relay.cancel_on(peer.sid, self.id)
+            self.declined[peer.peer_id] = time.monotonic()
+        elif ack.error is None or ack.error.code in FINAL_DECLINES:
+            self.shunned.add(peer.peer_id)
+        else:
+            self.declined[peer.peer_id] = time.monotonic()
+        return False
+
+    async def _no_peer(self, why: str) -> None:
+        self.failed = True
+        room, model = self.spec.room_slug, self.spec.model.id
+        await service.record_finished(self.job_id, "failed", self.cutter.text, self.tokens, None, f"No peer available: {why}.")
+        retry = max(1, min(self.gateway.settings.gateway_queue_wait_s, 30))
+        raise GatewayError(
+            503, f"No peer in room “{room}” can run model “{model}” now ({why}). Open the room on a "
+            "device that shares, or try again later.", "server_error", "no_peer_available",
+            headers={"Retry-After": str(retry)},
+        )
+
+    async def pieces(self) -> AsyncIterator[str]:
+        """The answer's text as it arrives, cut at the first stop string, across failovers; then
+        `outcome` says how it ended. A failover that finds no peer raises GatewayError."""
+        self.reader = asyncio.current_task()
+        stall = self.gateway.settings.gateway_stall_timeout_s
+        while self.outcome is None:
+            event = await self.inbox.get(stall)
+            if event is None:
+                await self._fail_over(f"the worker sent nothing for {stall} s")
+                continue
+            if self.peer is None or event.peer_id != self.peer.peer_id:
+                if event.kind != "gone":
+                    await self.gateway.relay.refuse(event.sid, "not_your_job", f"Job {self.id} is not running on this peer.")
+                continue
+            if event.kind == "token":
+                if out := await self._token(event.data):
+                    yield out
+            elif event.kind == "done":
+                if out := await self._done(event.data):
+                    yield out
+            else:
+                why = "its socket closed" if event.kind == "gone" else f"{event.data.get('code')}: {event.data.get('message')}"
+                await self._fail_over(f"the worker stopped ({why})")
+
+    async def _token(self, data: dict[str, Any]) -> str:
+        if not self.first_token_seen:
+            self.first_token_seen = True
+            await service.record_first_token(self.job_id)
+        self.attempt_tokens = max(self.attempt_tokens, data["seq"])
+        return self._add(data["text"])
+
+    def _add(self, text: str) -> str:
+        self.attempt_text += text
+        self.text += text
+        out = self.cutter.feed(text)
+        if self.cutter.stopped and self.outcome is None:
+            self.outcome = Outcome("stop", self.tokens, 0)
+        return out
+
+    async def _done(self, data: dict[str, Any]) -> str:
+        metrics = data.get("metrics") or {}
+        whole = data.get("text", "")
+        # Batches lost on the way (there should be none) are made good from the whole text.
+        out = self._add(whole[len(self.attempt_text):]) if whole.startswith(self.attempt_text) else ""
+        if self.outcome is not None:  # a stop string ended it
+            self.outcome.prompt_tokens = metrics.get("prompt_tokens") or 0
+            return out
+        if metrics.get("reason") == "cancelled":
+            await self._fail_over("the worker cancelled the job")
+            return out
+        self.attempt_tokens = max(self.attempt_tokens, metrics.get("tokens") or 0)
+        out += self.cutter.flush()
+        self.outcome = Outcome(
+            "length" if metrics.get("reason") == "length" else "stop", self.tokens, metrics.get("prompt_tokens") or 0
+        )
+        return out
+
+    async def _fail_over(self, why: str) -> None:
+        """The worker is gone or stuck: cancel it there, record the attempt, find another peer
+        that continues from the text so far."""
+        old = self.peer
+        assert old is not None
+        self.peer = None
+        self.shunned.add(old.peer_id)
+        self.gateway.release(old.peer_id)
+        with contextlib.suppress(Exception):
+            await self.gateway.relay.cancel_on(old.sid, self.id)
+        self.tokens_before += self.attempt_tokens
+        self.attempt_tokens, self.attempt_text = 0, ""
+        log.info("API job %s fails over: %s", self.id, why)
+        if self.tokens_before >= self.spec.max_tokens:
+            self.outcome = Outcome("length", self.tokens, 0)
+            return
+        await service.record_requeued(self.job_id, self.text, self.tokens_before, f"Attempt failed: {why}.")
+        await self.dispatch()
+
+    def overflowed(self) -> None:
+        """The client stopped reading and the buffer is full: cut it off, cancel the job."""
+        self.cut_off = True
+        if self.reader is not None:
+            self.reader.cancel()
+
+    async def close(self) -> None:
+        """The request is over: record how the job ended (cancelled, if the client left first) and
+        free the peer and the client's slot."""
+        try:
+            if self.outcome is not None:
+                await service.record_finished(
+                    self.job_id, "succeeded", self.cutter.text, self.tokens, self.outcome.finish_reason
+                )
+                if self.cutter.stopped and self.peer is not None:
+                    await self.gateway.relay.cancel_on(self.peer.sid, self.id)
+            elif not self.failed:
+                if self.peer is not None:
+                    await self.gateway.relay.cancel_on(self.peer.sid, self.id)
+                why = "the client stopped reading" if self.cut_off else "the client closed the connection"
+                await service.record_finished(self.job_id, "cancelled", self.cutter.text, self.tokens, None, f"Cancelled: {why}.")
+        finally:
+            if self.peer is not None:
+                self.gateway.release(self.peer.peer_id)
+            await self.stack.aclose()

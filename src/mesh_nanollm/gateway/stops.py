@@ -1,0 +1,39 @@
+"""Stop strings, enforced by the server on the text it relays (peers never see them)."""
+
+from __future__ import annotations
+
+
+class StopCutter:
+    """Cuts the relayed text at the first stop string. Until it is sure no stop string starts in
+    them, the last few characters are held back, so a client never sees part of one."""
+
+    def __init__(self, stops: tuple[str, ...]) -> None:
+        self.stops = stops
+        self.hold = max((len(s) for s in stops), default=1) - 1
+        self.text = ""
+        self.sent = 0
+        self.stopped = False
+
+    def feed(self, text: str) -> str:
+        """Add `text`; what may go to the client now."""
+        if self.stopped:
+            return ""
+        start = max(0, len(self.text) - self.hold)
+        self.text += text
+        cut = min((i for s in self.stops if (i := self.text.find(s, start)) >= 0), default=-1)
+        if cut >= 0:
+            self.stopped = True
+            self.text = self.text[:cut]
+            return self._release(cut)
+        return self._release(len(self.text) - self.hold)
+
+    def flush(self) -> str:
+        """The end of the text: whatever was held back goes out."""
+        return self._release(len(self.text))
+
+    def _release(self, end: int) -> str:
+        if end <= self.sent:
+            return ""
+        out = self.text[self.sent : end]
+        self.sent = end
+        return out
