@@ -31,8 +31,11 @@ class Script:
     batches: list[str]
     reason: str = "stop"
     stop_after: int | None = None  # send this many batches, then...
-    then: str = "done"  # ..."hang" (go silent), "disconnect", or "wait_cancel" (until job_cancel)
+    then: str = "done"  # ..."hang" (go silent), "disconnect", "wait_cancel" (until job_cancel)
+    # or "hold" (until `hold` is set, then the rest)
     prompt_tokens: int = 5
+    pause: float = 0.02  # between batches
+    hold: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class FakePeer:
@@ -82,11 +85,14 @@ class FakePeer:
                 if script.then == "wait_cancel":
                     await self.cancelled.wait()
                     await self.client.emit("job_done", {"job_id": job_id, "text": text, "metrics": {"tokens": seq, "reason": "cancelled", "backend": "wasm"}})
-                return  # "hang": never another word
+                if script.then == "hold":
+                    await script.hold.wait()
+                else:
+                    return  # "hang": never another word
             seq += 1
             text += batch
             await self.client.emit("job_token", {"job_id": job_id, "seq": seq, "text": batch})
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(script.pause)
         metrics = {"tokens": seq, "prompt_tokens": script.prompt_tokens, "reason": script.reason, "backend": "wasm"}
         await self.client.emit("job_done", {"job_id": job_id, "text": text, "metrics": metrics})
 

@@ -33,6 +33,9 @@ CHARS_PER_TOKEN = 4  # the prompt's size in tokens, estimated before any tokeniz
 # How often a waiting request looks again for a free peer (peers on other instances show up only
 # through the database, so there is nothing to wake on for them).
 RECHECK_S = 0.5
+# A running job's record is brought up to date at least this often (and three times per
+# JOB_ABANDON_AFTER), so the sweep never takes a long job for an abandoned one.
+PROGRESS_EVERY_S = 60.0
 # Declines that will not change by waiting: that peer is not asked again for this job. A peer that
 # declined for now (`busy`, `not_ready`) or did not answer is asked again after a pause.
 FINAL_DECLINES = {"unknown_model", "needs_other_backend", "invalid"}
@@ -211,6 +214,7 @@ class Run:
     attempt_tokens: int = 0
     attempt_text: str = ""
     first_token_seen: bool = False
+    recorded_at: float = 0.0  # when the record last heard of the job's progress (monotonic)
     outcome: Outcome | None = None
     failed: bool = False
     cut_off: bool = False
@@ -323,8 +327,16 @@ class Run:
         if not self.first_token_seen:
             self.first_token_seen = True
             await service.record_first_token(self.job_id)
+            self.recorded_at = time.monotonic()
         self.attempt_tokens = max(self.attempt_tokens, data["seq"])
-        return self._add(data["text"])
+        out = self._add(data["text"])
+        # A record nobody touches for JOB_ABANDON_AFTER is swept as abandoned: a long job keeps
+        # its record fresh, and shows its text so far in the history while it runs.
+        every = min(PROGRESS_EVERY_S, self.gateway.settings.abandon_after_s / 3)
+        if self.outcome is None and time.monotonic() - self.recorded_at >= every:
+            self.recorded_at = time.monotonic()
+            await service.record_progress(self.job_id, self.cutter.text[: self.cutter.sent], self.tokens)
+        return out
 
     def _add(self, text: str) -> str:
         self.attempt_text += text

@@ -60,6 +60,13 @@ async def record_first_token(job_id: UUID) -> None:
     )
 
 
+async def record_progress(job_id: UUID, output: str, tokens: int) -> None:
+    """The text and token count so far of a running job."""
+    await Job.update({Job.output: output, Job.token_count: tokens, Job.updated_at: _now()}).where(
+        Job.id == job_id, Job.status == "running"
+    )
+
+
 async def record_requeued(job_id: UUID, output: str, tokens: int, reason: str) -> None:
     """The worker went away mid-job: back to `queued` with the text so far, for the next peer."""
     await Job.update(
