@@ -15,7 +15,7 @@ from mesh_nanollm.accounts.service import create_user
 from mesh_nanollm.errors import InvalidInput
 from mesh_nanollm.jobs.service import abandon_stale_jobs
 from mesh_nanollm.peers import service as peers
-from mesh_nanollm.peers.service import open_peer_session
+from mesh_nanollm.peers.service import PeerJoin, open_peer_sessions
 from mesh_nanollm.realtime.schemas import Capabilities
 from mesh_nanollm.tables import Job, PeerSession, Room, User
 
@@ -27,9 +27,8 @@ async def peer_in_global(username: str, slug: str = "global") -> str:
     room = await Room.objects().where(Room.slug == slug).first()
     user = await User.objects().where(User.username == username).first()
     assert room is not None and user is not None
-    return await open_peer_session(
-        room, user.id, f"sid-{uuid4().hex[:8]}", Capabilities(backend="wasm")
-    )
+    [peer_id] = await open_peer_sessions([PeerJoin(room.id, user.id, f"sid-{uuid4().hex[:8]}", Capabilities(backend="wasm"))])
+    return peer_id
 
 
 @pytest_asyncio.fixture

@@ -4,7 +4,8 @@ credit for jobs run, and the lookups rooms and jobs need. No HTTP, no sockets.""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -37,25 +38,38 @@ def _view(row: dict[str, Any]) -> PeerView:
     return msgspec.convert(row | {"peer_id": str(row["peer_id"])}, PeerView, strict=False)
 
 
-async def open_peer_session(room: Room, user_id: int, sid: str, capabilities: Capabilities) -> str:
-    """Insert the `PeerSession` for a peer joining `room`; returns its server-assigned peer id."""
+@dataclass(frozen=True, slots=True)
+class PeerJoin:
+    """A peer joining a room: what its `PeerSession` row starts with."""
+
+    room_id: int
+    user_id: int
+    sid: str
+    capabilities: Capabilities
+
+
+async def open_peer_sessions(joins: Sequence[PeerJoin]) -> list[str]:
+    """Insert one `PeerSession` per join, in one statement; returns their server-assigned peer
+    ids, in the order of `joins`."""
     now = _now()
-    peer_id = uuid.uuid4()
-    await PeerSession.insert(
+    rows = [
         PeerSession(
-            peer_id=peer_id,
-            room=room.id,
-            user=user_id,
-            sid=sid,
-            backend=capabilities.backend,
-            user_agent=capabilities.user_agent,
-            state=capabilities.state,
-            models_warm=capabilities.models_warm,
+            peer_id=uuid.uuid4(),
+            room=join.room_id,
+            user=join.user_id,
+            sid=join.sid,
+            backend=join.capabilities.backend,
+            user_agent=join.capabilities.user_agent,
+            state=join.capabilities.state,
+            models_warm=join.capabilities.models_warm,
             connected_at=now,
             last_seen_at=now,
         )
-    )
-    return str(peer_id)
+        for join in joins
+    ]
+    if rows:
+        await PeerSession.insert(*rows)
+    return [str(row.peer_id) for row in rows]
 
 
 async def list_live_peers(room: Room, exclude: str | None = None) -> list[PeerView]:

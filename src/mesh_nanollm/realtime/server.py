@@ -181,9 +181,11 @@ class Realtime:
                 await self.redis.aclose()
 
     async def _publish_presence(self) -> None:
+        # A flush at the latest one interval after the last, and at once when a change that
+        # matters is pending; whatever arrives while one flush writes goes out with the next.
         interval = self.settings.presence_interval_ms / 1000
         while True:
-            await asyncio.sleep(interval)
+            await self.presence.wait(interval)
             await self.flush()
 
     async def flush(self) -> None:
