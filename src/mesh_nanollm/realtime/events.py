@@ -208,7 +208,7 @@ def register_events(sio: socketio.AsyncServer, presence: Presence, relay: JobRel
         target = presence.peers.get(msg.to)
         if target is not None:
             if target.room_slug == peer.room_slug:
-                await relay_signal(sio, target.eio_sid, out)
+                relay_signal(sio, target.eio_sid, out)
                 return
         elif settings.redis_url:
             # Not on this instance: the peer's own channel reaches it on another one, and only if
