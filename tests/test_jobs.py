@@ -217,6 +217,10 @@ async def test_history_page_lists_jobs_newest_first(user_client: AsyncTestClient
     response = await user_client.get("/jobs")
     assert job_rows(response.text) == [second["id"], first["id"]]
     assert "first &lt;b&gt;prompt&lt;/b&gt;" in response.text
+    # Each row links to its job's page, and that page opens.
+    links = re.findall(r'<a href="(/jobs/[^"]+)"><time', response.text)
+    assert links == [f"/jobs/{second['id']}", f"/jobs/{first['id']}"]
+    assert (await user_client.get(links[0])).status_code == 200
     assert 'data-testid="load-more"' not in response.text
 
 
