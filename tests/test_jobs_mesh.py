@@ -263,3 +263,14 @@ async def test_failed_credit_leaves_the_job_as_it_was(
     # The retry is not a 409: the change and its credit happen together or not at all.
     await patch(user_client, job_id, status="succeeded", output="done", token_count=9)
     assert await peer_counters(user_client, worker) == (1, 9)
+
+
+async def test_many_peers_opened_at_once_each_get_a_live_session(member: tuple[AsyncTestClient, str]) -> None:
+    """More joins than one INSERT carries (a room opened by a crowd) all get their row."""
+    room = await Room.objects().where(Room.slug == "global").first()
+    user = await User.objects().where(User.username == member[1]).first()
+    joins = [PeerJoin(room.id, user.id, f"sid-{n}", Capabilities(backend="wasm")) for n in range(150)]
+    ids = await open_peer_sessions(joins)
+    assert len(set(ids)) == 150
+    rows = await PeerSession.select(PeerSession.peer_id).where(PeerSession.user == user.id, PeerSession.disconnected_at.is_null())
+    assert {str(row["peer_id"]) for row in rows} == set(ids)

@@ -18,6 +18,8 @@ from mesh_nanollm.tables import PeerSession, Room
 
 # SQLite refuses more than 999 bound variables in old builds; chunk IN (...) lists below that.
 CHUNK = 500
+# An INSERT binds every column of every row (16 for PeerSession): 60 rows stay under 999 too.
+INSERT_CHUNK = 60
 _VIEW_COLUMNS = (
     PeerSession.all_columns(exclude=[PeerSession.id, PeerSession.room, PeerSession.user, PeerSession.sid,
                                      PeerSession.user_agent, PeerSession.disconnected_at]),
@@ -67,8 +69,9 @@ async def open_peer_sessions(joins: Sequence[PeerJoin]) -> list[str]:
         )
         for join in joins
     ]
-    if rows:
-        await PeerSession.insert(*rows)
+    async with PeerSession._meta.db.transaction():  # all of them or none
+        for n in range(0, len(rows), INSERT_CHUNK):
+            await PeerSession.insert(*rows[n : n + INSERT_CHUNK])
     return [str(row.peer_id) for row in rows]
 
 
