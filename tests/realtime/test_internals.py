@@ -19,8 +19,8 @@ from conftest import make_settings
 from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 from socketio import packet
-from socketio.async_pubsub_manager import AsyncPubSubManager
 from socketio.asgi import ASGIApp
+from socketio.async_pubsub_manager import AsyncPubSubManager
 
 from mesh_nanollm.app import create_app
 from mesh_nanollm.realtime import server

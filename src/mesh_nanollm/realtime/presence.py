@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from mesh_nanollm.peers import service as peers
-from mesh_nanollm.peers.service import PeerJoin
 from mesh_nanollm.peers.schemas import PeerView
+from mesh_nanollm.peers.service import PeerJoin
 from mesh_nanollm.realtime.schemas import Status
 
 log = logging.getLogger("mesh_nanollm.presence")
