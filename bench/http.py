@@ -41,6 +41,7 @@ SEED_BATCH = 100_000
 HISTORY_DAYS = 365
 ROWS_PER_PAGE = 25
 RATIO_TARGET = 1.2
+FLOOR = "GET /login (floor)"
 RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
 
 # One INSERT ... SELECT per batch: Postgres builds the rows itself, so seeding a million jobs
@@ -343,6 +344,37 @@ def measure(args: argparse.Namespace, server: subprocess.Popen, target: str, use
     )
 
 
+def page_headers(target: str, cookie: str, extra: dict[str, str]) -> dict[str, str]:
+    return extra if target == FLOOR else {"Cookie": cookie} | extra
+
+
+async def queries_per_request(database_url: str, pages: dict[str, tuple[str, dict[str, str]]],
+                              requests: int = 50) -> dict[str, float]:
+    """Statements the server runs per request of each page, from Postgres's transaction count for
+    the database (Piccolo runs each statement outside a transaction in one of its own)."""
+
+    async def committed() -> int:
+        # An idle backend reports its counts within PGSTAT_IDLE_INTERVAL (10 s in Postgres 15).
+        await asyncio.sleep(11)
+        conn = await asyncpg.connect(pg_dsn(database_url))
+        try:
+            return await conn.fetchval(
+                "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()")
+        finally:
+            await conn.close()
+
+    counts: dict[str, float] = {}
+    before = await committed()
+    for target, (url, headers) in pages.items():
+        async with httpx.AsyncClient(headers=headers, timeout=30) as client:
+            for _ in range(requests):
+                (await client.get(url)).raise_for_status()
+        after = await committed()
+        counts[target] = (after - before - 1) / requests  # minus our own reading connection's
+        before = after
+    return counts
+
+
 def check_page(url: str, headers: dict[str, str], rows: int | None) -> None:
     """Fail early, not under load, if a page is not what a signed-in user would see."""
     response = httpx.get(url, headers=headers, timeout=30)
@@ -353,17 +385,23 @@ def check_page(url: str, headers: dict[str, str], rows: int | None) -> None:
         sys.exit(f"bench: {url} showed {found} jobs, expected {rows}")
 
 
-def report(cells: list[Cell], targets: list[str]) -> dict[str, float]:
-    print(f"\n{'endpoint':<26}{'user':<10}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'server':>8}{'loadgen':>9}")
+def report(cells: list[Cell], targets: list[str], queries: dict[str, float]) -> dict[str, float]:
+    print(f"\n{'endpoint':<26}{'user':<10}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'server':>8}{'loadgen':>9}"
+          f"{'req/CPU-s':>11}{'CPU ms/req':>11}{'queries':>9}{'÷ floor':>9}")
+    floor = statistics.median(c.rps / c.server_cpu for c in cells if c.target == FLOOR)
     for target in targets:
         for user in USERS:
             mine = [c for c in cells if c.target == target and c.user == user]
+            per_cpu_s = statistics.median(c.rps / c.server_cpu for c in mine)
             print(f"{target:<26}{user:<10}{statistics.median(c.rps for c in mine):>9.0f}"
                   f"{statistics.median(c.p50_ms for c in mine):>9.2f}"
                   f"{statistics.median(c.p99_ms for c in mine):>9.2f}"
                   f"{statistics.median(c.server_cpu for c in mine):>8.0%}"
-                  f"{statistics.median(c.generator_cpu for c in mine):>9.0%}")
-    print("\nmedians over rounds; server and loadgen = share of one CPU core used while measured")
+                  f"{statistics.median(c.generator_cpu for c in mine):>9.0%}"
+                  f"{per_cpu_s:>11.0f}{1000 / per_cpu_s:>11.2f}{queries[target]:>9.1f}"
+                  f"{per_cpu_s / floor:>8.2f}x")
+    print("\nmedians over rounds; server and loadgen = share of one CPU core used while measured;"
+          " req/CPU-s = requests per second of server CPU; queries = database statements per request")
     ratios: dict[str, float] = {}
     small, large = USERS
     print(f"\nratio {large}/{small}, median of the per-round ratios (each round measures both users"
@@ -395,14 +433,22 @@ def main() -> None:
             asyncio.run(seed(database_url))
             cursors = {username: asyncio.run(deep_cursor(database_url, username)) for username in USERS}
             targets = {
+                # The floor: the same app rendering a page without touching the database (no
+                # session cookie, so no session or user lookup either).
+                FLOOR: ("/login", {}, None),
                 "GET /rooms/global": ("/rooms/global", {}, None),
                 "GET /jobs": ("/jobs", {}, ROWS_PER_PAGE),
                 "GET /jobs?cursor=<half>": ("/jobs?cursor={cursor}", {"HX-Request": "true"}, ROWS_PER_PAGE),
             }
-            for path, extra, rows in targets.values():
+            for target, (path, extra, rows) in targets.items():
                 for username in USERS:
-                    headers = {"Cookie": cookies[username]} | extra
+                    headers = page_headers(target, cookies[username], extra)
                     check_page(url + path.format(cursor=cursors[username]), headers, rows)
+            small = next(iter(USERS))  # how many statements a page runs does not depend on the history's size
+            queries = asyncio.run(queries_per_request(database_url, {
+                target: (url + path.format(cursor=cursors[small]), page_headers(target, cookies[small], extra))
+                for target, (path, extra, _) in targets.items()
+            }))
             print(f"\n{args.generator}, {args.connections} connections, {args.duration} s per cell, "
                   f"{args.rounds} rounds, server {url} (Granian, 1 worker), Postgres {urlsplit(database_url).path}")
             cells: list[Cell] = []
@@ -411,7 +457,7 @@ def main() -> None:
                 order = list(USERS) if round_ % 2 else list(reversed(USERS))
                 for target, (path, extra, _) in targets.items():
                     for username in order:
-                        headers = {"Cookie": cookies[username]} | extra
+                        headers = page_headers(target, cookies[username], extra)
                         cell = measure(args, server, target, username, round_,
                                        url + path.format(cursor=cursors[username]), headers, script)
                         cells.append(cell)
@@ -423,12 +469,13 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(10)
-    ratios = report(cells, list(targets))
+    ratios = report(cells, list(targets), queries)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     result_path = RESULTS_DIR / f"http-{stamp}.json"
     result_path.write_text(json.dumps(
-        {"args": vars(args), "cells": [asdict(c) for c in cells], "p99_ratios": ratios}, indent=2))
+        {"args": vars(args), "cells": [asdict(c) for c in cells], "p99_ratios": ratios,
+         "queries_per_request": queries}, indent=2))
     print(f"raw results: {result_path.relative_to(PROJECT_ROOT)}")
     jobs_ratio = ratios["GET /jobs"]
     verdict = "met" if jobs_ratio <= RATIO_TARGET else "MISSED"

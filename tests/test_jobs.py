@@ -12,7 +12,7 @@ import pytest
 from conftest import register
 from litestar.testing import AsyncTestClient
 
-from mesh_nanollm.peers.service import open_peer_session
+from mesh_nanollm.peers.service import PeerJoin, open_peer_sessions
 from mesh_nanollm.realtime.schemas import Capabilities
 from mesh_nanollm.tables import Job, Room, User
 
@@ -74,7 +74,8 @@ async def own_peer(client: AsyncTestClient) -> str:
     """Sign in as a fresh user and open a peer of theirs in `global`, as join_room does."""
     user = await User.objects().where(User.username == await switch_user(client)).first()
     room = await Room.objects().where(Room.slug == "global").first()
-    return await open_peer_session(room, user.id, "sid", Capabilities(backend="wasm"))
+    [peer_id] = await open_peer_sessions([PeerJoin(room.id, user.id, "sid", Capabilities(backend="wasm"))])
+    return peer_id
 
 
 def cursor_for(raw: bytes) -> str:
@@ -216,6 +217,10 @@ async def test_history_page_lists_jobs_newest_first(user_client: AsyncTestClient
     response = await user_client.get("/jobs")
     assert job_rows(response.text) == [second["id"], first["id"]]
     assert "first &lt;b&gt;prompt&lt;/b&gt;" in response.text
+    # Each row links to its job's page, and that page opens.
+    links = re.findall(r'<a href="(/jobs/[^"]+)"><time', response.text)
+    assert links == [f"/jobs/{second['id']}", f"/jobs/{first['id']}"]
+    assert (await user_client.get(links[0])).status_code == 200
     assert 'data-testid="load-more"' not in response.text
 
 

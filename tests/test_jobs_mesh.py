@@ -15,7 +15,7 @@ from mesh_nanollm.accounts.service import create_user
 from mesh_nanollm.errors import InvalidInput
 from mesh_nanollm.jobs.service import abandon_stale_jobs
 from mesh_nanollm.peers import service as peers
-from mesh_nanollm.peers.service import open_peer_session
+from mesh_nanollm.peers.service import PeerJoin, open_peer_sessions
 from mesh_nanollm.realtime.schemas import Capabilities
 from mesh_nanollm.tables import Job, PeerSession, Room, User
 
@@ -27,9 +27,8 @@ async def peer_in_global(username: str, slug: str = "global") -> str:
     room = await Room.objects().where(Room.slug == slug).first()
     user = await User.objects().where(User.username == username).first()
     assert room is not None and user is not None
-    return await open_peer_session(
-        room, user.id, f"sid-{uuid4().hex[:8]}", Capabilities(backend="wasm")
-    )
+    [peer_id] = await open_peer_sessions([PeerJoin(room.id, user.id, f"sid-{uuid4().hex[:8]}", Capabilities(backend="wasm"))])
+    return peer_id
 
 
 @pytest_asyncio.fixture
@@ -264,3 +263,14 @@ async def test_failed_credit_leaves_the_job_as_it_was(
     # The retry is not a 409: the change and its credit happen together or not at all.
     await patch(user_client, job_id, status="succeeded", output="done", token_count=9)
     assert await peer_counters(user_client, worker) == (1, 9)
+
+
+async def test_many_peers_opened_at_once_each_get_a_live_session(member: tuple[AsyncTestClient, str]) -> None:
+    """More joins than one INSERT carries (a room opened by a crowd) all get their row."""
+    room = await Room.objects().where(Room.slug == "global").first()
+    user = await User.objects().where(User.username == member[1]).first()
+    joins = [PeerJoin(room.id, user.id, f"sid-{n}", Capabilities(backend="wasm")) for n in range(150)]
+    ids = await open_peer_sessions(joins)
+    assert len(set(ids)) == 150
+    rows = await PeerSession.select(PeerSession.peer_id).where(PeerSession.user == user.id, PeerSession.disconnected_at.is_null())
+    assert {str(row["peer_id"]) for row in rows} == set(ids)

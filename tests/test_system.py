@@ -235,3 +235,24 @@ async def test_unknown_field_is_refused_as_the_schema_says(user_client: AsyncTes
 async def test_options_lists_every_method_of_the_path(client: AsyncTestClient, path: str, allowed: str) -> None:
     response = await client.options(path)
     assert response.status_code == 204 and response.headers["allow"] == allowed
+
+
+async def test_postgres_pool_hands_connections_back_without_resetting_them() -> None:
+    """Piccolo takes a pooled connection per statement; giving it back costs no reset round trip
+    (`RESET ALL` and friends: the app sets no session state), yet a transaction left open is still
+    rolled back."""
+    from conftest import TEST_DATABASE_URL, postgres_reachable, require
+
+    problem = await postgres_reachable(TEST_DATABASE_URL)
+    require(problem is None, problem or "")
+    engine = db.engine_for(TEST_DATABASE_URL)
+    await db.open_pool(engine, 1)
+    try:
+        async with engine.pool.acquire() as conn:
+            await conn.execute("SET application_name = 'kept'")
+            await conn.execute("BEGIN")
+        async with engine.pool.acquire() as conn:
+            assert await conn.fetchval("SHOW application_name") == "kept"  # no RESET ALL ran
+            assert not conn.is_in_transaction()
+    finally:
+        await db.close_pool(engine)

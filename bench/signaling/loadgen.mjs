@@ -15,6 +15,7 @@ const cfg = {
   latencyRate: 2000, // round trips per second offered across all peers during the latency phase
   fanoutSeconds: 10,
   statusEveryMs: 2000,
+  stateEvery: 5, // one status in this many changes the peer's state
   settleMs: 2000,
   holdSeconds: 0, // > 0: connect, hold that long, leave; no relay or fan-out
   ...JSON.parse(process.argv[2] ?? "{}"),
@@ -42,6 +43,7 @@ const stats = {
   fanoutMsgs: 0,
   fanoutEntries: 0,
   presenceDelays: [],
+  stateDelays: [],
   errors: {},
   fanoutStart: 0,
 };
@@ -52,6 +54,8 @@ class Peer {
     this.peerId = null;
     this.partner = null;
     this.relaying = false;
+    this.state = "idle"; // as joined
+    this.sent = index % cfg.stateEvery; // peers change state in turns, not all in the same round
   }
 
   connect() {
@@ -74,7 +78,7 @@ class Peer {
           this.peerId = ack.peer_id;
           resolve(now() - started);
         } else if (msg.startsWith("40")) {
-          ws.send('420["join_room",' + JSON.stringify({ room: cfg.room, capabilities: { backend: "wasm" } }) + "]");
+          ws.send('420["join_room",' + JSON.stringify({ room: cfg.room, capabilities: { backend: "wasm", models_warm: ["tiny-gpt2"] } }) + "]");
         } else if (msg.startsWith("44")) {
           reject(new Error(`refused: ${msg}`));
         } else if (msg[0] === "0") {
@@ -113,7 +117,10 @@ class Peer {
       stats.fanoutMsgs++;
       stats.fanoutEntries += payload.peers.length;
       const t = now() - stats.fanoutStart;
-      for (const p of payload.peers) if (p.queue === 7) stats.presenceDelays.push(t - p.tok_s);
+      for (const p of payload.peers) {
+        if (p.queue === 7) stats.presenceDelays.push(t - p.tok_s);
+        else if (p.queue === 8) stats.stateDelays.push(t - p.tok_s);
+      }
     } else if (event === "error") {
       stats.errors[payload.code] = (stats.errors[payload.code] ?? 0) + 1;
     }
@@ -127,8 +134,13 @@ class Peer {
     this.send(this.partner.peerId, "q" + now());
   }
 
+  // Every `stateEvery`-th status changes the peer's state (idle <-> busy) and is marked queue 8;
+  // the others change only tok_s (the bulk, queue 7). The receivers time the two kinds apart.
   status() {
-    const update = { state: "busy", backend: "wasm", models_warm: ["tiny-gpt2"], queue: 7, tok_s: now() - stats.fanoutStart };
+    this.sent += 1;
+    const changed = this.sent % cfg.stateEvery === 0;
+    if (changed) this.state = this.state === "busy" ? "idle" : "busy";
+    const update = { state: this.state, backend: "wasm", models_warm: ["tiny-gpt2"], queue: changed ? 8 : 7, tok_s: now() - stats.fanoutStart };
     this.ws.send('42["status",' + JSON.stringify(update) + "]");
   }
 }
@@ -228,6 +240,7 @@ async function main() {
   stats.rtts.sort((a, b) => a - b);
   stats.latencyRtts.sort((a, b) => a - b);
   stats.presenceDelays.sort((a, b) => a - b);
+  stats.stateDelays.sort((a, b) => a - b);
   const result = {
     peers: cfg.peers,
     connect_wall_ms: connectWall,
@@ -245,6 +258,8 @@ async function main() {
     status_sent_per_s: cfg.peers / (cfg.statusEveryMs / 1000),
     presence_delay_p50_ms: quantile(stats.presenceDelays, 0.5),
     presence_delay_p99_ms: quantile(stats.presenceDelays, 0.99),
+    state_delay_p50_ms: quantile(stats.stateDelays, 0.5),
+    state_delay_p99_ms: quantile(stats.stateDelays, 0.99),
     loadgen_cpu_relay: relayCpu,
     loadgen_cpu_fanout: fanCpu,
     errors: stats.errors,

@@ -229,13 +229,17 @@ def run_one(server: Server, peers: int, args: argparse.Namespace) -> dict[str, f
             samples[f"t_{phase}"] = time.monotonic()
             if phase == "connected":
                 samples["rss_connected"] = rss_kib(server.pids)
-            if phase == "relay_start" and args.profile and server.name == args.profile:
+            if phase == f"{args.profile_phase}_start" and args.profile and server.name == args.profile:
                 worker = server.pids[-1]
-                out = RESULTS / f"profile-{server.name}-{peers}.txt"
+                out = RESULTS / f"profile-{server.name}-{peers}-{args.profile_phase}.txt"
+                # The relay phase has a known length; the connect phase ends when every peer joined.
+                duration = ["--duration", str(args.relay_seconds)] if args.profile_phase == "relay" else []
                 profiler = subprocess.Popen(
-                    ["uvx", "py-spy", "record", "--pid", str(worker), "--duration", str(args.relay_seconds),
+                    ["uvx", "py-spy", "record", "--pid", str(worker), *duration,
                      "--nonblocking", "--gil", "--format", "raw", "--rate", "250", "--output", str(out)],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if phase == "connected" and profiler is not None and args.profile_phase == "connect":
+                profiler.send_signal(signal.SIGINT)
         elif line.startswith("RESULT "):
             result = json.loads(line[7:])
     if gen.wait() != 0 or not result:
@@ -274,6 +278,8 @@ ROWS = [
     ("fanout_deliveries_per_s", "fan-out deliveries/s (status entries)", "{:.0f}"),
     ("presence_delay_p50_ms", "status to peers p50 (ms)", "{:.0f}"),
     ("presence_delay_p99_ms", "status to peers p99 (ms)", "{:.0f}"),
+    ("state_delay_p50_ms", "state change to peers p50 (ms)", "{:.0f}"),
+    ("state_delay_p99_ms", "state change to peers p99 (ms)", "{:.0f}"),
     ("server_cpu_fanout", "server CPU in fan-out (cores)", "{:.2f}"),
     ("server_rss_connected_kib", "server RSS, peers connected (MiB)", "{:.1f}"),
     ("server_kib_per_peer", "server RSS per peer (KiB)", "{:.1f}"),
@@ -317,7 +323,9 @@ def main() -> None:
     parser.add_argument("--status-every-ms", type=int, default=2000)
     parser.add_argument("--server-cpu", default="0")
     parser.add_argument("--loadgen-cpu", default="1")
-    parser.add_argument("--profile", metavar="SERVER", help="py-spy (through uvx) the relay phase of this server")
+    parser.add_argument("--profile", metavar="SERVER", help="py-spy (through uvx) one phase of this server")
+    parser.add_argument("--profile-phase", choices=["relay", "connect"], default="relay",
+                        help="the phase --profile records: the relay (default) or connect + join")
     parser.add_argument("--database-url", help="run ours on this Postgres database (wiped at each start) "
                         "instead of a fresh SQLite file, e.g. postgres://postgres@127.0.0.1:5432/bench_signaling")
     parser.add_argument("--repeat", type=int, default=1, help="runs per server and size; the table shows medians")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+from typing import Any
 from urllib.parse import urlsplit
 
 from piccolo.apps.migrations.commands.base import BaseMigrationManager
@@ -72,9 +73,17 @@ async def pending_migrations() -> list[str]:
     return [migration for migration in _shipped_migrations() if migration not in ran]
 
 
+async def _keep_session(connection: Any) -> None:
+    """What the pool does to a connection handed back after each statement: nothing more than
+    asyncpg's own rollback of a transaction left open (which runs before this). Its default also
+    sends `pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL` — one more round trip per
+    statement, which doubled a page's database traffic — to undo session state this app never
+    sets (no advisory locks, cursors, LISTEN or SET)."""
+
+
 async def open_pool(engine: Engine, size: int) -> None:
     if isinstance(engine, PostgresEngine):
-        await engine.start_connection_pool(min_size=1, max_size=size)
+        await engine.start_connection_pool(min_size=1, max_size=size, reset=_keep_session)
     elif isinstance(engine, SQLiteEngine):
         # WAL lets readers work while a writer commits; it persists in the file.
         await engine.run_ddl("PRAGMA journal_mode=WAL")

@@ -16,13 +16,16 @@ from typing import Any
 import engineio
 import socketio
 from conftest import make_settings
+from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 from socketio import packet
 from socketio.asgi import ASGIApp
+from socketio.async_pubsub_manager import AsyncPubSubManager
 
 from mesh_nanollm.app import create_app
 from mesh_nanollm.realtime import server
 from mesh_nanollm.realtime.engine import LeanSocket
+from mesh_nanollm.realtime.manager import LeanManager, LeanRedisManager
 from mesh_nanollm.realtime.notify import relay_signal
 from mesh_nanollm.realtime.server import SignalingServer, create_realtime
 from mesh_nanollm.sessions import QuietSessionBackend
@@ -81,6 +84,8 @@ def test_overridden_socketio_methods_keep_their_signatures() -> None:
 
 def test_overridden_engineio_methods_keep_their_signatures() -> None:
     assert parameters(AsyncSocket._websocket_handler) == ["self", "ws"]
+    # The lean loop hands a message to the handler `receive` would reach through `_trigger_event`.
+    assert "await self.server._trigger_event(\n                'message', self.sid, pkt.data," in inspect.getsource(AsyncSocket.receive)
     assert parameters(AsyncSocket.close) == ["self", "wait", "abort", "reason"]
     assert parameters(engineio.AsyncServer.send) == ["self", "sid", "data"]
     # The lean loop reads these attributes of the stock socket and server.
@@ -90,16 +95,43 @@ def test_overridden_engineio_methods_keep_their_signatures() -> None:
 
 
 async def test_hand_encoded_signal_frame_is_a_socketio_event() -> None:
-    frames: list[str] = []
-
-    async def send(eio_sid: str, data: str) -> None:
-        frames.append(data)
-
+    socket = AsyncSocket(SimpleNamespace(create_queue=asyncio.Queue), "eio-sid")
     payload = {"from": "peer", "kind": "offer", "data": {"type": "offer", "sdp": "v=0\r\n"}}
-    await relay_signal(SimpleNamespace(eio=SimpleNamespace(send=send)), "eio-sid", payload)  # type: ignore[arg-type]
-    decoded = packet.Packet(encoded_packet=frames[0])
+    relay_signal(SimpleNamespace(eio=SimpleNamespace(sockets={"eio-sid": socket})), "eio-sid", payload)  # type: ignore[arg-type]
+    frame = socket.queue.get_nowait()
+    assert frame.packet_type == eio_packet.MESSAGE  # what the socket's writer sends as it is
+    decoded = packet.Packet(encoded_packet=frame.data)
     assert (decoded.packet_type, decoded.namespace, decoded.id) == (packet.EVENT, None, None)
     assert decoded.data == ["signal", payload]
+
+
+def test_lean_manager_replaces_the_emit_the_redis_manager_delivers_through() -> None:
+    # The Redis manager delivers locally through super().emit: that must reach LeanManager.emit.
+    assert LeanRedisManager.__mro__.index(LeanManager) == LeanRedisManager.__mro__.index(AsyncPubSubManager) + 1
+    assert "await super().emit(" in inspect.getsource(AsyncPubSubManager._handle_emit)
+    assert parameters(socketio.AsyncManager.emit) == parameters(LeanManager.emit)
+    assert parameters(socketio.AsyncServer._send_eio_packet) == ["self", "eio_sid", "eio_pkt"]
+    realtime = create_realtime(make_settings("sqlite:///unused.sqlite"))
+    assert type(realtime.sio.manager) is LeanManager
+
+
+async def test_lean_manager_emit_reaches_each_member_of_a_room_once() -> None:
+    sent: list[tuple[str, str]] = []
+    manager = LeanManager()
+
+    async def send_eio_packet(eio_sid: str, frame: Any) -> None:
+        sent.append((eio_sid, frame.encode()))
+
+    ids = iter(("s1", "s2", "s3"))
+    eio = SimpleNamespace(generate_id=lambda: next(ids))
+    manager.set_server(SimpleNamespace(eio=eio, packet_class=packet.Packet, _send_eio_packet=send_eio_packet))
+    manager.initialize()
+    for eio_sid in ("a", "b", "c"):
+        sid = await manager.connect(eio_sid, "/")
+        await manager.enter_room(sid, "/", "r:room")
+    skipped = manager.sid_from_eio_sid("b", "/")
+    await manager.emit("peer_left", {"peer_ids": ["x"]}, "/", to="r:room", skip_sid=skipped)
+    assert sent == [("a", '42["peer_left",{"peer_ids":["x"]}]'), ("c", '42["peer_left",{"peer_ids":["x"]}]')]
 
 
 def test_app_uses_the_quiet_session_backend(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from mesh_nanollm.errors import InvalidInput
 from mesh_nanollm.jobs import service
 from mesh_nanollm.jobs.schemas import JobCreate, JobPage, JobPatch, JobView, Status
 from mesh_nanollm.openapi import BEARER, errors
-from mesh_nanollm.rooms.service import list_rooms
+from mesh_nanollm.rooms.service import list_visible_rooms
 from mesh_nanollm.security import provide_user
 from mesh_nanollm.tables import User
 
@@ -55,7 +55,7 @@ class JobPages(Controller):
             return HTMXTemplate(template_name="_job_rows.html", context=context)
         if request.htmx:
             return HTMXTemplate(template_name="_job_table.html", context=context, push_url=str(request.url))
-        context["rooms"] = [listing.room for listing in await list_rooms(user)]
+        context["rooms"] = await list_visible_rooms(user)
         context["models"] = await service.list_models_used(user)
         context["statuses"] = STATUSES
         return Template("jobs.html", context=context)

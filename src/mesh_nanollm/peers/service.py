@@ -4,7 +4,8 @@ credit for jobs run, and the lookups rooms and jobs need. No HTTP, no sockets.""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,6 +18,8 @@ from mesh_nanollm.tables import PeerSession, Room
 
 # SQLite refuses more than 999 bound variables in old builds; chunk IN (...) lists below that.
 CHUNK = 500
+# An INSERT binds every column of every row (16 for PeerSession): 60 rows stay under 999 too.
+INSERT_CHUNK = 60
 _VIEW_COLUMNS = (
     PeerSession.all_columns(exclude=[PeerSession.id, PeerSession.room, PeerSession.user, PeerSession.sid,
                                      PeerSession.user_agent, PeerSession.disconnected_at]),
@@ -37,25 +40,39 @@ def _view(row: dict[str, Any]) -> PeerView:
     return msgspec.convert(row | {"peer_id": str(row["peer_id"])}, PeerView, strict=False)
 
 
-async def open_peer_session(room: Room, user_id: int, sid: str, capabilities: Capabilities) -> str:
-    """Insert the `PeerSession` for a peer joining `room`; returns its server-assigned peer id."""
+@dataclass(frozen=True, slots=True)
+class PeerJoin:
+    """A peer joining a room: what its `PeerSession` row starts with."""
+
+    room_id: int
+    user_id: int
+    sid: str
+    capabilities: Capabilities
+
+
+async def open_peer_sessions(joins: Sequence[PeerJoin]) -> list[str]:
+    """Insert one `PeerSession` per join, in one statement; returns their server-assigned peer
+    ids, in the order of `joins`."""
     now = _now()
-    peer_id = uuid.uuid4()
-    await PeerSession.insert(
+    rows = [
         PeerSession(
-            peer_id=peer_id,
-            room=room.id,
-            user=user_id,
-            sid=sid,
-            backend=capabilities.backend,
-            user_agent=capabilities.user_agent,
-            state=capabilities.state,
-            models_warm=capabilities.models_warm,
+            peer_id=uuid.uuid4(),
+            room=join.room_id,
+            user=join.user_id,
+            sid=join.sid,
+            backend=join.capabilities.backend,
+            user_agent=join.capabilities.user_agent,
+            state=join.capabilities.state,
+            models_warm=join.capabilities.models_warm,
             connected_at=now,
             last_seen_at=now,
         )
-    )
-    return str(peer_id)
+        for join in joins
+    ]
+    async with PeerSession._meta.db.transaction():  # all of them or none
+        for n in range(0, len(rows), INSERT_CHUNK):
+            await PeerSession.insert(*rows[n : n + INSERT_CHUNK])
+    return [str(row.peer_id) for row in rows]
 
 
 async def list_live_peers(room: Room, exclude: str | None = None) -> list[PeerView]:

@@ -14,7 +14,7 @@ import socketio
 from socketio.exceptions import ConnectionRefusedError as Refused
 
 from mesh_nanollm.errors import ServiceError
-from mesh_nanollm.peers.service import list_live_peers, open_peer_session
+from mesh_nanollm.peers.service import PeerJoin, list_live_peers
 from mesh_nanollm.realtime.auth import authenticate_socket
 from mesh_nanollm.realtime.ice import ice_servers_for
 from mesh_nanollm.realtime.jobs import JobEvent, JobRelay
@@ -148,7 +148,7 @@ def register_events(sio: socketio.AsyncServer, presence: Presence, relay: JobRel
         try:
             room = await get_room(conn.user, join.room)
             caps = join.capabilities
-            peer_id = await open_peer_session(room, conn.user.id, sid, caps)
+            peer_id = await presence.open(PeerJoin(room.id, conn.user.id, sid, caps))
         except ServiceError as exc:
             return await refuse(sid, CODES.get(exc.status_code, "invalid"), exc.detail)
         finally:
@@ -164,7 +164,12 @@ def register_events(sio: socketio.AsyncServer, presence: Presence, relay: JobRel
         conn.peer = peer
         await sio.enter_room(sid, room_channel(room.slug))
         await sio.enter_room(sid, peer_channel(room.slug, peer_id))
-        peers = await list_live_peers(room, exclude=peer_id)
+        # A lone instance holds every live peer of the room; with several, the others are known
+        # only from the database.
+        if settings.redis_url:
+            peers = await list_live_peers(room, exclude=peer_id)
+        else:
+            peers = presence.room_peers(room.slug, exclude=peer_id)
         ack = JoinAck(peer_id=peer_id, peers=peers, ice_servers=ice_servers_for(settings, conn.user.id))
         return msgspec.to_builtins(ack)
 
@@ -203,7 +208,7 @@ def register_events(sio: socketio.AsyncServer, presence: Presence, relay: JobRel
         target = presence.peers.get(msg.to)
         if target is not None:
             if target.room_slug == peer.room_slug:
-                await relay_signal(sio, target.eio_sid, out)
+                relay_signal(sio, target.eio_sid, out)
                 return
         elif settings.redis_url:
             # Not on this instance: the peer's own channel reaches it on another one, and only if
@@ -214,8 +219,9 @@ def register_events(sio: socketio.AsyncServer, presence: Presence, relay: JobRel
 
     @event
     async def status(sid: str, data: object = None, *extra: object) -> None:
-        """A peer's state, backend, warm models, queue and speed; written and announced in the next
-        presence batch (`peer_updated`), never one by one."""
+        """A peer's state, backend, warm models, queue and speed; written and announced
+        (`peer_updated`) in a presence batch: at once if state, backend or warm models changed,
+        else at the next tick."""
         conn = await admitted(sid)
         if conn is None:
             return

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 import socketio
+from engineio import packet as eio_packet
 
 from mesh_nanollm.realtime.presence import RoomChanges
 from mesh_nanollm.security import hash_token
@@ -51,14 +52,17 @@ async def notify_room_changes(sio: socketio.AsyncServer, changes: RoomChanges) -
         await sio.emit("peer_updated", {"room": room, "peers": msgspec.to_builtins(changes.updated)}, to=to)
 
 
-async def relay_signal(sio: socketio.AsyncServer, eio_sid: str, payload: dict[str, object]) -> None:
+def relay_signal(sio: socketio.AsyncServer, eio_sid: str, payload: dict[str, object]) -> None:
     """`signal {from, kind, data}` to a peer on this instance: the relay's hot path.
 
     `sio.emit` would build a packet object, start a task per recipient and wait on them; for one
     recipient on this instance the Socket.IO EVENT frame (`2` + JSON `[event, data]`) can go
-    straight to its engine.io socket.
+    straight onto its engine.io socket's queue. (`eio.send` would get there through four awaits
+    and a ping-timeout check that engine.io's service task makes anyway.)
     """
-    await sio.eio.send(eio_sid, "2" + _encode(["signal", payload]).decode())
+    socket = sio.eio.sockets.get(eio_sid)
+    if socket is not None and not socket.closed:
+        socket.queue.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, "2" + _encode(["signal", payload]).decode()))
 
 
 async def notify_error(sio: socketio.AsyncServer, sid: str, code: str, message: str) -> None:

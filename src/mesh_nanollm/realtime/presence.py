@@ -3,6 +3,8 @@ batched write (through the peers service) and announcement (the rule is in docs/
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -10,6 +12,7 @@ from datetime import datetime, timezone
 
 from mesh_nanollm.peers import service as peers
 from mesh_nanollm.peers.schemas import PeerView
+from mesh_nanollm.peers.service import PeerJoin
 from mesh_nanollm.realtime.schemas import Status
 
 log = logging.getLogger("mesh_nanollm.presence")
@@ -46,33 +49,109 @@ class RoomChanges:
     left: list[str] = field(default_factory=list)
 
 
+def matters(old: Status, new: Status) -> bool:
+    """Whether a status change is one the room should hear at once: what the peer is doing, where
+    it runs, which models it has warm. Queue length and speed drift all the time; they wait."""
+    return old.state != new.state or old.backend != new.backend or old.models_warm != new.models_warm
+
+
 class Presence:
     """This instance's peers and its not-yet-flushed presence changes.
 
-    Joins write their row at once (the joiner needs its peer id); leaves, status changes and
-    liveness stamps wait for `flush`, which writes each kind in as few statements as it can and
-    returns one `RoomChanges` per room to announce.
+    Joins write their row before the ack (the joiner needs its peer id; a burst of joins shares
+    INSERTs, see `open`); leaves, status changes and liveness stamps wait for `flush`, which writes
+    each kind in as few statements as it can and returns one `RoomChanges` per room to announce.
+    When a change that matters is pending, `wait` returns at once: the presence loop flushes then
+    instead of at the next tick.
     """
 
     def __init__(self, stale_after_s: float) -> None:
         self.peers: dict[str, LocalPeer] = {}
+        self.rooms: dict[str, dict[str, LocalPeer]] = {}  # the same peers by room slug, in join order
         self.stale_after_s = stale_after_s
+        self._urgent = False
+        self._wake: asyncio.Future[None] | None = None  # what `wait` sleeps on
         self._joined: dict[str, set[str]] = {}
         self._updated: dict[str, set[str]] = {}
         self._left: dict[str, set[str]] = {}
         self._heartbeat_at = 0.0
+        self._opening: list[tuple[PeerJoin, asyncio.Future[str]]] = []
+        self._opener: asyncio.Task[None] | None = None
+
+    async def open(self, join: PeerJoin) -> str:
+        """Write a joining peer's `PeerSession`; returns its peer id.
+
+        Joins that arrive while an INSERT is under way go together in the next one: a room opened
+        by hundreds of peers at once costs a few statements, not one each (and on SQLite, one
+        writer instead of dozens of connections retrying its lock)."""
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._opening.append((join, future))
+        if self._opener is None:
+            self._opener = asyncio.create_task(self._open_pending())
+        return await future
+
+    async def _open_pending(self) -> None:
+        try:
+            while self._opening:
+                batch, self._opening = self._opening, []
+                try:
+                    ids = await peers.open_peer_sessions([join for join, _ in batch])
+                except Exception:
+                    # One bad row (its room deleted meanwhile) must not fail the other joins.
+                    await self._open_each(batch)
+                    continue
+                for (_, future), peer_id in zip(batch, ids, strict=True):
+                    if not future.done():
+                        future.set_result(peer_id)
+        finally:
+            self._opener = None
+
+    @staticmethod
+    async def _open_each(batch: list[tuple[PeerJoin, asyncio.Future[str]]]) -> None:
+        for join, future in batch:
+            try:
+                [peer_id] = await peers.open_peer_sessions([join])
+            except Exception as exc:
+                if not future.done():
+                    future.set_exception(exc)
+            else:
+                if not future.done():
+                    future.set_result(peer_id)
 
     def add(self, peer: LocalPeer) -> None:
         self.peers[peer.peer_id] = peer
+        self.rooms.setdefault(peer.room_slug, {})[peer.peer_id] = peer
         self._joined.setdefault(peer.room_slug, set()).add(peer.peer_id)
 
+    async def wait(self, timeout: float) -> None:
+        """Until a change that matters is pending, `timeout` seconds at most."""
+        if not self._urgent:
+            self._wake = asyncio.get_running_loop().create_future()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake, timeout)
+            self._wake = None
+        self._urgent = False
+
+    def room_peers(self, room_slug: str, exclude: str) -> list[PeerView]:
+        """The room's peers on this instance, in join order: on a lone instance, everyone live
+        there (fresher than the database, which hears of leaves at the next flush)."""
+        return [peer.entry() for peer_id, peer in self.rooms.get(room_slug, {}).items() if peer_id != exclude]
+
     def update(self, peer: LocalPeer, status: Status) -> None:
+        if matters(peer.status, status):
+            self._urgent = True
+            if self._wake is not None and not self._wake.done():
+                self._wake.set_result(None)
         peer.status = status
         self._updated.setdefault(peer.room_slug, set()).add(peer.peer_id)
 
     def remove(self, peer_id: str) -> LocalPeer | None:
         peer = self.peers.pop(peer_id, None)
         if peer is not None:
+            room = self.rooms[peer.room_slug]
+            del room[peer_id]
+            if not room:
+                del self.rooms[peer.room_slug]
             self._joined.get(peer.room_slug, set()).discard(peer_id)
             self._updated.get(peer.room_slug, set()).discard(peer_id)
             self._left.setdefault(peer.room_slug, set()).add(peer_id)
@@ -89,11 +168,14 @@ class Presence:
         """
         joined, updated, left = self._joined, self._updated, self._left
         self._joined, self._updated, self._left = {}, {}, {}
+        # Taken before any await: statuses that arrive during the writes wait for the next flush,
+        # so what the room hears is what the database holds.
+        changed = {p: self.peers[p].status for ids in updated.values() for p in ids if p in self.peers}
+        views = {p: self.peers[p].entry() for ids in (*joined.values(), *updated.values()) for p in ids if p in self.peers}
         try:
             left_ids = [peer_id for ids in left.values() for peer_id in ids]
             now = _now()
             await peers.close_peer_sessions(left_ids, now)
-            changed = {p: self.peers[p].status for ids in updated.values() for p in ids if p in self.peers}
             if changed:
                 await peers.save_statuses(changed, now)
             stale = await self._heartbeat(now)
@@ -103,19 +185,20 @@ class Presence:
             return []
         for room_slug, peer_ids in stale.items():
             left.setdefault(room_slug, set()).update(peer_ids)
-        return self._changes(joined, updated, left)
+        return self._changes(views, joined, updated, left)
 
+    @staticmethod
     def _changes(
-        self, joined: dict[str, set[str]], updated: dict[str, set[str]], left: dict[str, set[str]]
+        views: dict[str, PeerView], joined: dict[str, set[str]], updated: dict[str, set[str]], left: dict[str, set[str]]
     ) -> list[RoomChanges]:
         rooms: dict[str, RoomChanges] = {}
         for room_slug, ids in joined.items():
-            entries = [self.peers[p].entry() for p in ids if p in self.peers]
+            entries = [views[p] for p in ids if p in views]
             if entries:
                 rooms.setdefault(room_slug, RoomChanges(room_slug)).joined = entries
         for room_slug, ids in updated.items():
             fresh = joined.get(room_slug, set())
-            entries = [self.peers[p].entry() for p in ids if p in self.peers and p not in fresh]
+            entries = [views[p] for p in ids if p in views and p not in fresh]
             if entries:
                 rooms.setdefault(room_slug, RoomChanges(room_slug)).updated = entries
         for room_slug, ids in left.items():

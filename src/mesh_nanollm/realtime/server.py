@@ -21,6 +21,7 @@ from mesh_nanollm.peers.service import close_open_peer_sessions
 from mesh_nanollm.realtime.engine import use_lean_socket
 from mesh_nanollm.realtime.events import Connection, admit, register_events
 from mesh_nanollm.realtime.jobs import JobRelay
+from mesh_nanollm.realtime.manager import LeanManager, LeanRedisManager
 from mesh_nanollm.realtime.notify import (
     REVOKED_CHANNEL,
     close_credential_sockets,
@@ -181,9 +182,11 @@ class Realtime:
                 await self.redis.aclose()
 
     async def _publish_presence(self) -> None:
+        # A flush at the latest one interval after the last, and at once when a change that
+        # matters is pending; whatever arrives while one flush writes goes out with the next.
         interval = self.settings.presence_interval_ms / 1000
         while True:
-            await asyncio.sleep(interval)
+            await self.presence.wait(interval)
             await self.flush()
 
     async def flush(self) -> None:
@@ -219,7 +222,7 @@ class Realtime:
 
 
 def create_realtime(settings: Settings) -> Realtime:
-    manager = socketio.AsyncRedisManager(settings.redis_url, channel=REDIS_CHANNEL) if settings.redis_url else None
+    manager = LeanRedisManager(settings.redis_url, channel=REDIS_CHANNEL) if settings.redis_url else LeanManager()
     sio = SignalingServer(
         auth_timeout_s=settings.socket_auth_timeout_s,
         client_manager=manager,

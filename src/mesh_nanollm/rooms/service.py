@@ -35,20 +35,21 @@ def validate_room_name(name: str) -> dict[str, str]:
     return {}
 
 
-async def _member_room_ids(user: User) -> set[int]:
-    rows = await RoomMember.select(RoomMember.room).where(RoomMember.user == user.id)
-    return {row["room"] for row in rows}
+async def list_visible_rooms(user: User) -> list[Room]:
+    """Public rooms and the private rooms `user` belongs to (one query); the global room first,
+    then the newest first."""
+    memberships = RoomMember.select(RoomMember.room).where(RoomMember.user == user.id)
+    rooms = await Room.objects().where(
+        (Room.is_private == False) | Room.id.is_in(memberships)
+    ).order_by(Room.created_at, ascending=False)
+    rooms.sort(key=lambda room: room.slug != GLOBAL_SLUG)
+    return rooms
 
 
 async def list_rooms(user: User) -> list[RoomListing]:
-    """Public rooms and the private rooms `user` belongs to; the global room first."""
-    member_of = await _member_room_ids(user)
-    rooms = await Room.objects().where(
-        (Room.is_private == False) | Room.id.is_in(list(member_of) or [-1])
-    ).order_by(Room.created_at, ascending=False)
+    """The rooms `user` can see, as `list_visible_rooms` orders them, with their live peer counts."""
     counts = await count_live_peers()
-    rooms.sort(key=lambda room: room.slug != GLOBAL_SLUG)
-    return [RoomListing(room, counts.get(room.id, 0)) for room in rooms]
+    return [RoomListing(room, counts.get(room.id, 0)) for room in await list_visible_rooms(user)]
 
 
 async def create_room(user: User, name: str, is_private: bool) -> Room:
