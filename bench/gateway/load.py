@@ -169,6 +169,9 @@ def match(stream: Stream, workers: list[FakeWorker]) -> list[Relayed]:
     batches = next((w.jobs[job_id] for w in workers if job_id in w.jobs), None)
     if batches is None:
         raise RuntimeError(f"no worker ran job {job_id}")
+    errors = [e for w in workers for e in w.errors]
+    if errors:
+        raise RuntimeError(f"the server refused a worker's event: {errors[0]}")
     if len(batches) != len(stream.arrivals) or stream.text != TOKEN * sum(b.tokens for b in batches):
         raise RuntimeError(f"job {job_id}: {len(batches)} batches sent, {len(stream.arrivals)} chunks received")
     return [Relayed(b.sent, a, b.tokens) for b, a in zip(batches, stream.arrivals, strict=True)]
