@@ -28,7 +28,11 @@ _decode = msgspec.json.Decoder().decode
 
 def due(tokens: int, posted: int, last: float, posted_at: float) -> bool:
     waited = last - posted_at
-    return posted == 0 or waited >= FAST_BATCH_S or (waited >= TOKEN_BATCH_S and tokens - posted < FAST_BATCH_TOKENS)
+    return (
+        posted == 0
+        or waited >= FAST_BATCH_S
+        or (waited >= TOKEN_BATCH_S and tokens - posted < FAST_BATCH_TOKENS)
+    )
 
 
 @dataclass
@@ -53,12 +57,25 @@ class FakeWorker:
         self.client.on("error", self.errors.append)
 
     def status(self, state: str, queue: int) -> dict[str, Any]:
-        return {"state": state, "backend": "wasm", "models_warm": [MODEL], "queue": queue, "tok_s": self.tok_s}
+        return {
+            "state": state,
+            "backend": "wasm",
+            "models_warm": [MODEL],
+            "queue": queue,
+            "tok_s": self.tok_s,
+        }
 
     async def join(self, url: str, token: str, room: str) -> None:
-        await self.client.connect(url, headers={"Authorization": f"Bearer {token}"}, transports=["websocket"], wait_timeout=30)
+        await self.client.connect(
+            url,
+            headers={"Authorization": f"Bearer {token}"},
+            transports=["websocket"],
+            wait_timeout=30,
+        )
         capabilities = {"backend": "wasm", "models_warm": [MODEL], "state": "idle"}
-        ack = await self.client.call("join_room", {"room": room, "capabilities": capabilities}, timeout=30)
+        ack = await self.client.call(
+            "join_room", {"room": room, "capabilities": capabilities}, timeout=30
+        )
         if "peer_id" not in ack:
             raise RuntimeError(f"join_room refused: {ack}")
         await self.client.emit("status", self.status("idle", 0))
@@ -87,12 +104,16 @@ class FakeWorker:
             if delay > 0:
                 await asyncio.sleep(delay)
             sent = time.perf_counter()
-            await self.client.emit("job_token", {"job_id": job_id, "seq": tokens, "text": TOKEN * (tokens - posted)})
+            await self.client.emit(
+                "job_token", {"job_id": job_id, "seq": tokens, "text": TOKEN * (tokens - posted)}
+            )
             batches.append(Batch(sent, tokens - posted))
             posted, posted_at = tokens, last
         reason = "cancelled" if job_id in self.cancelled else "length"
         metrics = {"tokens": posted, "prompt_tokens": 3, "reason": reason, "backend": "wasm"}
-        await self.client.emit("job_done", {"job_id": job_id, "text": TOKEN * posted, "metrics": metrics})
+        await self.client.emit(
+            "job_done", {"job_id": job_id, "text": TOKEN * posted, "metrics": metrics}
+        )
         await self.client.emit("status", self.status("idle", 0))
 
     async def close(self) -> None:
@@ -113,13 +134,22 @@ class Stream:
     error: str = ""
 
 
-async def stream_chat(http: httpx.AsyncClient, base_url: str, token: str, max_tokens: int) -> Stream:
+async def stream_chat(
+    http: httpx.AsyncClient, base_url: str, token: str, max_tokens: int
+) -> Stream:
     """POST a streamed chat completion and stamp each content chunk as it is parsed."""
     seen = Stream(started=time.perf_counter())
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "Benchmark"}], "max_tokens": max_tokens, "stream": True}
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Benchmark"}],
+        "max_tokens": max_tokens,
+        "stream": True,
+    }
     headers = {"Authorization": f"Bearer {token}"}
     try:
-        async with http.stream("POST", f"{base_url}/chat/completions", json=body, headers=headers) as response:
+        async with http.stream(
+            "POST", f"{base_url}/chat/completions", json=body, headers=headers
+        ) as response:
             if response.status_code != 200:
                 seen.error = f"HTTP {response.status_code}: {(await response.aread())[:300]!r}"
                 return seen
@@ -138,7 +168,9 @@ async def stream_chat(http: httpx.AsyncClient, base_url: str, token: str, max_to
                         continue
                     if not seen.job_id:
                         seen.job_id = chunk["id"].rsplit("-", 1)[1]
-                    content = chunk["choices"][0]["delta"].get("content") if chunk["choices"] else None
+                    content = (
+                        chunk["choices"][0]["delta"].get("content") if chunk["choices"] else None
+                    )
                     if content:
                         seen.arrivals.append(now)
                         seen.text += content
@@ -172,6 +204,10 @@ def match(stream: Stream, workers: list[FakeWorker]) -> list[Relayed]:
     errors = [e for w in workers for e in w.errors]
     if errors:
         raise RuntimeError(f"the server refused a worker's event: {errors[0]}")
-    if len(batches) != len(stream.arrivals) or stream.text != TOKEN * sum(b.tokens for b in batches):
-        raise RuntimeError(f"job {job_id}: {len(batches)} batches sent, {len(stream.arrivals)} chunks received")
+    if len(batches) != len(stream.arrivals) or stream.text != TOKEN * sum(
+        b.tokens for b in batches
+    ):
+        raise RuntimeError(
+            f"job {job_id}: {len(batches)} batches sent, {len(stream.arrivals)} chunks received"
+        )
     return [Relayed(b.sent, a, b.tokens) for b, a in zip(batches, stream.arrivals, strict=True)]
