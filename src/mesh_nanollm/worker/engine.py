@@ -23,6 +23,7 @@ __all__ = ["Engine", "EngineError", "Generation", "load_engine"]
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 SAFE_INTEGER = 2**53 - 1
+PIPELINE_MAX_NEW_TOKENS = 256
 ONNX_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
@@ -133,10 +134,8 @@ class Engine:
         kept = resume_text.rstrip()
         resumed = self._answer_tokens(prompt, ids, kept) if kept else []
         budget = options["max_new_tokens"]
-        if budget is not None and not count_resumed:
+        if not count_resumed:
             budget += len(resumed)
-        if budget is None:  # transformers.js's default: max_length 20, prompt included
-            budget = max(1, int(self.generation_config.get("max_length", 20)) - len(ids))
         if self.context_length:
             budget = min(budget, self.context_length - len(ids))
         return Generation(self, ids, resumed, resume_text[len(kept):], budget, options, cancelled, received)
@@ -169,9 +168,9 @@ class Engine:
         top_k = number("top_k", 0, 1000, integer=True)
         seed = number("seed", -SAFE_INTEGER, SAFE_INTEGER, integer=True)
         penalty = number("repetition_penalty", 1, 2)
-        max_new = number("max_new_tokens", 1, 4096, integer=True)
-        if max_new is None and self.generation_config.get("max_new_tokens"):
-            max_new = int(self.generation_config["max_new_tokens"])
+        # transformers.js's text-generation pipeline asks for 256 new tokens unless told otherwise,
+        # over the generation_config's max_new_tokens: the browser's default is this one.
+        max_new = number("max_new_tokens", 1, 4096, integer=True) or PIPELINE_MAX_NEW_TOKENS
         return {
             "max_new_tokens": max_new,
             "repetition_penalty": penalty if penalty is not None else float(self.generation_config.get("repetition_penalty") or 1),
@@ -201,6 +200,7 @@ class Generation:
     ) -> None:
         self.prompt_tokens = len(ids)
         self.resumed_tokens = len(resumed)
+        self.token_ids: list[int] = []  # generated this attempt, as the model chose them
         self.tokens = 0
         self.ttft_ms: float | None = None
         self.tok_s: float | None = None
@@ -246,6 +246,7 @@ class Generation:
             if generated > len(resumed):
                 last = time.perf_counter()
                 first = first or last
+                self.token_ids.append(token)
                 self.tokens += 1
                 if self.tokens == 1:
                     self.ttft_ms = (first - received) * 1000
