@@ -4,6 +4,7 @@ pieces the way the room page's transformers.js worker streams them (static/js/in
 from __future__ import annotations
 
 import json
+import math
 import random
 import threading
 import time
@@ -156,7 +157,7 @@ class Engine:
             if value is None:
                 return None
             kind_ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-            if isinstance(value, bool) or not kind_ok or not lo <= value <= hi or value != value:
+            if isinstance(value, bool) or not kind_ok or math.isnan(value) or not lo <= value <= hi:
                 kind = "an integer" if integer else "a number"
                 raise EngineError(f"params.{key} must be {kind} from {lo} to {hi}, not {value!r}.")
             return value
