@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Page
 
-from mesh_nanollm.worker.engine import load_engine
-from worker.transformers_js import generate, open_model
+from mesh_nanollm.worker.engine import Engine, load_engine
+from worker.transformers_js import Files, generate, open_model
 
 pytestmark = pytest.mark.browser
 
@@ -31,7 +31,15 @@ CASES = [
 @pytest.mark.parametrize("dtype", ["q8", "fp32"])
 async def test_greedy_tokens_equal_transformers_js(page: Page, dtype: str) -> None:
     engine = load_engine("tiny-gpt2", models_dir=MODELS_DIR, dtype=dtype)
-    await open_model(page, MODELS_DIR, "tiny-gpt2", dtype)
+    files = Files(MODELS_DIR)
+    try:
+        await open_model(page, files, "tiny-gpt2", dtype)
+        await compare(page, engine)
+    finally:
+        files.close()
+
+
+async def compare(page: Page, engine: Engine) -> None:
     for prompt, params in CASES:
         browser = await generate(page, prompt, params)
         ours = engine.generate(prompt, params, threading.Event())

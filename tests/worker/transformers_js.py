@@ -1,19 +1,21 @@
 """transformers.js on WASM in headless Chromium, as the room page loads it (the vendored files, a
-local model under /models/), with no server: Playwright answers every request from the repo's files.
-The greedy parity test and bench/worker share it."""
+local model under /models/), served from the repo's files by a small loopback file server, not the
+app. The greedy parity test and bench/worker share it."""
 
 from __future__ import annotations
 
-import mimetypes
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+from urllib.parse import unquote
 
-from playwright.async_api import Page, Route
+from playwright.async_api import Page
 
 from mesh_nanollm.app import STATIC_DIR
 from mesh_nanollm.vendor import load_vendor_manifest
 
-ORIGIN = "http://worker-parity.test"
+PAGE = Path(__file__).with_name("blank.html")
 # One generate(): the token ids (EOS included), the streamer's pieces, and timings like bare.js's.
 OPEN = """async ({ config }) => {
   const { env, pipeline, TextStreamer, random } = await import(config.transformers);
@@ -59,34 +61,39 @@ def browser_options(params: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
-async def serve_files(page: Page, models_dir: Path) -> None:
-    """Answer the page's requests from static/ and the models folder."""
+class Files(ThreadingHTTPServer):
+    """A loopback server for the page: a blank page at /, static/ at /static/, the models at /models/
+    (plain files: transformers.js and onnxruntime-web need nothing else)."""
 
-    async def answer(route: Route) -> None:
-        path = route.request.url.removeprefix(ORIGIN).split("?")[0]
-        if path == "/":
-            await route.fulfill(body="<!doctype html><title>parity</title>", content_type="text/html")
-            return
-        if path.startswith("/static/"):
-            file = STATIC_DIR / path.removeprefix("/static/")
-        elif path.startswith("/models/"):
-            file = models_dir / path.removeprefix("/models/")
-        else:
-            file = None
-        if file is None or not file.is_file():
-            await route.fulfill(status=404, body="not found")
-            return
-        kind = "text/javascript" if file.suffix == ".mjs" else mimetypes.guess_type(file.name)[0]
-        await route.fulfill(path=file, content_type=kind or "application/octet-stream")
+    def __init__(self, models_dir: Path) -> None:
+        folders = {"/static/": STATIC_DIR, "/models/": models_dir}
 
-    await page.route(f"{ORIGIN}/**", answer)
+        class Handler(SimpleHTTPRequestHandler):
+            extensions_map: ClassVar = {**SimpleHTTPRequestHandler.extensions_map, ".mjs": "text/javascript", ".wasm": "application/wasm"}
+
+            def translate_path(self, path: str) -> str:
+                path = unquote(path.split("?")[0])
+                for prefix, folder in folders.items():
+                    if path.startswith(prefix) and ".." not in path:
+                        return str(folder / path.removeprefix(prefix))
+                return str(PAGE)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server_address[1]}"
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
 
 
-async def open_model(page: Page, models_dir: Path, model: str, dtype: str) -> None:
+async def open_model(page: Page, files: Files, model: str, dtype: str) -> None:
     """Load `model` in the page; then `generate(page, prompt, params)` runs it."""
     vendor = load_vendor_manifest(STATIC_DIR)
-    await serve_files(page, models_dir)
-    await page.goto(f"{ORIGIN}/")
+    await page.goto(f"{files.url}/")
     config = {
         "transformers": vendor.url("transformers"),
         "mjs": vendor.url("ort_wasm_mjs"),

@@ -289,7 +289,9 @@ def _forward(engine: Engine, step_ids: list[int], past: int, cache: dict) -> tup
     if "position_ids" in engine.input_names:
         feeds["position_ids"] = ort.OrtValue.ortvalue_from_numpy(np.arange(past, past + n, dtype=np.int64)[None, :])
     outputs = engine.session.run_with_ort_values(engine.output_names, feeds)
-    logits = outputs[0].numpy()[0, -1].astype(np.float32)
+    logits = outputs[0].numpy()[0, -1]  # a copy of its own: the penalty may change it in place
+    if logits.dtype != np.float32:  # fp16 models: transformers.js samples from float32 too
+        logits = logits.astype(np.float32)
     return logits, dict(zip(engine.cache_inputs, outputs[1:], strict=True))
 
 
