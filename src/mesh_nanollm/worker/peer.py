@@ -133,7 +133,9 @@ class WorkerPeer:
         await self.room_event("left", {})
 
     async def _on_error(self, data: object = None) -> None:
-        if isinstance(data, dict):
+        # Before the first join, a failed join's ack says the same and stops the worker.
+        starting = self.first_join is not None and not self.first_join.done()
+        if isinstance(data, dict) and not starting:
             self.say(f"server error {data.get('code')}: {data.get('message')}")
 
     def _relay(self, name: str) -> Callable[[object], Awaitable[None]]:
