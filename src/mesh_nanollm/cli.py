@@ -155,7 +155,10 @@ def worker(args: argparse.Namespace, settings: Settings) -> None:
     one line (CannotStart)."""
     import signal
 
-    from mesh_nanollm.worker.engine import EngineError, load_engine
+    try:
+        from mesh_nanollm.worker.engine import EngineError, load_engine
+    except ImportError as exc:
+        raise CannotStart(f"the worker's runtime is not installed ({exc}): install the cpu or cuda extra") from None
     from mesh_nanollm.worker.peer import CannotJoin, WorkerPeer
     from mesh_nanollm.worker.runner import Runner
 
@@ -207,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("piccolo").setLevel(logging.WARNING)
     args = _parser().parse_args(argv)
     try:
-        settings = load_settings()
+        settings = load_settings(secret=args.command != "worker")
         if args.command == "worker":
             worker(args, settings)
             return

@@ -179,7 +179,9 @@ def load_database_url(environ: Mapping[str, str] | None = None) -> str:
     return database_url
 
 
-def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+def load_settings(environ: Mapping[str, str] | None = None, *, secret: bool = True) -> Settings:
+    """The settings from `environ`; `secret=False` (the worker, which signs nothing) leaves
+    SECRET_KEY unread: nothing is required or generated for it."""
     environ = os.environ if environ is None else environ
     env = environ.get("MESH_ENV") or DEFAULTS.env
     database_url = load_database_url(environ)
@@ -188,7 +190,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         env=env,
         database_url=database_url,
         redis_url=environ.get("REDIS_URL") or DEFAULTS.redis_url,
-        secret_key=_secret_key(environ, env),
+        secret_key=_secret_key(environ, env) if secret else DEFAULTS.secret_key,
         ice_servers=_json_list(environ, "ICE_SERVERS", DEFAULTS.ice_servers),
         turn_urls=turn_urls,
         turn_secret=turn_secret,

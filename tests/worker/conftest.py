@@ -28,7 +28,7 @@ class Worker:
     """`mesh-nanollm worker ARGS`, its output read line by line as it comes."""
 
     def __init__(self, *args: str, **env: str) -> None:
-        full_env = os.environ | {"SECRET_KEY": "test-secret-key", "MODELS_DIR": str(PROJECT_ROOT / "models"),
+        full_env = os.environ | {"MODELS_DIR": str(PROJECT_ROOT / "models"),
                                  "PYTHONUNBUFFERED": "1"} | env
         self.process = subprocess.Popen(
             [sys.executable, "-c", "from mesh_nanollm.cli import main; main()", "worker", *args],

@@ -17,8 +17,8 @@ import pytest
 from conftest import LiveServer, start_server
 from support.accounts import create_room, room_peers, sign_up
 
-from worker.conftest import GATEWAY_ENV, MODEL, PROJECT_ROOT, Room
 from mesh_nanollm.worker.engine import load_engine
+from worker.conftest import GATEWAY_ENV, MODEL, PROJECT_ROOT, Room
 
 pytestmark = pytest.mark.slow
 
