@@ -206,3 +206,16 @@ def test_a_template_that_raises_is_a_clear_error(model_copy: Path) -> None:
     engine = load_engine("copy", models_dir=model_copy)
     with pytest.raises(EngineError, match="Conversations start with a user"):
         engine.prompt_for([{"role": "assistant", "content": "Hi"}])
+
+
+def test_streamed_pieces_never_split_a_character(engine: Engine) -> None:
+    from mesh_nanollm.worker.engine import TextStreamer
+
+    text = "Café naïve 日本語の文章 and “quotes” — done.\nNext line"
+    ids = engine.tokenizer.encode(text).ids
+    assert len(ids) > len(text.split())  # some characters take several byte-level tokens
+    streamer = TextStreamer(engine.decoder)
+    pieces = [streamer.put(i) for i in ids] + [streamer.end()]
+    assert "".join(pieces) == text
+    assert not any("\ufffd" in piece for piece in pieces)
+    assert engine.decoder.decode(ids) == engine.tokenizer.decode(ids)
