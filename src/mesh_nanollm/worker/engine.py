@@ -94,6 +94,8 @@ class Engine:
         head_dim = self.config.get("head_dim") or (width // heads if heads else 0)
         # present.N.key (output) feeds past_key_values.N.key (input) at the next step.
         self.cache_inputs = [n.replace("present", "past_key_values", 1) for n in self.output_names[1:]]
+        if not self.cache_inputs:
+            raise EngineError(f"{self.model}'s ONNX file has no KV cache (present.*): export it with past.")
         self.empty_cache = {}
         for name in self.cache_inputs:
             if name not in inputs:
@@ -101,7 +103,8 @@ class Engine:
             shape = inputs[name].shape
             dims = [1, shape[1] if isinstance(shape[1], int) else heads, 0, shape[3] if isinstance(shape[3], int) else head_dim]
             self.empty_cache[name] = ort.OrtValue.ortvalue_from_numpy(np.zeros(dims, ONNX_TYPES.get(inputs[name].type, np.float32)))
-        self.vocab_size = int(self.config.get("vocab_size") or 0)
+        vocab = self.session.get_outputs()[0].shape[-1]
+        self.vocab_size = vocab if isinstance(vocab, int) else int(self.config.get("vocab_size") or 0)
 
     @property
     def has_chat_template(self) -> bool:
@@ -289,7 +292,7 @@ def _forward(engine: Engine, step_ids: list[int], past: int, cache: dict) -> tup
     if "position_ids" in engine.input_names:
         feeds["position_ids"] = ort.OrtValue.ortvalue_from_numpy(np.arange(past, past + n, dtype=np.int64)[None, :])
     outputs = engine.session.run_with_ort_values(engine.output_names, feeds)
-    logits = outputs[0].numpy()[0, -1]  # a copy of its own: the penalty may change it in place
+    logits = outputs[0].numpy()[0, -1]  # the penalty changes it in place; onnxruntime is done with it
     if logits.dtype != np.float32:  # fp16 models: transformers.js samples from float32 too
         logits = logits.astype(np.float32)
     return logits, dict(zip(engine.cache_inputs, outputs[1:], strict=True))
