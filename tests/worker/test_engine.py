@@ -219,3 +219,14 @@ def test_streamed_pieces_never_split_a_character(engine: Engine) -> None:
     assert "".join(pieces) == text
     assert not any("\ufffd" in piece for piece in pieces)
     assert engine.decoder.decode(ids) == engine.tokenizer.decode(ids)
+
+
+def test_a_hub_model_out_of_reach_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from huggingface_hub import constants
+
+    # Offline with an empty cache: the download fails here, without a request leaving the machine.
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(EngineError, match="Could not download Xenova/distilgpt2 from the hub") as error:
+        load_engine("Xenova/distilgpt2", models_dir=MODELS_DIR)
+    assert "\n" not in str(error.value)
