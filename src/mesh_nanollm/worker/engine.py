@@ -283,7 +283,8 @@ def _common_prefix(a: str, b: str) -> str:
 
 
 def _forward(engine: Engine, step_ids: list[int], past: int, cache: dict) -> tuple[np.ndarray, dict]:
-    """One decoding step; the cache stays as onnxruntime's own values (on the GPU with CUDA)."""
+    """One decoding step; the cache goes from step to step as onnxruntime's own values, never
+    through numpy, so that with CUDA it can stay on the GPU."""
     n = len(step_ids)
     feeds = dict(cache)
     feeds["input_ids"] = ort.OrtValue.ortvalue_from_numpy(np.array([step_ids], dtype=np.int64))
