@@ -206,3 +206,27 @@ def test_a_template_that_raises_is_a_clear_error(model_copy: Path) -> None:
     engine = load_engine("copy", models_dir=model_copy)
     with pytest.raises(EngineError, match="Conversations start with a user"):
         engine.prompt_for([{"role": "assistant", "content": "Hi"}])
+
+
+def test_streamed_pieces_never_split_a_character(engine: Engine) -> None:
+    from mesh_nanollm.worker.engine import TextStreamer
+
+    text = "Café naïve 日本語の文章 and “quotes” — done.\nNext line"
+    ids = engine.tokenizer.encode(text).ids
+    assert len(ids) > len(text.split())  # some characters take several byte-level tokens
+    streamer = TextStreamer(engine.decoder)
+    pieces = [streamer.put(i) for i in ids] + [streamer.end()]
+    assert "".join(pieces) == text
+    assert not any("\ufffd" in piece for piece in pieces)
+    assert engine.decoder.decode(ids) == engine.tokenizer.decode(ids)
+
+
+def test_a_hub_model_out_of_reach_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from huggingface_hub import constants
+
+    # Offline with an empty cache: the download fails here, without a request leaving the machine.
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(EngineError, match="Could not download Xenova/distilgpt2 from the hub") as error:
+        load_engine("Xenova/distilgpt2", models_dir=MODELS_DIR)
+    assert "\n" not in str(error.value)

@@ -67,7 +67,7 @@ class Engine:
         # The text-generation pipeline adds special tokens to a plain prompt only for BOS/EOS-adding
         # tokenizers, and never to a rendered chat template.
         self.add_special_tokens = bool(tokenizer_config.get("add_bos_token") or tokenizer_config.get("add_eos_token"))
-        self.special_ids = {i for i, t in self.tokenizer.get_added_tokens_decoder().items() if t.special}
+        self.decoder = Decoder(self.tokenizer, _read_json(folder / "tokenizer.json", required=True), tokenizer_config)
         limit = next((self.config[k] for k in ("max_position_embeddings", "n_positions", "n_ctx") if self.config.get(k)), 0)
         self.context_length: int = int(limit)
         eos = self.generation_config.get("eos_token_id", self.config.get("eos_token_id"))
@@ -94,6 +94,8 @@ class Engine:
         head_dim = self.config.get("head_dim") or (width // heads if heads else 0)
         # present.N.key (output) feeds past_key_values.N.key (input) at the next step.
         self.cache_inputs = [n.replace("present", "past_key_values", 1) for n in self.output_names[1:]]
+        if not self.cache_inputs:
+            raise EngineError(f"{self.model}'s ONNX file has no KV cache (present.*): export it with past.")
         self.empty_cache = {}
         for name in self.cache_inputs:
             if name not in inputs:
@@ -101,7 +103,8 @@ class Engine:
             shape = inputs[name].shape
             dims = [1, shape[1] if isinstance(shape[1], int) else heads, 0, shape[3] if isinstance(shape[3], int) else head_dim]
             self.empty_cache[name] = ort.OrtValue.ortvalue_from_numpy(np.zeros(dims, ONNX_TYPES.get(inputs[name].type, np.float32)))
-        self.vocab_size = int(self.config.get("vocab_size") or 0)
+        vocab = self.session.get_outputs()[0].shape[-1]
+        self.vocab_size = vocab if isinstance(vocab, int) else int(self.config.get("vocab_size") or 0)
 
     @property
     def has_chat_template(self) -> bool:
@@ -220,7 +223,7 @@ class Generation:
         vocab = engine.vocab_size
         penalty = RepetitionPenalty(options["repetition_penalty"], vocab, ids) if options["repetition_penalty"] != 1 else None
         rng = random.Random(options["seed"])
-        streamer = TextStreamer(engine.tokenizer, engine.special_ids)
+        streamer = TextStreamer(engine.decoder)
         cache = dict(engine.empty_cache)
         step_ids = ids
         past = 0
@@ -280,7 +283,8 @@ def _common_prefix(a: str, b: str) -> str:
 
 
 def _forward(engine: Engine, step_ids: list[int], past: int, cache: dict) -> tuple[np.ndarray, dict]:
-    """One decoding step; the cache stays as onnxruntime's own values (on the GPU with CUDA)."""
+    """One decoding step; the cache goes from step to step as onnxruntime's own values, never
+    through numpy, so that with CUDA it can stay on the GPU."""
     n = len(step_ids)
     feeds = dict(cache)
     feeds["input_ids"] = ort.OrtValue.ortvalue_from_numpy(np.array([step_ids], dtype=np.int64))
@@ -289,7 +293,7 @@ def _forward(engine: Engine, step_ids: list[int], past: int, cache: dict) -> tup
     if "position_ids" in engine.input_names:
         feeds["position_ids"] = ort.OrtValue.ortvalue_from_numpy(np.arange(past, past + n, dtype=np.int64)[None, :])
     outputs = engine.session.run_with_ort_values(engine.output_names, feeds)
-    logits = outputs[0].numpy()[0, -1]  # a copy of its own: the penalty may change it in place
+    logits = outputs[0].numpy()[0, -1]  # the penalty changes it in place; onnxruntime is done with it
     if logits.dtype != np.float32:  # fp16 models: transformers.js samples from float32 too
         logits = logits.astype(np.float32)
     return logits, dict(zip(engine.cache_inputs, outputs[1:], strict=True))
@@ -299,20 +303,18 @@ class TextStreamer:
     """transformers.js's TextStreamer (skip_prompt, skip_special_tokens): a word is sent once the
     next space arrives, a line at its newline, CJK characters at once, the rest at the end."""
 
-    def __init__(self, tokenizer: Tokenizer, special_ids: set[int]) -> None:
-        self.tokenizer = tokenizer
-        self.special_ids = special_ids
-        self.cache: list[int] = []
+    def __init__(self, decoder: Decoder) -> None:
+        self.decoder = decoder
+        self.text = Text(decoder)  # of the tokens since the last line break
         self.printed = 0
 
     def put(self, token: int) -> str:
-        if token in self.special_ids:
+        if token in self.decoder.special_ids:
             return ""
-        self.cache.append(token)
-        text = self.tokenizer.decode(self.cache, skip_special_tokens=True)
+        text = self.text.add(token)
         if text.endswith("\n"):
             piece = text[self.printed:]
-            self.cache = []
+            self.text = Text(self.decoder)
             self.printed = 0
             return piece
         if text and _is_cjk(ord(text[-1])):
@@ -323,10 +325,95 @@ class TextStreamer:
         return piece
 
     def end(self) -> str:
-        piece = self.tokenizer.decode(self.cache, skip_special_tokens=True)[self.printed:] if self.cache else ""
-        self.cache = []
+        piece = self.text.value[self.printed:]
+        self.text = Text(self.decoder)
         self.printed = 0
         return piece
+
+
+class Text:
+    """The decoded text of a growing list of tokens. transformers.js decodes the whole list again at
+    every token; for a byte-level BPE the same text comes from keeping the bytes so far, in C."""
+
+    def __init__(self, decoder: Decoder) -> None:
+        self.decoder = decoder
+        self.ids: list[int] = []
+        self.closed = ""  # text before the last added token (added tokens end a byte run)
+        self.run = bytearray()
+        self.value = ""
+
+    def add(self, token: int) -> str:
+        decoder = self.decoder
+        if not decoder.byte_level:
+            self.ids.append(token)
+            self.value = decoder.decode(self.ids)
+            return self.value
+        if token in decoder.added:
+            self.closed += self.run.decode("utf-8", "replace") + decoder.added[token]
+            self.run.clear()
+        else:
+            self.run += decoder.token_bytes(token)
+        text = self.closed + self.run.decode("utf-8", "replace")
+        self.value = _clean_up(text) if decoder.clean_up else text
+        return self.value
+
+
+class Decoder:
+    """Token ids to text as transformers.js's tokenizer decodes them (skip_special_tokens): for a
+    byte-level BPE, its own way (tokens to bytes, added tokens as they are, a lossy UTF-8 decode),
+    which is also far cheaper than asking `tokenizers` again for the whole cache at every token;
+    otherwise `tokenizers`. Then its clean-up of spaces before punctuation, when the model asks."""
+
+    def __init__(self, tokenizer: Tokenizer, tokenizer_json: dict[str, Any], tokenizer_config: dict[str, Any]) -> None:
+        self.tokenizer = tokenizer
+        added = tokenizer.get_added_tokens_decoder()
+        self.special_ids = {i for i, t in added.items() if t.special}
+        self.added = {i: t.content for i, t in added.items()}
+        self.clean_up = tokenizer_config.get("clean_up_tokenization_spaces", True) is not False
+        decoder = tokenizer_json.get("decoder") or {}
+        self.byte_level = decoder.get("type") == "ByteLevel"
+        self.bytes: dict[int, bytes] = {}
+
+    def decode(self, ids: list[int]) -> str:
+        if self.byte_level:
+            text = Text(self)
+            for i in ids:
+                if i not in self.special_ids:
+                    text.add(i)
+            return text.value
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        return _clean_up(text) if self.clean_up else text
+
+    def token_bytes(self, i: int) -> bytes:
+        known = self.bytes.get(i)
+        if known is None:
+            token = self.tokenizer.id_to_token(i) or ""
+            known = self.bytes[i] = bytes(UNICODE_TO_BYTE[c] for c in token if c in UNICODE_TO_BYTE)
+        return known
+
+
+def _byte_alphabet() -> dict[str, int]:
+    """GPT-2's printable stand-ins for the 256 byte values, reversed."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+UNICODE_TO_BYTE = _byte_alphabet()
+CLEAN_UPS = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
+             (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
+
+
+def _clean_up(text: str) -> str:
+    for old, new in CLEAN_UPS:
+        text = text.replace(old, new)
+    return text
 
 
 def _is_cjk(cp: int) -> bool:

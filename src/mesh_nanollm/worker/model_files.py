@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from mesh_nanollm.catalogue import load_catalogue
+import msgspec
+
+from mesh_nanollm.catalogue import CatalogueFile
 from mesh_nanollm.settings import DEFAULTS
 
 # transformers.js picks onnx/model<suffix>.onnx by dtype.
@@ -39,8 +41,8 @@ def find_model(model: str, models_dir: Path | None, dtype: str | None) -> ModelF
     if dtype is not None and dtype not in DTYPE_SUFFIXES:
         raise EngineError(f"Unknown dtype {dtype!r}; use one of: {', '.join(DTYPE_SUFFIXES)}.")
     local = models_dir / model if models_dir is not None and model and "/" not in model else None
-    catalogue = load_catalogue(DEFAULTS.catalogue_path, models_dir or Path("/nonexistent"))
-    entry = next((e for e in catalogue.entries if e.id == model), None)
+    listed = msgspec.json.decode(DEFAULTS.catalogue_path.read_bytes(), type=CatalogueFile).models
+    entry = next((e for e in listed if e.id == model), None)
     if local is not None and local.is_dir():
         if dtype is None:
             quantized = local / "onnx" / "model_quantized.onnx"
