@@ -105,10 +105,14 @@ async def test_worker_comes_back_after_the_server_is_killed(tmp_path: Path) -> N
         answer = await client(room).chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=8, temperature=0)
         assert answer.choices[0].message.content == greedy(MESSAGES, 8)
         worker.expect(rf"{MODEL}: length, 8 tokens")
+
+        kill_server(server)
+        worker.expect(r"lost the server; reconnecting")
+        worker.process.send_signal(signal.SIGTERM)  # while it tries to reconnect
+        assert worker.finish() == 0 and worker.lines[-1] == "worker: left the room"
     finally:
         worker.stop()
         server.stop()
-    assert worker.finish() == 0
 
 
 async def test_sigterm_finishes_the_running_job_then_leaves_and_exits_0(room: Room) -> None:

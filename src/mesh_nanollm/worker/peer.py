@@ -88,7 +88,7 @@ class WorkerPeer:
             with contextlib.suppress(SocketIOError, TimeoutError):
                 await self.sio.call("leave_room", {}, timeout=5)
             await self.room_event("left", {})
-        await self.sio.disconnect()
+        await self.sio.shutdown()  # also ends a reconnection in progress
 
     # -- the connection and the room ---------------------------------------------------------
 
@@ -122,6 +122,8 @@ class WorkerPeer:
         # Only an answer from the server itself (engine.io is up) is a refusal; the rest is the network.
         if self.sio.eio.state == "connected":
             self.refused = data.get("message") if isinstance(data, dict) else str(data)
+            if self.peer_id is None and self.first_join is not None and self.first_join.done():
+                self.say(f"the server refused the connection: {self.refused}; retrying")
 
     async def _on_disconnect(self, reason: object = None) -> None:
         # The server has already handed our API jobs to other peers: nobody is left to stream to.
