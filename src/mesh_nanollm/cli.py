@@ -145,9 +145,9 @@ def serve(args: argparse.Namespace, settings: Settings) -> None:
     ).serve()
 
 
-# How long SIGTERM waits for running jobs before cancelling them (fly.io's kill_timeout is 5 s by
-# default: docs/worker.md sets it above this).
-DRAIN_S = 30
+# How long SIGTERM waits for running jobs before cancelling them: under fly.toml's kill_timeout
+# (30 s), leaving time to leave the room (docs/worker.md).
+DRAIN_S = 25
 
 
 def worker(args: argparse.Namespace, settings: Settings) -> None:

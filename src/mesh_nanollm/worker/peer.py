@@ -83,6 +83,8 @@ class WorkerPeer:
 
     async def stop(self, drain_s: float) -> None:
         """Take no new jobs, let the running ones finish (at most `drain_s`), leave and close."""
+        self.runner.closed = True
+        await self.send_status_now()  # busy from now on: the server stops offering it jobs
         await self.runner.drain(drain_s)
         if self.sio.connected:
             with contextlib.suppress(SocketIOError, TimeoutError):
@@ -153,7 +155,7 @@ class WorkerPeer:
             await listener(name, data)
 
     def _state(self) -> str:
-        return "busy" if len(self.runner.jobs) >= self.runner.slots else "idle"
+        return "busy" if self.runner.closed or len(self.runner.jobs) >= self.runner.slots else "idle"
 
     def send_status(self) -> None:
         if self.peer_id is not None:
