@@ -159,6 +159,7 @@ def worker(args: argparse.Namespace, settings: Settings) -> None:
         from mesh_nanollm.worker.engine import EngineError, load_engine
     except ImportError as exc:
         raise CannotStart(f"the worker's runtime is not installed ({exc}): install the cpu or cuda extra") from None
+    from mesh_nanollm.worker.mesh import Mesh
     from mesh_nanollm.worker.peer import CannotJoin, WorkerPeer
     from mesh_nanollm.worker.runner import Runner
 
@@ -187,6 +188,7 @@ def worker(args: argparse.Namespace, settings: Settings) -> None:
     async def serve_room() -> None:
         peer = WorkerPeer(Runner(engines, jobs), server=args.server or settings.worker_server, token=token,
                           room=args.room or settings.worker_room, say=say)
+        peer.listeners.append(Mesh(peer.runner, peer.sio, say).room_event)
         stopping = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

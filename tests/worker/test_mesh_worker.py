@@ -1,0 +1,147 @@
+"""The worker in the data-channel mesh: a browser requester in mesh mode gets its job run by the
+worker over a data channel (tokens streamed, the job recorded with the worker as worker_peer), its
+cancel stops the worker, and the worker leaving mid-job leaves the browser to finish the job."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from conftest import LiveServer
+from mesh.aiortc_peer import allow_loopback_candidates
+from mesh.conftest import OpenPeer, open_peer, room_name  # noqa: F401 -- open_peer is a fixture
+from mesh.test_mesh import CANCEL_ON_FIRST_WORDS
+from playwright.async_api import expect
+from support.accounts import create_room, sign_up
+
+from mesh_nanollm.worker.engine import load_engine
+from mesh_nanollm.worker.mesh import Mesh
+from mesh_nanollm.worker.peer import WorkerPeer
+from mesh_nanollm.worker.runner import Runner
+from worker.conftest import MODEL, PROJECT_ROOT
+
+pytestmark = pytest.mark.browser
+
+PROMPT = "You may"
+
+
+class Gated:
+    """A Generation that stops after its first pieces until `gate` opens (or it is cancelled), so
+    a test can act mid-job whatever the machine's speed."""
+
+    def __init__(self, generation: Any, gate: threading.Event, cancelled: threading.Event) -> None:
+        self.generation, self.gate, self.cancelled = generation, gate, cancelled
+
+    def __iter__(self) -> Iterator[str]:
+        for n, piece in enumerate(self.generation):
+            yield piece
+            while n >= 3 and not self.gate.is_set() and not self.cancelled.is_set():
+                self.gate.wait(0.05)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.generation, name)
+
+
+class GatedEngine:
+    def __init__(self, engine: Any) -> None:
+        self.engine, self.gate = engine, threading.Event()
+
+    def generate(self, prompt: str, params: dict, cancelled: threading.Event, *args: Any, **kw: Any) -> Gated:
+        return Gated(self.engine.generate(prompt, params, cancelled, *args, **kw), self.gate, cancelled)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
+
+
+class InProcessWorker:
+    """The worker's WorkerPeer + Runner + Mesh in the test's own loop (loopback ICE candidates)."""
+
+    def __init__(self, url: str, token: str, slug: str) -> None:
+        self.engine = GatedEngine(load_engine(MODEL, models_dir=PROJECT_ROOT / "models"))
+        self.lines: list[str] = []
+        self.peer = WorkerPeer(Runner({MODEL: self.engine}, 1), server=url, token=token, room=slug,
+                               say=self.lines.append)
+        self.peer.listeners.append(Mesh(self.peer.runner, self.peer.sio, self.lines.append).room_event)
+
+    async def wait_for_line(self, needle: str, timeout: float = 30) -> str:
+        async with asyncio.timeout(timeout):
+            while not (found := [line for line in self.lines if needle in line]):
+                await asyncio.sleep(0.05)
+        return found[0]
+
+
+@pytest_asyncio.fixture
+async def room_with_worker(live_server: LiveServer) -> AsyncIterator[tuple[Any, dict, InProcessWorker]]:
+    allow_loopback_candidates()
+    owner = await sign_up(live_server.url)
+    room = await create_room(live_server.url, owner, room_name(), private=False)
+    worker_account = await sign_up(live_server.url)
+    worker = InProcessWorker(live_server.url, worker_account.token, room["slug"])
+    await worker.peer.start()
+    yield owner, room, worker
+    worker.engine.gate.set()
+    await worker.peer.stop(5)
+
+
+async def test_browser_mesh_job_runs_on_the_worker_over_a_data_channel(
+    open_peer: OpenPeer, room_with_worker: tuple[Any, dict, InProcessWorker]  # noqa: F811
+) -> None:
+    owner, room, worker = room_with_worker
+    worker.engine.gate.set()
+    alice = await open_peer(room["slug"], owner)
+    await alice.wait_for_links(1)
+    worker_id = worker.peer.peer_id
+
+    local = await alice.run_and_wait(PROMPT, 48, "local")
+    meshed = await alice.run_and_wait(PROMPT, 48, "mesh")
+
+    assert meshed["status"] == "succeeded" and meshed["mode"] == "mesh"
+    assert meshed["worker_peer"] == worker_id and meshed["workers"] == [worker_id] and meshed["attempts"] == 1
+    # Greedy decoding: the worker's onnxruntime wrote what the browser's transformers.js writes.
+    assert meshed["output"] == local["output"] and meshed["token_count"] == local["token_count"]
+    await expect(alice.output).to_have_text(local["output"])
+    # The worker's own line for the job (the page runs it under its own id, not the record's).
+    line = await worker.wait_for_line(f"{MODEL} (mesh, for peer {await alice.own_peer_id()}): ")
+    assert line.endswith(f": length, {meshed['token_count']} tokens")
+
+
+async def test_cancel_from_the_page_stops_the_worker(
+    open_peer: OpenPeer, room_with_worker: tuple[Any, dict, InProcessWorker]  # noqa: F811
+) -> None:
+    owner, room, worker = room_with_worker
+    alice = await open_peer(room["slug"], owner)
+    await alice.wait_for_links(1)
+
+    await alice.page.evaluate(CANCEL_ON_FIRST_WORDS)
+    await alice.run(PROMPT, 200, "mesh")  # the gate holds the worker after a few tokens
+    job = await alice.recorded_job()
+
+    assert job["status"] == "cancelled" and job["worker_peer"] == worker.peer.peer_id
+    line = await worker.wait_for_line(f"{MODEL} (mesh, for peer {await alice.own_peer_id()}): ")
+    assert line.endswith("tokens") and ": cancelled, " in line
+    assert int(line.rsplit(", ", 1)[1].split()[0]) < 200  # the worker stopped, not just its stream
+    assert not worker.peer.runner.jobs
+
+
+async def test_worker_leaving_mid_job_leaves_the_browser_to_finish_it(
+    open_peer: OpenPeer, room_with_worker: tuple[Any, dict, InProcessWorker]  # noqa: F811
+) -> None:
+    owner, room, worker = room_with_worker
+    alice = await open_peer(room["slug"], owner)
+    await alice.wait_for_links(1)
+    worker_id = worker.peer.peer_id
+    local = await alice.run_and_wait(PROMPT, 64, "local")
+
+    await alice.run(PROMPT, 64, "mesh")
+    await expect(alice.output).not_to_be_empty()  # the worker's first tokens; then the gate holds it
+    await worker.peer.sio.disconnect()  # the worker leaves: its links close with it
+
+    job = await alice.recorded_job()
+    assert job["status"] == "succeeded" and job["attempts"] == 2
+    assert job["workers"] == [worker_id, "local"]
+    assert job["output"] == local["output"]  # nothing lost, nothing said twice
+    await expect(alice.metrics).to_contain_text("dropped out")
