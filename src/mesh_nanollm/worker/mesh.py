@@ -72,6 +72,11 @@ class Link:
     reserved: dict[str, asyncio.TimerHandle] = field(default_factory=dict)  # job id → expiry
     running: set[str] = field(default_factory=set)
     ping_n: int = 0
+    hello: dict[str, Any] | None = None  # the last hello sent
+
+    def send_hello(self, hello: dict[str, Any]) -> None:
+        if hello != self.hello and self.send(hello):
+            self.hello = hello
 
     def send(self, message: dict[str, Any]) -> bool:
         if self.channel.readyState != "open":
@@ -123,7 +128,7 @@ class Mesh:
         @channel.on("open")
         def _opened() -> None:
             link.heard_at = time.monotonic()
-            link.send(self._hello())
+            link.send_hello(self._hello())
 
         channel.on("message", lambda data: self._receive(link, data))
         channel.on("close", lambda: asyncio.ensure_future(self._lose(link)))
@@ -192,14 +197,17 @@ class Mesh:
         while True:
             await asyncio.sleep(HEARTBEAT_S)
             now = time.monotonic()
+            hello = self._hello()
             for link in list(self.links.values()):
                 if link.channel.readyState != "open":
                     continue
                 if now - link.heard_at > SILENCE_S:
                     await self._lose(link)
-                else:
-                    link.ping_n += 1
-                    link.send({"type": "ping", "n": link.ping_n})
+                    continue
+                # A fresh hello when the state or measured speed changed: requesters cost us by it.
+                link.send_hello(hello)
+                link.ping_n += 1
+                link.send({"type": "ping", "n": link.ping_n})
 
     def _hello(self) -> dict[str, Any]:
         r = self.runner
