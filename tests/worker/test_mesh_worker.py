@@ -5,14 +5,16 @@ cancel stops the worker, and the worker leaving mid-job leaves the browser to fi
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 import pytest_asyncio
 from conftest import LiveServer
-from mesh.aiortc_peer import allow_loopback_candidates
+from mesh.aiortc_peer import PythonPeer, allow_loopback_candidates
 from mesh.conftest import OpenPeer, open_peer, room_name  # noqa: F401 -- open_peer is a fixture
 from mesh.test_mesh import CANCEL_ON_FIRST_WORDS
 from playwright.async_api import expect
@@ -149,3 +151,51 @@ async def test_worker_leaving_mid_job_leaves_the_browser_to_finish_it(
     assert job["workers"] == [worker_id, "local"]
     assert job["output"] == local["output"]  # nothing lost, nothing said twice
     await expect(alice.metrics).to_contain_text("dropped out")
+
+
+async def test_worker_declines_with_reasons_and_ignores_malformed_messages(
+    live_server: LiveServer, room_with_worker: tuple[Any, dict, InProcessWorker]
+) -> None:
+    owner, room, worker = room_with_worker
+    other = PythonPeer(live_server.url, owner.token)  # speaks the protocol by hand
+    try:
+        await other.join(room["slug"])
+        await worker.peer.start()  # the newcomer offers; the Python peer answers
+        await asyncio.wait_for(other.opened.wait(), 20)
+        hello = await other.expect("hello")
+        assert hello["peer_id"] == worker.peer.peer_id
+        assert hello["capabilities"]["backend"] == "onnxruntime-cpu" and hello["capabilities"]["models"] == [MODEL]
+
+        other.send_raw("not json")
+        other.send_raw(json.dumps({"v": 2, "type": "ping", "n": 1}))
+        other.send({"type": "job_offer", "job_id": "not-a-uuid", "model": MODEL, "task": "text-generation"})
+        first, second, third = (str(uuid.uuid4()) for _ in range(3))
+        other.send({"type": "job_run", "job_id": first, "model": MODEL, "prompt": PROMPT, "params": {}})
+        assert (await other.expect("job_error", job_id=first))["code"] == "not_offered"
+        for job_id, model, task in ((first, "no-such-model", "text-generation"), (first, MODEL, "summarization")):
+            other.send({"type": "job_offer", "job_id": job_id, "model": model, "task": task, "prompt_tokens": 2})
+        assert (await other.expect("job_decline", job_id=first))["reason"] == "unknown_model"
+        assert (await other.expect("job_decline", job_id=first))["reason"] == "unsupported_task"
+
+        # One slot: the second offer is declined while the first holds its place, then runs.
+        other.send({"type": "job_offer", "job_id": second, "model": MODEL, "task": "text-generation", "prompt_tokens": 2})
+        await other.expect("job_accept", job_id=second)
+        other.send({"type": "job_offer", "job_id": third, "model": MODEL, "task": "text-generation", "prompt_tokens": 2})
+        assert (await other.expect("job_decline", job_id=third))["reason"] == "busy"
+        worker.engine.gate.set()
+        other.send({"type": "job_run", "job_id": second, "model": MODEL, "prompt": PROMPT, "params": {"max_new_tokens": 8}})
+        stream = []  # this job's messages, in the order they came: tokens, then job_done
+        while not stream or stream[-1]["type"] != "job_done":
+            message = await asyncio.wait_for(other.inbox.get(), 15)
+            if message.get("job_id") == second:
+                stream.append(message)
+        *tokens, done = stream
+        assert tokens and {m["type"] for m in tokens} == {"token"}
+        seqs = [m["seq"] for m in tokens]
+        assert seqs == sorted(seqs) and seqs[-1] <= 8
+        assert "".join(m["text"] for m in tokens) == done["text"]
+        assert done["metrics"]["tokens"] == 8 and done["metrics"]["reason"] == "length"
+        other.send({"type": "ping", "n": 5})
+        assert (await other.expect("pong", n=5))["v"] == 1  # still up after all that
+    finally:
+        await other.close()
