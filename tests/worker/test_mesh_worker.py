@@ -67,7 +67,8 @@ class InProcessWorker:
         self.lines: list[str] = []
         self.peer = WorkerPeer(Runner({MODEL: self.engine}, 1), server=url, token=token, room=slug,
                                say=self.lines.append)
-        self.peer.listeners.append(Mesh(self.peer.runner, self.peer.sio, self.lines.append).room_event)
+        self.mesh = Mesh(self.peer.runner, self.peer.sio, self.lines.append)
+        self.peer.listeners.append(self.mesh.room_event)
 
     async def wait_for_line(self, needle: str, timeout: float = 30) -> str:
         async with asyncio.timeout(timeout):
@@ -111,6 +112,11 @@ async def test_browser_mesh_job_runs_on_the_worker_over_a_data_channel(
     # The worker's own line for the job (the page runs it under its own id, not the record's).
     line = await worker.wait_for_line(f"{MODEL} (mesh, for peer {await alice.own_peer_id()}): ")
     assert line.endswith(f": length, {meshed['token_count']} tokens")
+
+    await alice.page.close()  # the page leaves: the worker lets its connection go
+    async with asyncio.timeout(30):
+        while worker.mesh.links:
+            await asyncio.sleep(0.05)
 
 
 async def test_cancel_from_the_page_stops_the_worker(

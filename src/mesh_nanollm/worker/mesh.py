@@ -33,6 +33,9 @@ RESERVATION_S = 5.0  # an accepted offer holds a place this long for its job_run
 MAX_MESSAGE_CHARS = 128 * 1024
 MAX_TEXT_CHARS = 60_000
 MAX_LINKS = 16
+MAX_TOKEN_CHARS = 4000  # a token message's text, as protocol.js caps it
+# A newcomer offers at once; if its offer got lost anyway, the older peer offers after this long.
+ADOPT_AFTER_S = 3.0
 TASK = "text-generation"
 PREFILL_SPEEDUP = 8  # as mesh.js: a prompt token costs about an eighth of a generated one
 DEFAULT_TOK_S = 20
@@ -93,6 +96,7 @@ class Mesh:
         self.peer_id: str | None = None
         self.ice: list[RTCIceServer] = []
         self.links: dict[str, Link] = {}
+        self.present: set[str] = set()  # the room's other peers, from the server's presence events
         self.heartbeat: asyncio.Task[None] | None = None
 
     async def room_event(self, name: str, data: dict[str, Any]) -> None:
@@ -102,17 +106,26 @@ class Mesh:
             self.ice = _ice_servers(data.get("ice_servers"))
             if self.heartbeat is None:
                 self.heartbeat = asyncio.create_task(self._beat())
-            for peer in data.get("peers", []):  # the newcomer offers to those already there
-                await self._offer(peer["peer_id"])
+            self.present = {peer["peer_id"] for peer in data.get("peers", [])}
+            for peer_id in self.present:  # the newcomer offers to those already there
+                await self._offer(peer_id)
+        elif name == "peer_joined":
+            for peer in data.get("peers", []):
+                self.present.add(peer["peer_id"])
+                asyncio.get_running_loop().call_later(ADOPT_AFTER_S, self._adopt, peer["peer_id"])
         elif name == "left":
             self.peer_id = None
+            self.present.clear()
             for link in list(self.links.values()):
                 await self._lose(link)
             if self.heartbeat is not None:
                 self.heartbeat.cancel()
                 self.heartbeat = None
-        elif name == "peer_left" and (link := self.links.get(data.get("peer_id", ""))):
-            await self._lose(link)
+        elif name == "peer_left":
+            for peer_id in data.get("peer_ids", []):
+                self.present.discard(peer_id)
+                if link := self.links.get(peer_id):
+                    await self._lose(link)
         elif name == "signal":
             await self._on_signal(data)
 
@@ -139,6 +152,10 @@ class Mesh:
                 await self._lose(link)
 
         return link
+
+    def _adopt(self, peer_id: str) -> None:
+        if peer_id in self.present and peer_id not in self.links and self.peer_id is not None:
+            asyncio.ensure_future(self._offer(peer_id))
 
     async def _offer(self, peer_id: str) -> None:
         if peer_id in self.links or peer_id == self.peer_id or len(self.links) >= MAX_LINKS:
@@ -288,7 +305,9 @@ class Mesh:
 
     async def _serve(self, link: Link, job: Any) -> None:
         async def send(seq: int, text: str) -> None:
-            link.send({"type": "token", "job_id": job.id, "seq": seq, "text": text})
+            # The same seq again carries more text of those tokens (mesh.js accepts it).
+            for start in range(0, len(text), MAX_TOKEN_CHARS):
+                link.send({"type": "token", "job_id": job.id, "seq": seq, "text": text[start:start + MAX_TOKEN_CHARS]})
 
         try:
             outcome = await self.runner.run(job, send)
