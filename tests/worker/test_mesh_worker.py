@@ -21,7 +21,7 @@ from playwright.async_api import expect
 from support.accounts import create_room, sign_up
 
 from mesh_nanollm.worker.engine import load_engine
-from mesh_nanollm.worker.mesh import Mesh
+from mesh_nanollm.worker.mesh import Mesh, ice_servers
 from mesh_nanollm.worker.peer import WorkerPeer
 from mesh_nanollm.worker.runner import Runner
 from worker.conftest import MODEL, PROJECT_ROOT
@@ -205,3 +205,16 @@ async def test_worker_declines_with_reasons_and_ignores_malformed_messages(
         assert (await other.expect("pong", n=5))["v"] == 1  # still up after all that
     finally:
         await other.close()
+
+
+def test_ice_servers_are_the_pages_less_what_aiortc_cannot_parse() -> None:
+    servers = ice_servers([
+        {"urls": ["stun:stun.example.org:3478", "stunx:nonsense"]},
+        {"urls": "turn:turn.example.org:3478?transport=tcp", "username": "1700000000:7", "credential": "c2VjcmV0"},
+        {"urls": ["not a url"]},
+        "junk",
+    ])
+    assert [(s.urls, s.username, s.credential) for s in servers] == [
+        (["stun:stun.example.org:3478"], None, None),
+        (["turn:turn.example.org:3478?transport=tcp"], "1700000000:7", "c2VjcmV0"),
+    ]

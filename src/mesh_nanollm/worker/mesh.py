@@ -22,6 +22,7 @@ from aiortc import (
     RTCPeerConnection,
     RTCSessionDescription,
 )
+from aiortc.rtcicetransport import parse_stun_turn_uri
 from aiortc.sdp import candidate_from_sdp
 
 from mesh_nanollm.worker.runner import Refused, Runner
@@ -45,13 +46,23 @@ NEEDS = {"job_offer": ("job_id", "model", "task"), "job_run": ("job_id", "model"
          "job_cancel": ("job_id",)}
 
 
-def _ice_servers(raw: object) -> list[RTCIceServer]:
-    """The join ack's `ice_servers` (the browser's RTCIceServer dicts) for aiortc."""
+def _usable(url: object) -> bool:
+    try:
+        return isinstance(url, str) and bool(parse_stun_turn_uri(url))
+    except ValueError:
+        return False
+
+
+def ice_servers(raw: object) -> list[RTCIceServer]:
+    """The join ack's `ice_servers` (the browser's RTCIceServer dicts, the same STUN/TURN a page
+    gets) for aiortc, without the URLs aiortc cannot parse: one would fail every connection."""
     servers = []
     for entry in raw if isinstance(raw, list) else []:
-        if isinstance(entry, dict) and entry.get("urls"):
-            servers.append(RTCIceServer(urls=entry["urls"], username=entry.get("username"),
-                                        credential=entry.get("credential")))
+        if not isinstance(entry, dict):
+            continue
+        urls = [u for u in (entry.get("urls") if isinstance(entry.get("urls"), list) else [entry.get("urls")]) if _usable(u)]
+        if urls:
+            servers.append(RTCIceServer(urls=urls, username=entry.get("username"), credential=entry.get("credential")))
     return servers
 
 
@@ -103,7 +114,7 @@ class Mesh:
         """WorkerPeer's listener: the room's joined / left / peer_left / signal events."""
         if name == "joined":
             self.peer_id = data["peer_id"]
-            self.ice = _ice_servers(data.get("ice_servers"))
+            self.ice = ice_servers(data.get("ice_servers"))
             if self.heartbeat is None:
                 self.heartbeat = asyncio.create_task(self._beat())
             self.present = {peer["peer_id"] for peer in data.get("peers", [])}
