@@ -204,7 +204,10 @@ class Mesh:
             link.described.set()
         elif kind == "candidate" and link is not None and isinstance(data.get("candidate"), str) and data["candidate"]:
             # Socket.IO handlers run concurrently: a candidate can overtake its offer's handling.
-            await link.described.wait()
+            try:
+                await asyncio.wait_for(link.described.wait(), SILENCE_S)
+            except TimeoutError:
+                return  # its offer or answer never came: the link is being dropped anyway
             candidate = candidate_from_sdp(data["candidate"].split(":", 1)[1])
             candidate.sdpMid = data.get("sdpMid")
             candidate.sdpMLineIndex = data.get("sdpMLineIndex")
