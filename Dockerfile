@@ -1,4 +1,6 @@
 # The Mesh NanoLLM server image: one Granian process serving HTTP and Socket.IO on port 8080.
+# The same image runs a headless worker (`mesh-nanollm worker`, on the CPU build of onnxruntime:
+# the `cpu` extra; docs/worker.md).
 # Build: docker build -t mesh-nanollm .   Deploy: see docs/deploy.md (fly.io).
 FROM python:3.11-slim
 
@@ -15,13 +17,13 @@ WORKDIR /app
 
 # Dependencies first, in their own layer: it is rebuilt only when the lock file changes.
 COPY pyproject.toml uv.lock ./
-RUN uv sync --frozen --no-dev --no-install-project
+RUN uv sync --frozen --no-dev --extra cpu --no-install-project
 
 # The project itself. It stays an editable install on purpose: the app finds templates/,
 # static/, models/, catalogue.json and piccolo_migrations/ next to src/, i.e. under /app.
 COPY README.md ./
 COPY src ./src
-RUN uv sync --frozen --no-dev
+RUN uv sync --frozen --no-dev --extra cpu
 COPY catalogue.json ./
 COPY piccolo_migrations ./piccolo_migrations
 # uv compiles site-packages only; the server cannot write __pycache__ here at run time.

@@ -156,9 +156,9 @@ class LiveServer:
                 self.process.kill()
 
 
-def start_server(tmp: Path, database_url: str | None = None, **env: str) -> LiveServer:
-    """Run `mesh-nanollm` (migrations, then Granian) in a subprocess on a free port."""
-    port = free_port()
+def start_server(tmp: Path, database_url: str | None = None, port: int | None = None, **env: str) -> LiveServer:
+    """Run `mesh-nanollm` (migrations, then Granian) in a subprocess on `port` (a free one by default)."""
+    port = port or free_port()
     database_url = database_url or f"sqlite:///{tmp / 'live.sqlite'}"
     full_env = os.environ | {
         "DATABASE_URL": database_url,

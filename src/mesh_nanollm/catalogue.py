@@ -8,6 +8,9 @@ from typing import Literal
 import msgspec
 
 Backend = Literal["webgpu", "wasm"]
+# Headless workers (`mesh-nanollm worker`) run any model's ONNX files; they load their models at
+# start, so a worker runs exactly the models it reports warm. `backends` lists browser backends.
+WORKER_BACKENDS = frozenset({"onnxruntime-cpu", "onnxruntime-cuda"})
 
 
 class ModelEntry(msgspec.Struct, forbid_unknown_fields=True):
@@ -22,6 +25,13 @@ class ModelEntry(msgspec.Struct, forbid_unknown_fields=True):
     default: bool = False
     description: str = ""
     url: str = ""  # where its files live: the hub repo page, or /models/<id>/ here
+
+
+def runs_on(entry: ModelEntry, backend: str, models_warm: tuple[str, ...] | list[str]) -> bool:
+    """Whether a peer with this backend and these warm models could run `entry`."""
+    if backend in WORKER_BACKENDS:
+        return entry.id in models_warm
+    return backend in entry.backends
 
 
 class CatalogueFile(msgspec.Struct, forbid_unknown_fields=True):

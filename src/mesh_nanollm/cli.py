@@ -1,4 +1,4 @@
-"""The `mesh-nanollm` command: serve the app (the default) or run migrations."""
+"""The `mesh-nanollm` command: serve the app (the default), run migrations, or run a worker."""
 
 from __future__ import annotations
 
@@ -43,9 +43,24 @@ def _parser() -> argparse.ArgumentParser:
         "Configuration comes from the environment (DATABASE_URL, REDIS_URL, SECRET_KEY, "
         "MODELS_DIR, ...; see the README); the options below override HOST and PORT.",
     )
-    sub = parser.add_subparsers(dest="command", metavar="{serve,migrate}")
+    sub = parser.add_subparsers(dest="command", metavar="{serve,migrate,worker}")
     serve = sub.add_parser("serve", help="run pending migrations, then serve the app (the default)")
     sub.add_parser("migrate", help="run pending database migrations forwards, then exit")
+    worker = sub.add_parser(
+        "worker",
+        help="serve a room from this machine without a browser (onnxruntime; docs/worker.md)",
+        description="Join a room as a headless peer and run its jobs on onnxruntime. Each option "
+        "may also come from the environment (WORKER_SERVER, WORKER_TOKEN, ...; see the README).",
+    )
+    worker.add_argument("--server", help="the app's URL (env WORKER_SERVER; default http://127.0.0.1:8000)")
+    worker.add_argument("--token", help="an API token of the account the worker runs as (env WORKER_TOKEN)")
+    worker.add_argument("--room", help="slug of the room to serve (env WORKER_ROOM; default global)")
+    worker.add_argument("--model", action="append", dest="models", metavar="ID",
+                        help="a model to load at start: a folder name in MODELS_DIR or a hub repo id; "
+                        "repeat for several (env WORKER_MODELS, comma-separated)")
+    worker.add_argument("--device", choices=["cpu", "cuda"],
+                        help="where models run: cpu, or cuda with the cuda extra installed (env WORKER_DEVICE)")
+    worker.add_argument("--jobs", type=int, help="jobs run at once; more are refused as busy (env WORKER_JOBS; default 1)")
     for p in (parser, serve):
         p.add_argument("--host", help="address to listen on (env HOST; default 127.0.0.1, 0.0.0.0 in production)")
         p.add_argument("--port", type=_port, help="port to listen on (env PORT; default 8000)")
@@ -130,13 +145,77 @@ def serve(args: argparse.Namespace, settings: Settings) -> None:
     ).serve()
 
 
+# How long SIGTERM waits for running jobs before cancelling them: under fly.toml's kill_timeout
+# (30 s), leaving time to leave the room (docs/worker.md).
+DRAIN_S = 25
+
+
+def worker(args: argparse.Namespace, settings: Settings) -> None:
+    """Load the models, join the room, serve until SIGTERM or SIGINT; every failure to start is
+    one line (CannotStart)."""
+    import signal
+
+    try:
+        from mesh_nanollm.worker.engine import EngineError, load_engine
+    except ImportError as exc:
+        raise CannotStart(f"the worker's runtime is not installed ({exc}): install the cpu or cuda extra") from None
+    from mesh_nanollm.worker.mesh import Mesh
+    from mesh_nanollm.worker.peer import CannotJoin, WorkerPeer
+    from mesh_nanollm.worker.runner import Runner
+
+    token = args.token or settings.worker_token
+    models = args.models or settings.worker_models
+    device = args.device or settings.worker_device
+    jobs = args.jobs if args.jobs is not None else settings.worker_jobs
+    if not token:
+        raise CannotStart("the worker needs an API token: --token or WORKER_TOKEN (make one on your account page)")
+    if not models:
+        raise CannotStart("the worker needs at least one model: --model ID or WORKER_MODELS")
+    if device not in ("cpu", "cuda"):
+        raise CannotStart(f"--device must be cpu or cuda, got {device!r}")
+    if jobs < 1:
+        raise CannotStart(f"--jobs must be at least 1, got {jobs}")
+    engines = {}
+    for model in dict.fromkeys(models):
+        try:
+            engines[model] = load_engine(model, models_dir=settings.models_dir, device=device)
+        except EngineError as exc:
+            raise CannotStart(f"cannot load model {model!r}: {exc}") from None
+
+    def say(line: str) -> None:
+        print(f"worker: {line}", flush=True)
+
+    async def serve_room() -> None:
+        peer = WorkerPeer(Runner(engines, jobs), server=args.server or settings.worker_server, token=token,
+                          room=args.room or settings.worker_room, say=say)
+        peer.listeners.append(Mesh(peer.runner, peer.sio, say).room_event)
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        try:
+            await peer.start()
+        except CannotJoin as exc:
+            await peer.sio.disconnect()
+            raise CannotStart(str(exc)) from None
+        await stopping.wait()
+        say("stopping: finishing running jobs")
+        await peer.stop(DRAIN_S)
+        say("left the room")
+
+    asyncio.run(serve_room())
+
+
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # Piccolo announces the database's version at INFO each time it builds an engine.
     logging.getLogger("piccolo").setLevel(logging.WARNING)
     args = _parser().parse_args(argv)
     try:
-        settings = load_settings()
+        settings = load_settings(secret=args.command != "worker")
+        if args.command == "worker":
+            worker(args, settings)
+            return
         if args.command == "migrate":
             migrate(settings)
             print("Database is up to date.")

@@ -66,6 +66,13 @@ class Settings:
     gateway_ack_timeout_s: int = 5
     gateway_stall_timeout_s: int = 15
     gateway_buffer: int = 1024
+    # `mesh-nanollm worker` (docs/worker.md); its command-line options override these.
+    worker_server: str = "http://127.0.0.1:8000"
+    worker_token: str | None = None
+    worker_room: str = "global"
+    worker_models: list[str] = field(default_factory=list)
+    worker_device: str = "cpu"
+    worker_jobs: int = 1
 
     @property
     def production(self) -> bool:
@@ -172,7 +179,9 @@ def load_database_url(environ: Mapping[str, str] | None = None) -> str:
     return database_url
 
 
-def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+def load_settings(environ: Mapping[str, str] | None = None, *, secret: bool = True) -> Settings:
+    """The settings from `environ`; `secret=False` (the worker, which signs nothing) leaves
+    SECRET_KEY unread: nothing is required or generated for it."""
     environ = os.environ if environ is None else environ
     env = environ.get("MESH_ENV") or DEFAULTS.env
     database_url = load_database_url(environ)
@@ -181,7 +190,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         env=env,
         database_url=database_url,
         redis_url=environ.get("REDIS_URL") or DEFAULTS.redis_url,
-        secret_key=_secret_key(environ, env),
+        secret_key=_secret_key(environ, env) if secret else DEFAULTS.secret_key,
         ice_servers=_json_list(environ, "ICE_SERVERS", DEFAULTS.ice_servers),
         turn_urls=turn_urls,
         turn_secret=turn_secret,
@@ -215,4 +224,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         gateway_ack_timeout_s=_positive(environ, "GATEWAY_ACK_TIMEOUT", DEFAULTS.gateway_ack_timeout_s),
         gateway_stall_timeout_s=_positive(environ, "GATEWAY_STALL_TIMEOUT", DEFAULTS.gateway_stall_timeout_s),
         gateway_buffer=_positive(environ, "GATEWAY_BUFFER", DEFAULTS.gateway_buffer),
+        worker_server=environ.get("WORKER_SERVER") or DEFAULTS.worker_server,
+        worker_token=environ.get("WORKER_TOKEN") or DEFAULTS.worker_token,
+        worker_room=environ.get("WORKER_ROOM") or DEFAULTS.worker_room,
+        worker_models=[m.strip() for m in environ.get("WORKER_MODELS", "").split(",") if m.strip()],
+        worker_device=environ.get("WORKER_DEVICE") or DEFAULTS.worker_device,
+        worker_jobs=_positive(environ, "WORKER_JOBS", DEFAULTS.worker_jobs),
     )

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from mesh_nanollm.catalogue import ModelEntry
+from mesh_nanollm.catalogue import ModelEntry, runs_on
 from mesh_nanollm.gateway import service
 from mesh_nanollm.gateway.stops import StopCutter
 from mesh_nanollm.peers.service import list_peer_sockets
@@ -190,7 +190,7 @@ class Gateway:
         the peer that has been in the room longest)."""
         found = [
             peer for peer in await self.live_peers(spec.room_id)
-            if peer.peer_id not in exclude and peer.peer_id not in self.busy and peer.backend in spec.model.backends
+            if peer.peer_id not in exclude and peer.peer_id not in self.busy and runs_on(spec.model, peer.backend, peer.models_warm)
         ]
         chars = len(spec.record_prompt)
         found.sort(key=lambda p: (time_to_start_ms(p, spec.model, chars), p.queue, p.age_rank))

@@ -17,7 +17,7 @@ from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, JSONBody
 from litestar.response import Stream
 
-from mesh_nanollm.catalogue import Catalogue, ModelEntry
+from mesh_nanollm.catalogue import Catalogue, ModelEntry, runs_on
 from mesh_nanollm.errors import Forbidden, NotFound, ServiceError
 from mesh_nanollm.gateway.dispatch import Gateway, GatewayError, JobSpec, Run
 from mesh_nanollm.gateway.schemas import (
@@ -279,7 +279,7 @@ class GatewayApi(Controller):
         peers = await gateway.live_peers(room.id)
         cards = []
         for entry in catalogue.entries:
-            able = [p for p in peers if p.backend in entry.backends]
+            able = [p for p in peers if runs_on(entry, p.backend, p.models_warm)]
             if able:
                 warm = sum(entry.id in p.models_warm for p in able)
                 cards.append(ModelCard(id=entry.id, created=0, owned_by=entry.source, peers_warm=warm, peers_able=len(able)))

@@ -1,0 +1,1 @@
+"""The headless peer: `mesh-nanollm worker` serves a room on onnxruntime."""
