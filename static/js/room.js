@@ -7,6 +7,7 @@ import { JobRecord } from "/static/js/job-record.js";
 import { Mesh } from "/static/js/mesh.js";
 import { showLinks, showWork } from "/static/js/mesh-view.js";
 import { Peer } from "/static/js/peer.js";
+import { JOB_LIMITS } from "/static/js/protocol.js";
 import { connectRoom } from "/static/js/signaling.js";
 
 const $ = (id) => document.getElementById(id);
@@ -179,7 +180,8 @@ async function runPrompt(event) {
   const maxNewTokens = Number.parseInt(room.ui.maxTokens.value, 10);
   if (room.run || !entry || !room.client) return;
   if (!prompt) return flash("error", "Write a prompt first.");
-  if (!(maxNewTokens >= 1 && maxNewTokens <= 2048)) return flash("error", "Max tokens must be between 1 and 2048.");
+  const cap = JOB_LIMITS.page_max_new_tokens;
+  if (!(maxNewTokens >= 1 && maxNewTokens <= cap)) return flash("error", `Max tokens must be between 1 and ${cap}.`);
 
   flash("", "");
   const mode = room.ui.mode.value;
