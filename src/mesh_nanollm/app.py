@@ -31,6 +31,7 @@ from mesh_nanollm.catalogue import load_catalogue
 from mesh_nanollm.errors import ServiceError
 from mesh_nanollm.gateway.dispatch import Gateway
 from mesh_nanollm.gateway.routes import GatewayApi
+from mesh_nanollm.jobs.params import job_limits
 from mesh_nanollm.jobs.routes import JobApi, JobPages
 from mesh_nanollm.jobs.service import abandon_stale_jobs
 from mesh_nanollm.openapi import ClosedStructSchemaPlugin, ErrorBody, openapi_config
@@ -222,6 +223,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     def register_globals(templates: JinjaTemplateEngine) -> None:
         templates.engine.globals["vendor_url"] = vendor.url
         templates.engine.globals["production"] = settings.production
+        templates.engine.globals["job_limits"] = job_limits()
 
     csrf = CSRFConfig(
         secret=settings.secret_key,

@@ -1,9 +1,11 @@
 /* The shapes and limits of the messages a peer takes from others: the data-channel protocol
  * (docs/mesh.md) and the server's API jobs over Socket.IO (docs/realtime.md, "API jobs"). Every
  * module that reads such a message checks it here, so each limit is written once on this side.
- * Plain functions without browser APIs: they also run under Node for quick checks. */
+ * The job parameters' limits come from the server (src/mesh_nanollm/jobs/params.py, handed down in
+ * every page's `job-limits` element), so the page and Python cannot drift. */
 
 export const PROTOCOL_VERSION = 1;
+export const JOB_LIMITS = JSON.parse(document.getElementById("job-limits").textContent);
 // A job_run carries a prompt and a resume_text; nothing else comes near this.
 export const MAX_MESSAGE_CHARS = 128 * 1024;
 export const MAX_TEXT_CHARS = 60_000;
@@ -18,11 +20,11 @@ const id = (v) => typeof v === "string" && UUID.test(v);
 
 /** Generation parameters a job may carry, each within the jobs API's range. */
 const PARAM_RULES = {
-  max_new_tokens: int(1, 2048),
-  temperature: num(0, 2),
-  top_k: int(0, 1000),
+  max_new_tokens: int(1, JOB_LIMITS.page_max_new_tokens),
+  temperature: num(0, JOB_LIMITS.temperature_max),
+  top_k: int(0, JOB_LIMITS.top_k_max),
   top_p: (v) => num(0, 1)(v) && v > 0,
-  repetition_penalty: num(1, 2),
+  repetition_penalty: num(1, JOB_LIMITS.repetition_penalty_max),
 };
 
 /** Every data-channel message type and its fields; anything else, or any field failing its check, is dropped. */
@@ -94,7 +96,7 @@ const ROLES = ["system", "user", "assistant"];
 /** The API's ranges: an API job may ask for more tokens than a room page's prompt box allows. */
 const API_PARAM_RULES = {
   ...PARAM_RULES,
-  max_new_tokens: int(1, 4096),
+  max_new_tokens: int(1, JOB_LIMITS.api_max_new_tokens),
   seed: int(Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER), // a negative one is not honoured (docs/mesh.md)
 };
 

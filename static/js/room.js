@@ -3,7 +3,11 @@
  * (here or on another peer) is mesh.js's choice. */
 
 import { InferenceClient } from "/static/js/inference.js";
+import { JobRecord } from "/static/js/job-record.js";
 import { Mesh } from "/static/js/mesh.js";
+import { showLinks, showWork } from "/static/js/mesh-view.js";
+import { Peer } from "/static/js/peer.js";
+import { JOB_LIMITS } from "/static/js/protocol.js";
 import { connectRoom } from "/static/js/signaling.js";
 
 const $ = (id) => document.getElementById(id);
@@ -12,11 +16,8 @@ const room = {
   slug: $("room").dataset.room,
   csrf: document.querySelector('meta[name="csrf-token"]').content,
   client: null,
+  peer: null,
   mesh: null,
-  status: { state: "loading", backend: "", models_warm: [], queue: 0, tok_s: 0 },
-  loads: new Map(), // model id → promise of its "ready"
-  loadQueue: Promise.resolve(),
-  loadsPending: 0,
   run: null, // {id, cancel()} of the run in progress
   ui: {
     form: $("prompt-form"),
@@ -38,8 +39,8 @@ const room = {
   },
 };
 
-/** Tell the room what this peer can do: the local badge, and the other peers through the mesh. */
-function publishStatus(status) {
+/** The badge that says what this peer is and does (the mesh tells the room and the other peers). */
+function showStatus(status) {
   const { backend } = room.ui;
   const parts = [{ webgpu: "WebGPU", wasm: "WASM" }[status.backend] ?? "detecting…"];
   if (status.state === "loading") parts.push("loading a model");
@@ -49,17 +50,6 @@ function publishStatus(status) {
   backend.textContent = parts.join(" · ");
   backend.dataset.backend = status.backend;
   backend.dataset.state = status.state;
-  room.mesh?.publish(status);
-}
-
-function updateStatus(changes) {
-  Object.assign(room.status, changes);
-  publishStatus({ ...room.status, models_warm: [...room.status.models_warm] });
-}
-
-function currentState() {
-  // Busy means this browser's model is generating, for this page or for another peer.
-  return room.loadsPending ? "loading" : room.mesh?.computing ? "busy" : "idle";
 }
 
 function flash(kind, text) {
@@ -95,7 +85,7 @@ function flags() {
 
 /** Mark options this browser cannot run, and say where the selected model will run. */
 function describeModels() {
-  const device = room.status.backend;
+  const device = room.peer.status.backend;
   for (const option of room.ui.model.options) {
     const runnable = !device || option.dataset.backends.split(",").includes(device);
     option.disabled = !runnable;
@@ -104,7 +94,7 @@ function describeModels() {
   const entry = selectedModel();
   if (!entry || !device) return;
   const where = device === "webgpu" ? "WebGPU" : "WASM (CPU)";
-  const warm = room.status.models_warm.includes(entry.id);
+  const warm = room.peer.status.models_warm.includes(entry.id);
   const fetchNote = warm ? "loaded and warm" : entry.source === "hub"
     ? `downloads ${megabytes(entry.size)} from the Hugging Face hub on first run, then stays cached`
     : `${megabytes(entry.size)}, served by this server`;
@@ -125,106 +115,22 @@ function showProgress({ loaded, total }) {
     : "Starting the model…";
 }
 
-/** Load `entry` once, one model at a time (the worker loads one at a time); a warm model answers at once. */
-function ensureLoaded(entry) {
-  if (!room.loads.has(entry.id)) {
-    room.loadsPending += 1;
-    const loading = room.loadQueue.catch(() => null).then(() => {
-      updateStatus({ state: "loading" });
-      return room.client.load(entry);
-    }).then(
-      (ready) => {
-        room.loadsPending -= 1;
-        room.ui.progress.value = room.ui.progress.max;
-        const where = ready.device === "webgpu" ? "WebGPU" : "WASM";
-        room.ui.progressLabel.textContent = ready.warm
-          ? `${entry.id} is warm on ${where}`
-          : `${entry.id} ready on ${where} (loaded in ${(ready.load_ms / 1000).toFixed(1)} s)`;
-        // The worker keeps one model warm, so loading this one evicted any other.
-        for (const id of room.loads.keys()) if (id !== entry.id) room.loads.delete(id);
-        updateStatus({ state: currentState(), models_warm: [entry.id], backend: ready.device });
-        performance.mark("mesh:model-ready", { detail: { model: entry.id } });
-        describeModels();
-        return ready;
-      },
-      (error) => {
-        room.loadsPending -= 1;
-        room.loads.delete(entry.id);
-        room.ui.progressWrap.hidden = true;
-        updateStatus({ state: currentState() });
-        throw error;
-      },
-    );
-    room.loads.set(entry.id, loading);
-    room.loadQueue = loading;
-  }
-  return room.loads.get(entry.id);
+function showLoaded(entry, ready) {
+  room.ui.progress.value = room.ui.progress.max;
+  const where = ready.device === "webgpu" ? "WebGPU" : "WASM";
+  room.ui.progressLabel.textContent = ready.warm
+    ? `${entry.id} is warm on ${where}`
+    : `${entry.id} ready on ${where} (loaded in ${(ready.load_ms / 1000).toFixed(1)} s)`;
+  describeModels();
 }
 
-// A run shorter than this is recorded once it has ended, so its requests never compete with the
-// model for the CPU (on a two-core machine they cost a tiny model's run a fifth of its speed); a
-// longer run is in the history, as running, from this moment on.
-const RECORD_AFTER_MS = 1000;
-
-/** The job's record in the jobs API: its steps go out in order, in the background, never blocking
- * tokens, from RECORD_AFTER_MS into the run or when it ends. Each says how long ago it happened
- * (`age_ms`), so the history keeps the run's own timing however late the record leaves. */
-class JobRecord {
-  #open;
-  #leaving = false;
-
-  constructor(fields) {
-    this.started = false;
-    this.attempts = 0;
-    const at = performance.now();
-    const opened = new Promise((resolve) => (this.#open = resolve));
-    this.chain = opened.then(() => this.#send("POST", "/api/jobs", fields, at)).then((job) => (this.job = job));
-    this.timer = setTimeout(this.#open, RECORD_AFTER_MS);
-    // Leaving mid-run: the job still reaches the history, where it ends up abandoned.
-    this.onHide = () => {
-      this.#leaving = true;
-      this.#open();
-    };
-    addEventListener("pagehide", this.onHide);
-  }
-
-  /** An attempt starts on `workerPeer` (null: this browser); any attempt before it was given up. */
-  start(workerPeer = null) {
-    if (this.started) this.#then({ status: "queued" });
-    this.started = true;
-    this.attempts += 1;
-    this.#then(workerPeer ? { status: "running", worker_peer: workerPeer } : { status: "running" });
-  }
-
-  /** The last step; resolves with {job} once recorded, or {error} saying why it was not. */
-  finish(patch) {
-    if (!this.started && patch.status !== "cancelled") this.start();
-    this.#then(patch);
-    clearTimeout(this.timer);
-    removeEventListener("pagehide", this.onHide);
-    this.#open();
-    return this.chain.then((job) => ({ job }), (error) => ({ error }));
-  }
-
-  #then(patch) {
-    const at = performance.now();
-    this.chain = this.chain.then((job) => this.#send("PATCH", `/api/jobs/${job.id}`, patch, at).then(() => job));
-  }
-
-  async #send(method, url, fields, at) {
-    const body = JSON.stringify({ ...fields, age_ms: performance.now() - at });
-    const response = await fetch(url, {
-      method,
-      headers: { "content-type": "application/json", accept: "application/json", "x-csrftoken": room.csrf },
-      body,
-      // Outlives the page, within the browser's 64 KiB allowance for such requests.
-      keepalive: this.#leaving && body.length < 60_000,
-    });
-    const data = await response.json().catch(() => ({}));
-    if (!response.ok) throw new Error(data.detail ?? `The server answered ${response.status}.`);
-    return data;
-  }
-}
+const catalogue = {
+  ids: () => [...room.ui.model.options].map((o) => o.value),
+  entry(id) {
+    const option = [...room.ui.model.options].find((o) => o.value === id);
+    return option ? modelEntry(option) : null;
+  },
+};
 
 function setRunning(running) {
   // A screen reader announces the answer once it is complete, not every streamed piece.
@@ -274,7 +180,8 @@ async function runPrompt(event) {
   const maxNewTokens = Number.parseInt(room.ui.maxTokens.value, 10);
   if (room.run || !entry || !room.client) return;
   if (!prompt) return flash("error", "Write a prompt first.");
-  if (!(maxNewTokens >= 1 && maxNewTokens <= 2048)) return flash("error", "Max tokens must be between 1 and 2048.");
+  const cap = JOB_LIMITS.page_max_new_tokens;
+  if (!(maxNewTokens >= 1 && maxNewTokens <= cap)) return flash("error", `Max tokens must be between 1 and ${cap}.`);
 
   flash("", "");
   const mode = room.ui.mode.value;
@@ -303,7 +210,7 @@ async function runPrompt(event) {
   let outcome;
   try {
     // A run here needs the model first; on the mesh, the peer that takes the job loads it.
-    const ready = mode === "local" ? await Promise.race([ensureLoaded(entry), cancelled]) : null;
+    const ready = mode === "local" ? await Promise.race([room.peer.load(entry), cancelled]) : null;
     if (ready === "cancelled") {
       outcome = { patch: { status: "cancelled" }, metrics: { ttft: null, tokS: null, tokens: 0, reason: "cancelled" } };
     } else {
@@ -327,7 +234,7 @@ async function runPrompt(event) {
         },
       });
       // Recorded alongside, never awaited, and only once the run is over unless it runs long.
-      record = new JobRecord(job);
+      record = new JobRecord(job, room.csrf);
       recordAttempts();
       const result = await run.handle.done;
       // Measured here, where the person sees it: offers, worker, messaging and page included.
@@ -344,103 +251,29 @@ async function runPrompt(event) {
   } finally {
     room.run = null;
     setRunning(false);
-    updateStatus({ state: currentState() });
+    room.peer.update({ state: room.peer.state });
   }
   if (outcome.metrics) showMetrics({ ...outcome.metrics, job: null });
-  record ??= new JobRecord(job);
+  record ??= new JobRecord(job, room.csrf);
   recordAttempts();
   const { job: recorded, error } = await record.finish(outcome.patch);
   if (outcome.metrics && recorded) showMetrics({ ...outcome.metrics, job: recorded });
   if (error) flash("error", `This run was not recorded in your history: ${error.message}`);
 }
 
-/** What the mesh may do with this page's model: run jobs for this page and for other peers. */
-function localRunner() {
-  const entryOf = (id) => {
-    const option = [...room.ui.model.options].find((o) => o.value === id);
-    return option ? modelEntry(option) : null;
-  };
-  const cancelled = new Set(); // cancels that came while the model was still loading
-  return {
-    backend: () => room.status.backend,
-    models: () => [...room.ui.model.options].map((o) => o.value),
-    warm: () => room.status.models_warm,
-    tokS: () => room.status.tok_s,
-    entry: entryOf,
-    async generate(job, onToken) {
-      await ensureLoaded(entryOf(job.model));
-      if (cancelled.delete(job.id)) return { text: "", tokens: 0, reason: "cancelled" };
-      const done = await room.client.generate(job, onToken);
-      // The worker's own decoding speed, for this page's jobs and other peers' alike: the cost
-      // model compares it with the speeds other pages measure the same way.
-      if (done.tok_s) updateStatus({ tok_s: done.tok_s });
-      return done;
-    },
-    cancel(id) {
-      cancelled.add(id);
-      room.client.cancel(id);
-      setTimeout(() => cancelled.delete(id), 60_000);
-    },
-  };
-}
-
-const WORK = {
-  queued: (w) => `Waiting to run ${w.model} for ${w.username}`,
-  running: (w) => `Running ${w.model} for ${w.username} — ${w.tokens} token${w.tokens === 1 ? "" : "s"} so far`,
-  done: (w) => `Ran ${w.model} for ${w.username}: ${w.tokens} tokens`,
-  cancelled: (w) => `${w.username} cancelled their job; stopped after ${w.tokens} tokens`,
-  lost: (w) => `${w.username} left; stopped their job after ${w.tokens} tokens`,
-  failed: (w) => `A job for ${w.username} failed here`,
-};
-
-// The same for an API job, which the server gave this browser for someone's script or app.
-const API_WORK = {
-  queued: (w) => `Waiting to run ${w.model} for an ${w.who}`,
-  running: (w) => `Running ${w.model} for an ${w.who} — ${w.tokens} token${w.tokens === 1 ? "" : "s"} so far`,
-  done: (w) => `Ran ${w.model} for an ${w.who}: ${w.tokens} tokens`,
-  cancelled: (w) => `The ${w.who} was cancelled; stopped after ${w.tokens} tokens`,
-  lost: (w) => `Lost the server; stopped the ${w.who} after ${w.tokens} tokens`,
-  failed: (w) => `An ${w.who} failed here`,
-};
-
-/** What this browser does for other peers and API clients: the line under the backend badge. */
-function showWork({ detail }) {
-  const box = room.ui.serving;
-  box.hidden = false;
-  const who = detail.username ? `API request from ${detail.username}` : "API request";
-  box.textContent = detail.api ? API_WORK[detail.state]?.({ ...detail, who }) ?? "" : WORK[detail.state]?.(detail) ?? "";
-  box.dataset.state = detail.state;
-  box.dataset.requester = detail.api ? "api" : detail.username;
-  box.dataset.jobId = detail.job_id;
-}
-
-const LINK_LABELS = { connecting: "linking…", open: "linked", lost: "link lost", unreachable: "unreachable", none: "not linked" };
-
-/** Each row of the peers panel says whether this page has a data channel to that peer. */
-function showLinks() {
-  for (const row of document.querySelectorAll('[data-testid="peer"]')) {
-    const label = row.querySelector('[data-testid="peer-link"]');
-    if (!label) continue;
-    const link = room.mesh.links.get(row.dataset.peerId);
-    const state = row.dataset.peerId === room.mesh.peerId ? "self" : link?.state ?? "none";
-    row.dataset.link = state;
-    label.textContent = state === "self" ? "this browser"
-      : state === "open" && link.rtt !== null ? `linked · ${link.rtt.toFixed(1)} ms round trip` : LINK_LABELS[state];
-  }
-}
-
 /** Join the room's signaling and mesh; without them, prompts still run in this browser. */
 async function joinMesh() {
-  room.mesh = new Mesh(localRunner());
+  room.mesh = new Mesh(room.peer.localRunner());
+  room.peer.mesh = room.mesh;
   room.mesh.addEventListener("work", (event) => {
-    showWork(event);
-    if (room.status.queue !== room.mesh.queue) updateStatus({ queue: room.mesh.queue });
+    showWork(room.ui.serving, event);
+    if (room.peer.status.queue !== room.mesh.queue) room.peer.update({ queue: room.mesh.queue });
   });
-  room.mesh.addEventListener("lane", () => updateStatus({ state: currentState() }));
-  room.mesh.addEventListener("link", showLinks);
+  room.mesh.addEventListener("lane", () => room.peer.update({ state: room.peer.state }));
+  room.mesh.addEventListener("link", () => showLinks(room.mesh));
   // The peers panel replaces itself when presence changes; label the new rows.
-  new MutationObserver(showLinks).observe($("room"), { childList: true });
-  const capabilities = { backend: room.status.backend, user_agent: navigator.userAgent.slice(0, 300), state: room.status.state };
+  new MutationObserver(() => showLinks(room.mesh)).observe($("room"), { childList: true });
+  const capabilities = { backend: room.peer.status.backend, user_agent: navigator.userAgent.slice(0, 300), state: room.peer.status.state };
   try {
     const conn = await connectRoom(room.slug, { capabilities });
     room.mesh.attach(conn);
@@ -448,26 +281,31 @@ async function joinMesh() {
       room.mesh.close();
       conn.leave();
     });
-    updateStatus({});
-    showLinks();
+    room.peer.update({});
+    showLinks(room.mesh);
   } catch (error) {
     flash("error", `This page could not join the room's mesh (${error.message}); prompts run in this browser only.`);
   }
 }
 
 async function start() {
-  joinMesh();
   const config = JSON.parse($("inference-config").textContent);
   room.client = new InferenceClient(
     { ...config, ...flags() },
-    { onProgress: showProgress, onBackend: (backend) => updateStatus({ backend: backend.device }) },
+    { onProgress: showProgress, onBackend: (backend) => room.peer.update({ backend: backend.device }) },
   );
+  room.peer = new Peer(room.client, catalogue, {
+    onStatus: showStatus,
+    onLoaded: showLoaded,
+    onLoadFailed: () => (room.ui.progressWrap.hidden = true),
+  });
+  joinMesh();
   room.ui.form.addEventListener("submit", runPrompt);
   room.ui.cancel.addEventListener("click", () => room.run?.cancel());
   room.ui.model.addEventListener("change", () => {
     describeModels();
     const entry = selectedModel();
-    if (entry?.source === "local") ensureLoaded(entry).catch((error) => flash("error", error.message));
+    if (entry?.source === "local") room.peer.load(entry).catch((error) => flash("error", error.message));
   });
   room.ui.mode.addEventListener("change", () => {
     flash("", "");
@@ -476,16 +314,16 @@ async function start() {
   try {
     await room.client.start();
   } catch (error) {
-    updateStatus({ state: currentState() });
+    room.peer.update({ state: room.peer.state });
     room.ui.run.disabled = true;
     return flash("error", `This browser cannot run models here: ${error.message}`);
   }
-  updateStatus({ state: currentState() });
+  room.peer.update({ state: room.peer.state });
   describeModels();
   // Local models are small and served by us: have the default one warm before the first prompt.
   const entry = selectedModel();
   if (entry?.source === "local" && !room.ui.model.selectedOptions[0].disabled) {
-    ensureLoaded(entry).catch((error) => flash("error", `The model could not be loaded: ${error.message}`));
+    room.peer.load(entry).catch((error) => flash("error", `The model could not be loaded: ${error.message}`));
   }
 }
 

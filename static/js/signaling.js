@@ -9,7 +9,7 @@
 // Events (CustomEvent, detail = the server payload): peer_joined {room, peers}, peer_left
 // {room, peer_ids}, peer_updated {room, peers}, signal {from, kind, data}, error {code, message},
 // disconnect {reason}, reconnect {peer_id, peers} (a new peer id: the server saw a new peer),
-// job_run {payload, ack} and job_cancel {job_id}: the server's API jobs for this peer (mesh.js checks
+// job_run {payload, ack} and job_cancel {job_id}: the server's API jobs for this peer (serving.js checks
 // and serves them; ack(answer) answers the server's callback). conn.sendJob(event, payload) streams back.
 
 const STATUS_DEBOUNCE_MS = 250;

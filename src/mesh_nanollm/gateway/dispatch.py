@@ -23,7 +23,7 @@ from mesh_nanollm.settings import Settings
 
 log = logging.getLogger("mesh_nanollm.gateway")
 
-# The browser's cost model (static/js/mesh.js, #timeToStart), from what a peer reports in `status`.
+# The browser's cost model (static/js/lane.js, timeToStart), from what a peer reports in `status`.
 DEFAULT_TOK_S = {"webgpu": 40.0, "wasm": 20.0}
 LOAD_BASE_MS = 1500.0
 LOAD_BYTES_PER_MS = 10_000.0  # 10 MB/s for a model the peer still has to fetch
@@ -92,7 +92,7 @@ class Candidate:
 
 def time_to_start_ms(peer: Candidate, model: ModelEntry, prompt_chars: int) -> float:
     """How long until `peer` would produce its first token of this job: its queue, then loading
-    the model if it is not warm, then the prompt (mesh.js #timeToStart with what `status` says)."""
+    the model if it is not warm, then the prompt (lane.js timeToStart with what `status` says)."""
     tok_s = peer.tok_s or DEFAULT_TOK_S.get(peer.backend, DEFAULT_TOK_S["wasm"])
     waiting = peer.queue * QUEUED_JOB_TOKENS * 1000 / tok_s
     load = 0.0 if model.id in peer.models_warm else LOAD_BASE_MS + model.size_bytes / LOAD_BYTES_PER_MS

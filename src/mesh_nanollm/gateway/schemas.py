@@ -6,15 +6,16 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from mesh_nanollm.jobs.params import API_MAX_NEW_TOKENS, TEMPERATURE_MAX
+
 PROMPT_MAX = 32_000
 MESSAGES_MAX = 64
 MESSAGES_TOTAL_MAX = 64_000
-MAX_TOKENS_MAX = 4096
 STOP_MAX = 4
 STOP_LENGTH_MAX = 64
 
-MaxTokens = Annotated[int, msgspec.Meta(ge=1, le=MAX_TOKENS_MAX)]
-Temperature = Annotated[float, msgspec.Meta(ge=0, le=2)]
+MaxTokens = Annotated[int, msgspec.Meta(ge=1, le=API_MAX_NEW_TOKENS)]
+Temperature = Annotated[float, msgspec.Meta(ge=0, le=TEMPERATURE_MAX)]
 TopP = Annotated[float, msgspec.Meta(gt=0, le=1)]
 Seed = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
 StopString = Annotated[str, msgspec.Meta(min_length=1, max_length=STOP_LENGTH_MAX)]

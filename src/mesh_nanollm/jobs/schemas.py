@@ -8,6 +8,13 @@ from uuid import UUID
 
 import msgspec
 
+from mesh_nanollm.jobs.params import (
+    PAGE_MAX_NEW_TOKENS,
+    REPETITION_PENALTY_MAX,
+    TEMPERATURE_MAX,
+    TOP_K_MAX,
+)
+
 # How long before its request a change happened, for records sent after the fact: the requester's
 # page sends a short run's record once the run is over, so recording never competes with it.
 AgeMs = Annotated[float, msgspec.Meta(ge=0, le=86_400_000)]
@@ -18,11 +25,11 @@ Mode = Literal["local", "mesh", "auto"]
 
 
 class JobParams(msgspec.Struct, forbid_unknown_fields=True):
-    max_new_tokens: Annotated[int, msgspec.Meta(ge=1, le=2048)] = 128
-    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] = 0.0
-    top_k: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 0
+    max_new_tokens: Annotated[int, msgspec.Meta(ge=1, le=PAGE_MAX_NEW_TOKENS)] = 128
+    temperature: Annotated[float, msgspec.Meta(ge=0, le=TEMPERATURE_MAX)] = 0.0
+    top_k: Annotated[int, msgspec.Meta(ge=0, le=TOP_K_MAX)] = 0
     top_p: Annotated[float, msgspec.Meta(gt=0, le=1)] = 1.0
-    repetition_penalty: Annotated[float, msgspec.Meta(ge=1, le=2)] = 1.0
+    repetition_penalty: Annotated[float, msgspec.Meta(ge=1, le=REPETITION_PENALTY_MAX)] = 1.0
 
 
 class JobCreate(msgspec.Struct, forbid_unknown_fields=True):

@@ -1,0 +1,74 @@
+/* One link to another peer: its RTCPeerConnection, the negotiated data channel, the hello it sent,
+ * its heartbeat and round trip, and a rate limit on what it may send us. mesh.js makes and drops
+ * links; the messages' shapes are in protocol.js. */
+
+import { MAX_MESSAGE_CHARS, PROTOCOL_VERSION } from "/static/js/protocol.js";
+
+const CONNECT_TIMEOUT_MS = 10_000;
+const MESSAGES_PER_S = 2000; // per link; a token stream from a fast model stays far below it
+
+export class Link {
+  /** `onUnreachable(link)` runs if the channel has not opened within CONNECT_TIMEOUT_MS. */
+  constructor(peerId, initiator, iceServers, onUnreachable) {
+    this.peerId = peerId;
+    this.initiator = initiator;
+    this.state = "connecting";
+    this.hello = null; // readCapabilities() of its last hello
+    this.rtt = null; // smoothed round trip, ms
+    this.heardAt = performance.now();
+    this.pings = new Map(); // n → {at, resolve?, reject?} of pings awaiting their pong
+    this.candidates = []; // remote ICE candidates that came before the remote description
+    this.budget = MESSAGES_PER_S;
+    this.budgetAt = performance.now();
+    this.problems = 0;
+    this.pc = new RTCPeerConnection({ iceServers });
+    // Negotiated: both ends create the same channel at once, no announcement round trip.
+    this.channel = this.pc.createDataChannel("mesh", { negotiated: true, id: 0, ordered: true });
+    this.timeout = setTimeout(() => onUnreachable(this), CONNECT_TIMEOUT_MS);
+  }
+
+  send(message) {
+    if (this.channel.readyState !== "open") return false;
+    const data = JSON.stringify({ v: PROTOCOL_VERSION, ...message });
+    if (data.length > MAX_MESSAGE_CHARS) {
+      console.warn(`mesh: not sending a ${message.type} of ${data.length} characters to ${this.peerId}`);
+      return false;
+    }
+    try {
+      this.channel.send(data);
+      return true;
+    } catch (error) {
+      console.warn(`mesh: sending ${message.type} to ${this.peerId} failed: ${error.message}`);
+      return false;
+    }
+  }
+
+  /** A token bucket: a peer flooding us costs it its messages, not our page. */
+  admit() {
+    const now = performance.now();
+    this.budget = Math.min(MESSAGES_PER_S, this.budget + ((now - this.budgetAt) * MESSAGES_PER_S) / 1000);
+    this.budgetAt = now;
+    if (this.budget < 1) return false;
+    this.budget -= 1;
+    return true;
+  }
+
+  /** A pong for ping `n` came: fold its round trip in. False if no such ping is waiting. */
+  ponged(n) {
+    const ping = this.pings.get(n);
+    if (!ping) return false;
+    this.pings.delete(n);
+    const rtt = performance.now() - ping.at;
+    this.rtt = this.rtt === null ? rtt : this.rtt * 0.8 + rtt * 0.2;
+    ping.resolve?.(rtt);
+    return true;
+  }
+
+  close() {
+    clearTimeout(this.timeout);
+    this.state = this.state === "connecting" ? "unreachable" : "lost";
+    this.channel.onopen = this.channel.onclose = this.channel.onmessage = null;
+    this.pc.onicecandidate = this.pc.onconnectionstatechange = null;
+    this.pc.close();
+  }
+}

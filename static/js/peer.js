@@ -1,0 +1,94 @@
+/* This tab as a peer: its status (state, backend, warm models, queue, tok/s) that the room and the
+ * other peers see, its model loads (one at a time; the worker keeps one model warm), and the
+ * LocalRunner it lends mesh.js to run jobs here, its own and others'. */
+
+export class Peer {
+  status = { state: "loading", backend: "", models_warm: [], queue: 0, tok_s: 0 };
+  mesh = null; // the Mesh, once made: it publishes the status to the room
+
+  #client;
+  #catalogue;
+  #hooks;
+  #loads = new Map(); // model id → promise of its "ready"
+  #loadQueue = Promise.resolve();
+  #loadsPending = 0;
+
+  /**
+   * client: the InferenceClient; catalogue: {ids() → [model ids], entry(id) → entry | null};
+   * hooks: onStatus(status) after every change, onLoaded(entry, ready), onLoadFailed(entry, error).
+   */
+  constructor(client, catalogue, hooks) {
+    this.#client = client;
+    this.#catalogue = catalogue;
+    this.#hooks = hooks;
+  }
+
+  update(changes) {
+    Object.assign(this.status, changes);
+    const status = { ...this.status, models_warm: [...this.status.models_warm] };
+    this.#hooks.onStatus(status);
+    this.mesh?.publish(status);
+  }
+
+  /** Busy means this browser's model is generating, for this page or for another peer. */
+  get state() {
+    return this.#loadsPending ? "loading" : this.mesh?.computing ? "busy" : "idle";
+  }
+
+  /** Load `entry` once, one model at a time (the worker loads one at a time); a warm model answers at once. */
+  load(entry) {
+    if (!this.#loads.has(entry.id)) {
+      this.#loadsPending += 1;
+      const loading = this.#loadQueue.catch(() => null).then(() => {
+        this.update({ state: "loading" });
+        return this.#client.load(entry);
+      }).then(
+        (ready) => {
+          this.#loadsPending -= 1;
+          // The worker keeps one model warm, so loading this one evicted any other.
+          for (const id of this.#loads.keys()) if (id !== entry.id) this.#loads.delete(id);
+          this.update({ state: this.state, models_warm: [entry.id], backend: ready.device });
+          performance.mark("mesh:model-ready", { detail: { model: entry.id } });
+          this.#hooks.onLoaded(entry, ready);
+          return ready;
+        },
+        (error) => {
+          this.#loadsPending -= 1;
+          this.#loads.delete(entry.id);
+          this.#hooks.onLoadFailed(entry, error);
+          this.update({ state: this.state });
+          throw error;
+        },
+      );
+      this.#loads.set(entry.id, loading);
+      this.#loadQueue = loading;
+    }
+    return this.#loads.get(entry.id);
+  }
+
+  /** What the mesh may do with this page's model: run jobs for this page and for other peers. */
+  localRunner() {
+    const cancelled = new Set(); // cancels that came while the model was still loading
+    return {
+      backend: () => this.status.backend,
+      models: () => this.#catalogue.ids(),
+      warm: () => this.status.models_warm,
+      tokS: () => this.status.tok_s,
+      entry: (id) => this.#catalogue.entry(id),
+      generate: async (job, onToken) => {
+        await this.load(this.#catalogue.entry(job.model));
+        if (cancelled.delete(job.id)) return { text: "", tokens: 0, reason: "cancelled" };
+        const done = await this.#client.generate(job, onToken);
+        // The worker's own decoding speed, for this page's jobs and other peers' alike: the cost
+        // model compares it with the speeds other pages measure the same way.
+        if (done.tok_s) this.update({ tok_s: done.tok_s });
+        return done;
+      },
+      cancel: (id) => {
+        cancelled.add(id);
+        this.#client.cancel(id);
+        setTimeout(() => cancelled.delete(id), 60_000);
+      },
+    };
+  }
+}
