@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, datetime
 from html import unescape
@@ -91,7 +92,7 @@ async def test_create_public_room_opens_it_for_everyone(user_client: AsyncTestCl
 async def test_create_room_with_htmx_sends_browser_to_the_room(user_client: AsyncTestClient) -> None:
     response = await user_client.post("/rooms", data={"name": "Htmx room"}, headers=HTMX, follow_redirects=False)
     assert response.status_code == 200
-    target = response.headers["hx-redirect"]
+    target = json.loads(response.headers["hx-location"])["path"]
     assert target.startswith("/rooms/htmx-room")
     assert (await user_client.get(target)).status_code == 200
 
@@ -151,7 +152,7 @@ async def test_join_with_htmx_sends_browser_to_the_room(user_client: AsyncTestCl
     await switch_user(user_client)
     response = await user_client.post("/rooms/join", data={"code": code}, headers=HTMX, follow_redirects=False)
     assert response.status_code == 200
-    assert response.headers["hx-redirect"] == f"/rooms/{slug}"
+    assert json.loads(response.headers["hx-location"]) == {"path": f"/rooms/{slug}", "target": "body"}
 
 
 @pytest.mark.parametrize("code", ["not-a-code", "", "c" * 500])

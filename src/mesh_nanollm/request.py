@@ -7,7 +7,7 @@ from array import array
 from itertools import accumulate
 from typing import Any
 
-from litestar.plugins.htmx import HTMXRequest
+from litestar.plugins.htmx import HTMXDetails, HTMXRequest
 from litestar.types import Empty
 
 from mesh_nanollm.errors import ServiceError
@@ -26,7 +26,19 @@ def json_depth(body: bytes) -> int:
     return max(accumulate(array("b", brackets)), default=0)
 
 
+class PageDetails(HTMXDetails):
+    """htmx's request headers, where a boosted link or form (base.html) and a history restore are
+    page loads: they swap the whole body, so they get the whole page, as without htmx."""
+
+    def __bool__(self) -> bool:
+        return super().__bool__() and not self.boosted and not self.history_restore_request
+
+
 class MeshRequest(HTMXRequest):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.htmx = PageDetails(self)
+
     async def json(self) -> Any:
         if self._json is Empty and self._connection_state.json is Empty:
             limit = self.app.state.settings.json_max_depth

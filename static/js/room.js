@@ -1,74 +1,21 @@
-/* The room page: model picker, prompt, streamed output, cancel and metrics, with every run
- * recorded through the jobs API. The model itself runs in inference-worker.js; where a prompt runs
- * (here or on another peer) is mesh.js's choice. */
+/* The room page's view: model picker, prompt, streamed output, cancel and metrics. The peer itself
+ * (inference worker, mesh, the run in progress) is peer-session.js's and outlives this page's DOM:
+ * links in the app swap the page without a reload, and a module runs once per document, so this
+ * module mounts on the room element whenever one is swapped in (htmx:after:swap), unmounts when it
+ * goes, and shows the session as it finds it: a run still streaming, the status, what it serves. */
 
-import { InferenceClient } from "/static/js/inference.js";
-import { JobRecord } from "/static/js/job-record.js";
-import { Mesh } from "/static/js/mesh.js";
 import { showLinks, showWork } from "/static/js/mesh-view.js";
-import { Peer } from "/static/js/peer.js";
+import { session } from "/static/js/peer-session.js";
 import { JOB_LIMITS } from "/static/js/protocol.js";
-import { connectRoom } from "/static/js/signaling.js";
 
-const $ = (id) => document.getElementById(id);
+const megabytes = (bytes) => `${(bytes / 1e6).toFixed(1)} MB`;
 
-const room = {
-  slug: $("room").dataset.room,
-  csrf: document.querySelector('meta[name="csrf-token"]').content,
-  client: null,
-  peer: null,
-  mesh: null,
-  run: null, // {id, cancel()} of the run in progress
-  ui: {
-    form: $("prompt-form"),
-    model: $("model"),
-    mode: $("mode"),
-    hint: $("model-hint"),
-    backend: $("backend"),
-    progressWrap: $("progress-wrap"),
-    progress: $("progress"),
-    progressLabel: $("progress-label"),
-    prompt: $("prompt"),
-    maxTokens: $("max-tokens"),
-    run: $("run"),
-    cancel: $("cancel"),
-    output: $("output"),
-    metrics: $("metrics"),
-    flash: $("run-flash"),
-    serving: $("serving"),
-  },
-};
-
-/** The badge that says what this peer is and does (the mesh tells the room and the other peers). */
-function showStatus(status) {
-  const { backend } = room.ui;
-  const parts = [{ webgpu: "WebGPU", wasm: "WASM" }[status.backend] ?? "detecting…"];
-  if (status.state === "loading") parts.push("loading a model");
-  if (status.state === "busy") parts.push("generating");
-  if (status.models_warm.length) parts.push(`warm: ${status.models_warm.join(", ")}`);
-  if (status.tok_s) parts.push(`${status.tok_s.toFixed(0)} tok/s`);
-  backend.textContent = parts.join(" · ");
-  backend.dataset.backend = status.backend;
-  backend.dataset.state = status.state;
-}
-
-function flash(kind, text) {
-  const box = room.ui.flash;
-  box.className = kind ? `flash ${kind}` : "";
-  box.textContent = text;
-}
-
-function selectedModel() {
-  const option = room.ui.model.selectedOptions[0];
-  return option ? modelEntry(option) : null;
-}
+let view = null; // the mounted room page: {el, ui, stop: AbortController}
 
 function modelEntry(option) {
   const { source, dtype, size, backends } = option.dataset;
   return { id: option.value, source, dtype, size: Number(size), backends: backends.split(","), name: option.textContent.trim() };
 }
-
-const megabytes = (bytes) => `${(bytes / 1e6).toFixed(1)} MB`;
 
 /** Query flags for trying things out: ?backend=webgpu|wasm forces one; ?threads=N sets WASM threads. */
 function flags() {
@@ -83,78 +30,83 @@ function flags() {
   };
 }
 
+/** The badge that says what this peer is and does (the mesh tells the room and the other peers). */
+function showStatus({ ui }, status) {
+  const parts = [{ webgpu: "WebGPU", wasm: "WASM" }[status.backend] ?? "detecting…"];
+  if (status.state === "loading") parts.push("loading a model");
+  if (status.state === "busy") parts.push("generating");
+  if (status.models_warm.length) parts.push(`warm: ${status.models_warm.join(", ")}`);
+  if (status.tok_s) parts.push(`${status.tok_s.toFixed(0)} tok/s`);
+  ui.backend.textContent = parts.join(" · ");
+  ui.backend.dataset.backend = status.backend;
+  ui.backend.dataset.state = status.state;
+}
+
+function flash({ ui }, kind, text) {
+  ui.flash.className = kind ? `flash ${kind}` : "";
+  ui.flash.textContent = text;
+}
+
+function selectedModel({ ui }) {
+  const option = ui.model.selectedOptions[0];
+  return option ? modelEntry(option) : null;
+}
+
 /** Mark options this browser cannot run, and say where the selected model will run. */
-function describeModels() {
-  const device = room.peer.status.backend;
-  for (const option of room.ui.model.options) {
+function describeModels(v) {
+  const { ui } = v;
+  const device = session.peer.status.backend;
+  for (const option of ui.model.options) {
     const runnable = !device || option.dataset.backends.split(",").includes(device);
     option.disabled = !runnable;
     option.title = runnable ? "" : "Needs WebGPU, which this browser does not offer.";
   }
-  const entry = selectedModel();
+  const entry = selectedModel(v);
   if (!entry || !device) return;
   const where = device === "webgpu" ? "WebGPU" : "WASM (CPU)";
-  const warm = room.peer.status.models_warm.includes(entry.id);
+  const warm = session.peer.status.models_warm.includes(entry.id);
   const fetchNote = warm ? "loaded and warm" : entry.source === "hub"
     ? `downloads ${megabytes(entry.size)} from the Hugging Face hub on first run, then stays cached`
     : `${megabytes(entry.size)}, served by this server`;
   const here = `this browser on ${where}; ${fetchNote}`;
-  room.ui.hint.textContent = {
+  ui.hint.textContent = {
     mesh: `Runs in another peer's browser in this room that can take it; if none can, in ${here}.`,
     auto: `Runs wherever it should finish first: another peer's browser, or ${here}.`,
-  }[room.ui.mode.value] ?? `Runs in ${here}.`;
+  }[ui.mode.value] ?? `Runs in ${here}.`;
 }
 
-function showProgress({ loaded, total }) {
-  const { progressWrap, progress, progressLabel } = room.ui;
-  progressWrap.hidden = false;
-  progress.max = Math.max(total, 1);
-  progress.value = loaded;
-  progressLabel.textContent = loaded < total
+function showProgress({ ui }, { loaded, total }) {
+  ui.progressWrap.hidden = false;
+  ui.progress.max = Math.max(total, 1);
+  ui.progress.value = loaded;
+  ui.progressLabel.textContent = loaded < total
     ? `Downloading model: ${megabytes(loaded)} of ${megabytes(total)}`
     : "Starting the model…";
 }
 
-function showLoaded(entry, ready) {
-  room.ui.progress.value = room.ui.progress.max;
+function showLoaded(v, { entry, ready }) {
+  const { ui } = v;
+  ui.progressWrap.hidden = false;
+  ui.progress.value = ui.progress.max;
   const where = ready.device === "webgpu" ? "WebGPU" : "WASM";
-  room.ui.progressLabel.textContent = ready.warm
+  ui.progressLabel.textContent = ready.warm
     ? `${entry.id} is warm on ${where}`
     : `${entry.id} ready on ${where} (loaded in ${(ready.load_ms / 1000).toFixed(1)} s)`;
-  describeModels();
+  describeModels(v);
 }
 
-const catalogue = {
-  ids: () => [...room.ui.model.options].map((o) => o.value),
-  entry(id) {
-    const option = [...room.ui.model.options].find((o) => o.value === id);
-    return option ? modelEntry(option) : null;
-  },
-};
-
-function setRunning(running) {
+/** Whether the form can start a run: a started worker, a mesh to run through, nothing running. */
+function setRunning(v) {
+  const { ui } = v;
+  const running = Boolean(session.run?.running);
   // A screen reader announces the answer once it is complete, not every streamed piece.
-  room.ui.output.setAttribute("aria-busy", String(running));
-  room.ui.run.disabled = running;
-  room.ui.cancel.disabled = !running;
-  room.ui.model.disabled = running;
+  ui.output.setAttribute("aria-busy", String(running));
+  ui.run.disabled = running || !session.mesh || Boolean(session.problem?.fatal) || session.slug !== v.slug;
+  ui.cancel.disabled = !running;
+  ui.model.disabled = running;
 }
 
-/** Where an answer came from, when not (only) from this browser. */
-function whereItRan({ attempts }) {
-  if (attempts.every((attempt) => !attempt.worker)) return "";
-  const name = (attempt) => (attempt.worker ? `${attempt.username}'s browser` : "this browser");
-  if (attempts.length === 1) return `ran on ${name(attempts[0])}`;
-  return `${attempts.slice(0, -1).map(name).join(", ")} dropped out; ${name(attempts.at(-1))} finished it`;
-}
-
-const FALLBACK = {
-  no_peers: "No other peer in this room can run this model right now, so it ran in this browser.",
-  declined: "Every peer was busy or could not take it, so it ran in this browser.",
-};
-
-function showMetrics({ ttft, tokS, tokens, reason, where = "", job }) {
-  const { metrics } = room.ui;
+function showMetrics({ ui }, { ttft, tokS, tokens, reason, where = "" }, job) {
   const parts = [];
   if (ttft !== null) parts.push(`first token ${ttft.toFixed(0)} ms`);
   if (tokS !== null) parts.push(`${tokS.toFixed(1)} tok/s`);
@@ -162,169 +114,151 @@ function showMetrics({ ttft, tokS, tokens, reason, where = "", job }) {
   if (where) parts.push(where);
   if (reason === "context") parts.push("stopped at the model's context limit");
   if (reason === "cancelled") parts.push("cancelled");
-  metrics.replaceChildren(parts.join(" · "));
-  metrics.dataset.ttftMs = ttft ?? "";
-  metrics.dataset.tokS = tokS ?? "";
-  metrics.dataset.tokens = tokens;
+  ui.metrics.replaceChildren(parts.join(" · "));
+  ui.metrics.dataset.ttftMs = ttft ?? "";
+  ui.metrics.dataset.tokS = tokS ?? "";
+  ui.metrics.dataset.tokens = tokens;
   if (job) {
     const link = Object.assign(document.createElement("a"), { href: `/jobs/${job.id}`, textContent: "recorded in history" });
     link.dataset.jobId = job.id;
-    metrics.append(" · ", link);
+    ui.metrics.append(" · ", link);
+    // A link made here is boosted like the server's: following it keeps this peer.
+    window.htmx?.process(link);
   }
 }
 
-async function runPrompt(event) {
-  event.preventDefault();
-  const entry = selectedModel();
-  const prompt = room.ui.prompt.value.trim();
-  const maxNewTokens = Number.parseInt(room.ui.maxTokens.value, 10);
-  if (room.run || !entry || !room.client) return;
-  if (!prompt) return flash("error", "Write a prompt first.");
-  const cap = JOB_LIMITS.page_max_new_tokens;
-  if (!(maxNewTokens >= 1 && maxNewTokens <= cap)) return flash("error", `Max tokens must be between 1 and ${cap}.`);
-
-  flash("", "");
-  const mode = room.ui.mode.value;
-  const run = { id: crypto.randomUUID(), handle: null };
-  const cancelled = new Promise((resolve) => (run.cancel = () => {
-    run.handle?.cancel();
-    resolve("cancelled");
-  }));
-  room.run = run;
-  setRunning(true);
-  const text = document.createTextNode("");
-  room.ui.output.replaceChildren(text);
-  room.ui.metrics.replaceChildren();
-
-  const job = { room: room.slug, model: entry.id, prompt, params: { max_new_tokens: maxNewTokens }, mode };
-  if (room.mesh.peerId) job.requester_peer = room.mesh.peerId;
-  let record = null;
-  const workers = []; // each attempt's worker peer (null: this browser), in order
-  const recordAttempts = () => {
-    for (const worker of workers.slice(record.attempts)) record.start(worker);
+/** Show `run` (running or over) and follow it until this view goes. */
+function showRun(v, run) {
+  const { ui, stop } = v;
+  const text = document.createTextNode(run.text);
+  ui.output.replaceChildren(text);
+  ui.metrics.replaceChildren();
+  const render = () => {
+    text.data = run.text;
+    if (run.metrics) showMetrics(v, run.metrics, run.job);
+    if (run.flash) flash(v, run.flash.kind, run.flash.text);
+    setRunning(v);
   };
-  let first = 0; // when the first token arrived here, and how many tokens that message counted
-  let firstSeq = 0;
-  let last = 0;
-  let tokens = 0;
-  let outcome;
-  try {
-    // A run here needs the model first; on the mesh, the peer that takes the job loads it.
-    const ready = mode === "local" ? await Promise.race([room.peer.load(entry), cancelled]) : null;
-    if (ready === "cancelled") {
-      outcome = { patch: { status: "cancelled" }, metrics: { ttft: null, tokS: null, tokens: 0, reason: "cancelled" } };
-    } else {
-      // Spell out the model's own defaults, so the history shows the parameters that really ran.
-      if (ready) job.params = { ...ready.defaults, ...job.params };
-      const sent = performance.now();
-      run.handle = room.mesh.run({ id: run.id, model: entry.id, prompt, params: job.params }, {
-        mode,
-        onAttempt: ({ worker }) => {
-          workers.push(worker);
-          if (record) recordAttempts();
-        },
-        onToken: (answer, seq) => {
-          last = performance.now();
-          if (!first) {
-            first = last;
-            firstSeq = seq;
-          }
-          tokens = seq;
-          text.data = answer;
-        },
-      });
-      // Recorded alongside, never awaited, and only once the run is over unless it runs long.
-      record = new JobRecord(job, room.csrf);
-      recordAttempts();
-      const result = await run.handle.done;
-      // Measured here, where the person sees it: offers, worker, messaging and page included.
-      const ttft = first ? first - sent : null;
-      const tokS = tokens > firstSeq && last > first ? ((tokens - firstSeq) * 1000) / (last - first) : null;
-      const patch = { status: result.reason === "cancelled" ? "cancelled" : "succeeded", output: result.text, token_count: result.tokens };
-      if (ttft !== null) patch.ttft_ms = ttft;
-      outcome = { patch, metrics: { ttft, tokS, tokens: result.tokens, reason: result.reason, where: whereItRan(result) } };
-      if (result.fallback) flash("info", FALLBACK[result.fallback]);
-    }
-  } catch (error) {
-    flash("error", `The model could not run: ${error.message}`);
-    outcome = { patch: { status: "failed", error: error.message.slice(0, 2000), output: text.data, token_count: tokens } };
-  } finally {
-    room.run = null;
-    setRunning(false);
-    room.peer.update({ state: room.peer.state });
-  }
-  if (outcome.metrics) showMetrics({ ...outcome.metrics, job: null });
-  record ??= new JobRecord(job, room.csrf);
-  recordAttempts();
-  const { job: recorded, error } = await record.finish(outcome.patch);
-  if (outcome.metrics && recorded) showMetrics({ ...outcome.metrics, job: recorded });
-  if (error) flash("error", `This run was not recorded in your history: ${error.message}`);
+  for (const type of ["end", "recorded", "flash"]) run.addEventListener(type, render, { signal: stop.signal });
+  run.addEventListener("token", () => (text.data = run.text), { signal: stop.signal });
+  render();
 }
 
-/** Join the room's signaling and mesh; without them, prompts still run in this browser. */
-async function joinMesh() {
-  room.mesh = new Mesh(room.peer.localRunner());
-  room.peer.mesh = room.mesh;
-  room.mesh.addEventListener("work", (event) => {
-    showWork(room.ui.serving, event);
-    if (room.peer.status.queue !== room.mesh.queue) room.peer.update({ queue: room.mesh.queue });
+function runPrompt(v, event) {
+  event.preventDefault();
+  const { ui } = v;
+  const entry = selectedModel(v);
+  const prompt = ui.prompt.value.trim();
+  const maxNewTokens = Number.parseInt(ui.maxTokens.value, 10);
+  if (session.run?.running || !entry || !session.mesh) return;
+  if (!prompt) return flash(v, "error", "Write a prompt first.");
+  const cap = JOB_LIMITS.page_max_new_tokens;
+  if (!(maxNewTokens >= 1 && maxNewTokens <= cap)) return flash(v, "error", `Max tokens must be between 1 and ${cap}.`);
+  flash(v, "", "");
+  session.startRun({ entry, prompt, maxNewTokens, mode: ui.mode.value });
+}
+
+/** What the page says about the tab's membership: switching rooms, or left with the dock. */
+function showMembership(v) {
+  const note = session.pending?.slug === v.slug
+    ? `Your run in ${session.roomName} finishes there first; then this page joins ${session.pending.name}.`
+    : !session.slug && !session.pending ? "You left this room's mesh. Open the room again to rejoin." : "";
+  if (note) flash(v, "info", note);
+  else if (v.note && v.ui.flash.textContent === v.note) flash(v, "", "");
+  v.note = note;
+  setRunning(v);
+}
+
+function bind(el) {
+  const $ = (id) => el.ownerDocument.getElementById(id);
+  return {
+    form: $("prompt-form"), model: $("model"), mode: $("mode"), hint: $("model-hint"), backend: $("backend"),
+    progressWrap: $("progress-wrap"), progress: $("progress"), progressLabel: $("progress-label"), prompt: $("prompt"),
+    maxTokens: $("max-tokens"), run: $("run"), cancel: $("cancel"), output: $("output"), metrics: $("metrics"),
+    flash: $("run-flash"), serving: $("serving"),
+  };
+}
+
+function mount(el) {
+  const ui = bind(el);
+  const v = { el, ui, slug: el.dataset.room, stop: new AbortController() };
+  view = v;
+  const { signal } = v.stop;
+  const on = (target, type, listener) => target.addEventListener(type, listener, { signal });
+  session.enter(el, {
+    config: JSON.parse(document.getElementById("inference-config").textContent),
+    models: [...ui.model.options].map(modelEntry),
+    flags: flags(),
   });
-  room.mesh.addEventListener("lane", () => room.peer.update({ state: room.peer.state }));
-  room.mesh.addEventListener("link", () => showLinks(room.mesh));
+  on(session, "status", (e) => {
+    showStatus(v, e.detail.status);
+    setRunning(v);
+  });
+  on(session, "progress", (e) => showProgress(v, e.detail));
+  on(session, "loaded", (e) => showLoaded(v, e.detail));
+  on(session, "load-failed", () => (ui.progressWrap.hidden = true));
+  on(session, "work", (e) => showWork(ui.serving, e));
+  on(session, "link", () => showLinks(session.mesh));
+  on(session, "problem", (e) => {
+    flash(v, "error", e.detail.text);
+    setRunning(v);
+  });
+  on(session, "membership", () => showMembership(v));
+  on(session, "run", (e) => showRun(v, e.detail.run));
   // The peers panel replaces itself when presence changes; label the new rows.
-  new MutationObserver(() => showLinks(room.mesh)).observe($("room"), { childList: true });
-  const capabilities = { backend: room.peer.status.backend, user_agent: navigator.userAgent.slice(0, 300), state: room.peer.status.state };
-  try {
-    const conn = await connectRoom(room.slug, { capabilities });
-    room.mesh.attach(conn);
-    addEventListener("pagehide", () => {
-      room.mesh.close();
-      conn.leave();
-    });
-    room.peer.update({});
-    showLinks(room.mesh);
-  } catch (error) {
-    flash("error", `This page could not join the room's mesh (${error.message}); prompts run in this browser only.`);
+  const rows = new MutationObserver(() => session.mesh && showLinks(session.mesh));
+  rows.observe(el, { childList: true });
+  signal.addEventListener("abort", () => rows.disconnect());
+
+  on(ui.form, "submit", (e) => runPrompt(v, e));
+  on(ui.cancel, "click", () => session.run?.cancel());
+  on(ui.model, "change", () => {
+    describeModels(v);
+    const entry = selectedModel(v);
+    if (entry?.source === "local") session.peer.load(entry).catch((error) => flash(v, "error", error.message));
+  });
+  on(ui.mode, "change", () => {
+    flash(v, "", "");
+    describeModels(v);
+  });
+
+  // What the tab already is and does: back on this page mid-run, it shows the run going on.
+  showStatus(v, session.peer.status);
+  if (session.work) showWork(ui.serving, { detail: session.work });
+  if (session.mesh) showLinks(session.mesh);
+  if (session.lastLoad) showLoaded(v, session.lastLoad);
+  const run = session.run;
+  if (run && run.slug === v.slug) {
+    ui.model.value = run.fields.entry.id;
+    ui.mode.value = run.fields.mode;
+    ui.prompt.value = run.fields.prompt;
+    ui.maxTokens.value = run.fields.maxNewTokens;
+    showRun(v, run);
   }
+  if (session.problem) flash(v, "error", session.problem.text);
+  showMembership(v);
+  session.ready.then(() => {
+    if (view !== v) return;
+    describeModels(v);
+    setRunning(v);
+    // Local models are small and served by us: have the default one warm before the first prompt.
+    const entry = selectedModel(v);
+    if (entry?.source === "local" && !ui.model.selectedOptions[0].disabled) {
+      session.peer.load(entry).catch((error) => flash(v, "error", `The model could not be loaded: ${error.message}`));
+    }
+  }, () => {});
 }
 
-async function start() {
-  const config = JSON.parse($("inference-config").textContent);
-  room.client = new InferenceClient(
-    { ...config, ...flags() },
-    { onProgress: showProgress, onBackend: (backend) => room.peer.update({ backend: backend.device }) },
-  );
-  room.peer = new Peer(room.client, catalogue, {
-    onStatus: showStatus,
-    onLoaded: showLoaded,
-    onLoadFailed: () => (room.ui.progressWrap.hidden = true),
-  });
-  joinMesh();
-  room.ui.form.addEventListener("submit", runPrompt);
-  room.ui.cancel.addEventListener("click", () => room.run?.cancel());
-  room.ui.model.addEventListener("change", () => {
-    describeModels();
-    const entry = selectedModel();
-    if (entry?.source === "local") room.peer.load(entry).catch((error) => flash("error", error.message));
-  });
-  room.ui.mode.addEventListener("change", () => {
-    flash("", "");
-    describeModels();
-  });
-  try {
-    await room.client.start();
-  } catch (error) {
-    room.peer.update({ state: room.peer.state });
-    room.ui.run.disabled = true;
-    return flash("error", `This browser cannot run models here: ${error.message}`);
+/** Mount on the room element if this page shows one; unmount from one that was swapped out. */
+function sync() {
+  const el = document.getElementById("room");
+  if (view && view.el === el) return;
+  if (view) {
+    view.stop.abort();
+    view = null;
   }
-  room.peer.update({ state: room.peer.state });
-  describeModels();
-  // Local models are small and served by us: have the default one warm before the first prompt.
-  const entry = selectedModel();
-  if (entry?.source === "local" && !room.ui.model.selectedOptions[0].disabled) {
-    room.peer.load(entry).catch((error) => flash("error", `The model could not be loaded: ${error.message}`));
-  }
+  if (el) mount(el);
 }
 
-start();
+document.addEventListener("htmx:after:swap", sync);
+sync();

@@ -7,7 +7,7 @@ from typing import Any
 from litestar import Controller, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody, URLEncodedBody
-from litestar.plugins.htmx import ClientRedirect, HTMXRequest, HTMXTemplate
+from litestar.plugins.htmx import HTMXRequest, HTMXTemplate, HXLocation
 from litestar.response import Redirect, Template
 
 from mesh_nanollm.catalogue import Catalogue
@@ -35,9 +35,10 @@ def room_view(room: Room, peers: int, user: NamedDependency[User], owner_name: s
     )
 
 
-def go_to(request: HTMXRequest, path: str) -> Redirect | ClientRedirect:
-    # fetch() follows a 303 by itself, so htmx would swap the whole next page into the form.
-    return ClientRedirect(path) if request.htmx else Redirect(path, status_code=303)
+def go_to(request: HTMXRequest, path: str) -> Redirect | HXLocation:
+    # fetch() follows a 303 by itself, so htmx would swap the whole next page into the form. htmx
+    # loads `path` into the body instead, as a boosted link does: the tab's peer stays (base.html).
+    return HXLocation(redirect_to=path, target="body") if request.htmx else Redirect(path, status_code=303)
 
 
 class RoomPages(Controller):
@@ -53,7 +54,7 @@ class RoomPages(Controller):
         return Template("rooms.html", context=await self._list_page(user))
 
     @post("/", name="room_create", status_code=200)
-    async def create(self, request: HTMXRequest, user: NamedDependency[User], data: Form) -> Template | Redirect | ClientRedirect:
+    async def create(self, request: HTMXRequest, user: NamedDependency[User], data: Form) -> Template | Redirect | HXLocation:
         name = data.get("name", "")
         try:
             room = await service.create_room(user, name, data.get("private") in ("on", "true", "1"))
@@ -65,7 +66,7 @@ class RoomPages(Controller):
         return go_to(request, f"/rooms/{room.slug}")
 
     @post("/join", name="room_join", status_code=200)
-    async def join(self, request: HTMXRequest, user: NamedDependency[User], data: Form) -> Template | Redirect | ClientRedirect:
+    async def join(self, request: HTMXRequest, user: NamedDependency[User], data: Form) -> Template | Redirect | HXLocation:
         code = data.get("code", "")
         try:
             room = await service.join_by_invite(user, code)

@@ -1,0 +1,55 @@
+/* The dock: on every page of the app while this tab is a peer, what it is (room, state, warm model),
+ * what it does (its own run, or a job it serves for someone else, with its speed), and Leave. The
+ * dock's element is in base.html, kept across page swaps (hx-preserve), so this module binds it
+ * once per document; peer-session.js is the same module instance room.js drives. */
+
+import { session } from "/static/js/peer-session.js";
+
+const dock = document.getElementById("peer-dock");
+const part = (name) => dock.querySelector(`[data-testid="dock-${name}"]`);
+
+// The job served now: its first sighting, for a speed measured as the person here sees it.
+let served = null; // {job_id, at, tokens}
+
+const STATES = { loading: "loading a model", busy: "generating", idle: "idle" };
+
+function servingText(work) {
+  if (!work || !["queued", "running"].includes(work.state)) return "";
+  const who = work.api ? "an API request" : `${work.username}'s job`;
+  if (work.state === "queued") return `Waiting to serve ${who}`;
+  if (served?.job_id !== work.job_id) served = { job_id: work.job_id, at: performance.now(), tokens: work.tokens };
+  const seconds = (performance.now() - served.at) / 1000;
+  const rate = seconds > 0.5 ? ` — ${((work.tokens - served.tokens) / seconds).toFixed(0)} tok/s` : "";
+  return `Serving ${who}${rate}`;
+}
+
+function doingText() {
+  const run = session.run;
+  if (run?.running) return `Running your prompt — ${run.tokens} token${run.tokens === 1 ? "" : "s"}`;
+  return servingText(session.work);
+}
+
+function render() {
+  const member = Boolean(session.slug);
+  dock.hidden = !member;
+  if (!member) return;
+  const room = part("room");
+  room.href = `/rooms/${encodeURIComponent(session.slug)}`;
+  room.textContent = session.roomName || session.slug;
+  const status = session.peer.status;
+  part("state").textContent = session.conn ? STATES[status.state] ?? status.state : "joining…";
+  dock.dataset.state = status.state;
+  dock.dataset.peerId = session.conn?.peerId ?? "";
+  part("model").textContent = status.models_warm.length ? `warm: ${status.models_warm.join(", ")}` : "no model warm";
+  const pending = session.pending ? ` · joins ${session.pending.name} next` : "";
+  part("work").textContent = doingText() + pending;
+}
+
+if (dock) {
+  for (const type of ["status", "membership", "work", "run"]) session.addEventListener(type, render);
+  session.addEventListener("run", (e) => {
+    for (const type of ["token", "end"]) e.detail.run.addEventListener(type, render);
+  });
+  part("leave").addEventListener("click", () => session.leave({ cancelRun: true }));
+  render();
+}

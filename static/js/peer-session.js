@@ -1,0 +1,167 @@
+/* This tab as a peer, for as long as the document lives: its inference worker (and warm model),
+ * its Peer status, and its membership of one room's mesh (socket and data channels), with the run
+ * of its own that is in progress. Links inside the app swap the page's content without a reload
+ * (hx-boost in base.html), so all of this outlives the room page's DOM: room.js and dock.js are
+ * views that attach to it. One instance per document, `session`.
+ *
+ * Events (CustomEvent): status {status} after every change of the Peer's status; progress
+ * {loaded, total}; loaded {entry, ready}; load-failed {entry, error}; work (mesh.js's, re-sent);
+ * link; run {run}: a run of this page started; membership: joined, left, or switching rooms;
+ * problem {text}: something the room page should say. */
+
+import { InferenceClient } from "/static/js/inference.js";
+import { Mesh } from "/static/js/mesh.js";
+import { PageRun } from "/static/js/page-run.js";
+import { Peer } from "/static/js/peer.js";
+import { connectRoom } from "/static/js/signaling.js";
+
+class PeerSession extends EventTarget {
+  slug = null; // the room whose mesh this tab is in (or joining)
+  roomName = "";
+  pending = null; // {slug, name}: the room to join once this page's own run is over
+  client = null;
+  peer = null;
+  mesh = null;
+  conn = null;
+  run = null; // this page's last run (running or not)
+  work = null; // the last thing done for another peer (mesh.js "work" detail)
+  problem = null; // what went wrong joining or starting inference, for the room page to say
+  lastLoad = null; // {entry, ready} of the last model load
+  models = []; // the catalogue's entries, read from the first room page
+
+  constructor() {
+    super();
+    // The document is going: leave the room at once, so the others stop sending and fail over.
+    addEventListener("pagehide", () => this.#disconnect());
+  }
+
+  get csrf() {
+    return document.querySelector('meta[name="csrf-token"]').content;
+  }
+
+  /** Be a peer of the room whose page element is `roomEl`; a tab is in one room's mesh at a time. */
+  enter(roomEl, { config, models, flags }) {
+    const { room: slug, roomName: name } = roomEl.dataset;
+    if (!this.client) this.#start(config, models, flags);
+    if (slug === this.slug) return;
+    if (this.run?.running) {
+      // Switching rooms: this page's own run finishes in the room it started in (its worker may be a
+      // peer there); the tab joins the new room right after. Jobs it serves for others stop now.
+      this.pending = { slug, name };
+      this.#emit("membership");
+      return;
+    }
+    this.leave();
+    this.#join(slug, name);
+  }
+
+  /** Leave the room's mesh: links closed, socket gone. The inference worker and its model stay. */
+  leave({ cancelRun = false } = {}) {
+    if (cancelRun) this.run?.cancel();
+    this.pending = null;
+    if (!this.slug) return;
+    this.#disconnect();
+    this.slug = null;
+    this.roomName = "";
+    this.#emit("membership");
+  }
+
+  /** Run a prompt from the room page; see PageRun. */
+  startRun(fields) {
+    const run = new PageRun(this, fields);
+    this.run = run;
+    run.addEventListener("end", () => {
+      this.peer.update({ state: this.peer.state });
+      if (this.pending) {
+        const { slug, name } = this.pending;
+        this.leave();
+        this.#join(slug, name);
+      }
+    });
+    this.#emit("run", { run });
+    run.start();
+    return run;
+  }
+
+  catalogueEntry(id) {
+    return this.models.find((m) => m.id === id) ?? null;
+  }
+
+  #start(config, models, flags) {
+    this.models = models;
+    const catalogue = { ids: () => this.models.map((m) => m.id), entry: (id) => this.catalogueEntry(id) };
+    this.client = new InferenceClient(
+      { ...config, ...flags },
+      {
+        onProgress: (detail) => this.#emit("progress", detail),
+        onBackend: (backend) => this.peer.update({ backend: backend.device }),
+      },
+    );
+    this.peer = new Peer(this.client, catalogue, {
+      onStatus: (status) => this.#emit("status", { status }),
+      onLoaded: (entry, ready) => {
+        this.lastLoad = { entry, ready };
+        this.#emit("loaded", { entry, ready });
+      },
+      onLoadFailed: (entry, error) => this.#emit("load-failed", { entry, error }),
+    });
+    this.ready = this.client.start().then(
+      () => this.peer.update({ state: this.peer.state }),
+      (error) => {
+        this.peer.update({ state: this.peer.state });
+        this.#say(`This browser cannot run models here: ${error.message}`, { fatal: true });
+        throw error;
+      },
+    );
+    this.ready.catch(() => {});
+  }
+
+  /** Join room `slug`'s signaling and mesh; without them, prompts still run in this browser. */
+  async #join(slug, name) {
+    this.slug = slug;
+    this.roomName = name;
+    this.problem = null;
+    const mesh = new Mesh(this.peer.localRunner());
+    this.mesh = mesh;
+    this.peer.mesh = mesh;
+    mesh.addEventListener("work", (event) => {
+      this.work = event.detail;
+      if (this.peer.status.queue !== mesh.queue) this.peer.update({ queue: mesh.queue });
+      this.#emit("work", event.detail);
+    });
+    mesh.addEventListener("lane", () => this.peer.update({ state: this.peer.state }));
+    mesh.addEventListener("link", () => this.#emit("link"));
+    this.#emit("membership");
+    const status = this.peer.status;
+    const capabilities = { backend: status.backend, user_agent: navigator.userAgent.slice(0, 300), state: status.state };
+    try {
+      const conn = await connectRoom(slug, { capabilities });
+      if (this.mesh !== mesh) return conn.leave(); // left (or moved on) while joining
+      this.conn = conn;
+      mesh.attach(conn);
+      this.peer.update({});
+      this.#emit("membership");
+    } catch (error) {
+      if (this.mesh === mesh) this.#say(`This page could not join the room's mesh (${error.message}); prompts run in this browser only.`);
+    }
+  }
+
+  #disconnect() {
+    this.mesh?.close();
+    this.conn?.leave();
+    this.mesh = null;
+    this.conn = null;
+    if (this.peer) this.peer.mesh = null;
+  }
+
+  #say(text, { fatal = false } = {}) {
+    this.problem = { text, fatal };
+    this.#emit("problem", this.problem);
+  }
+
+  #emit(type, detail = {}) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}
+
+export const session = new PeerSession();
