@@ -133,14 +133,18 @@ function showRun(v, run) {
   const text = document.createTextNode(run.text);
   ui.output.replaceChildren(text);
   ui.metrics.replaceChildren();
+  // Only a change is written: the output's observers (a screen reader, tests) see the text grow.
+  const showText = () => {
+    if (text.data !== run.text) text.data = run.text;
+  };
   const render = () => {
-    text.data = run.text;
+    showText();
     if (run.metrics) showMetrics(v, run.metrics, run.job);
     if (run.flash) flash(v, run.flash.kind, run.flash.text);
     setRunning(v);
   };
   for (const type of ["end", "recorded", "flash"]) run.addEventListener(type, render, { signal: stop.signal });
-  run.addEventListener("token", () => (text.data = run.text), { signal: stop.signal });
+  run.addEventListener("token", showText, { signal: stop.signal });
   render();
 }
 
