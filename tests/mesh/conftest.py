@@ -10,7 +10,7 @@ import pytest_asyncio
 from conftest import LiveServer
 from playwright.async_api import Browser
 from support.accounts import Account, sign_up
-from support.browser import new_context
+from support.browser import new_context, slow_tokens
 from support.pages import RoomPage
 
 OpenPeer = Callable[..., Awaitable[RoomPage]]
@@ -18,13 +18,16 @@ OpenPeer = Callable[..., Awaitable[RoomPage]]
 
 @pytest_asyncio.fixture
 async def open_peer(browser: Browser, live_server: LiveServer) -> AsyncIterator[OpenPeer]:
-    """Open a room page as a new peer (own browser context, own or given account), warm model."""
+    """Open a room page as a new peer (own browser context, own or given account), warm model;
+    `ms_per_token` makes it a slow device (support.browser.SLOW_TOKENS)."""
     contexts = []
 
-    async def open_(slug: str, account: Account | None = None, warm: bool = True) -> RoomPage:
+    async def open_(slug: str, account: Account | None = None, warm: bool = True, ms_per_token: int = 0) -> RoomPage:
         account = account or await sign_up(live_server.url)
         context = await new_context(browser, live_server.url, account.session_cookie)
         contexts.append(context)
+        if ms_per_token:
+            await slow_tokens(context, ms_per_token)
         page = await context.new_page()
         peer = RoomPage(page, live_server.url, account=account)
         page.on("console", lambda message: peer.console.append(f"{message.type}: {message.text}"))

@@ -95,3 +95,36 @@ class CspWatch:
     def _console(self, message: ConsoleMessage) -> None:
         if "Content Security Policy" in message.text:
             self.violations.append(message.text)
+
+
+# A slower device, for tests that must act while a run streams (the tiny model writes its 250
+# tokens within a second or two): the inference worker's token messages reach the page no faster
+# than one token per `ms_per_token`, in order, with whatever follows them (its "done"). The worker
+# computes as fast as ever; the page, the mesh and the jobs API see a slow, steady stream.
+SLOW_TOKENS = """((msPerToken) => {
+  const Native = window.Worker;
+  window.Worker = class extends Native {
+    #due = 0;
+    #seq = new Map();
+    addEventListener(type, listener, options) {
+      if (type !== "message") return super.addEventListener(type, listener, options);
+      return super.addEventListener(type, (event) => {
+        const data = event.data;
+        let wait = 0;
+        if (data?.type === "token") {
+          wait = (data.seq - (this.#seq.get(data.id) ?? 0)) * msPerToken;
+          this.#seq.set(data.id, data.seq);
+        }
+        const now = performance.now();
+        this.#due = Math.max(now, this.#due) + wait;
+        setTimeout(() => listener.call(this, event), this.#due - now);
+      }, options);
+    }
+  };
+})(%d);
+"""
+
+
+async def slow_tokens(context: BrowserContext, ms_per_token: int) -> None:
+    """Make every page of `context` a slow device (SLOW_TOKENS)."""
+    await context.add_init_script(SLOW_TOKENS % ms_per_token)

@@ -27,6 +27,52 @@ class AppPage:
     def flash(self) -> Locator:
         return self.page.get_by_test_id("flash")
 
+    @property
+    def heading(self) -> Locator:
+        return self.page.get_by_role("heading", level=1)
+
+    async def follow(self, link: str) -> None:
+        """Click a link of the main navigation (Rooms, History, Settings)."""
+        await self.page.get_by_role("navigation", name="Main").get_by_role("link", name=link, exact=True).click()
+
+    async def mark_document(self) -> None:
+        """Mark this document, so `same_document` can tell a page swap (kept) from a load (gone)."""
+        await self.page.evaluate("window.testMark = 'kept'")
+
+    async def same_document(self) -> bool:
+        return await self.page.evaluate("window.testMark === 'kept'")
+
+
+@dataclass
+class Dock:
+    """The strip on every page that says what this tab does as a peer (base.html, dock.js)."""
+
+    page: Page
+
+    @property
+    def root(self) -> Locator:
+        return self.page.get_by_test_id("dock")
+
+    @property
+    def room(self) -> Locator:
+        return self.page.get_by_test_id("dock-room")
+
+    @property
+    def state(self) -> Locator:
+        return self.page.get_by_test_id("dock-state")
+
+    @property
+    def work(self) -> Locator:
+        return self.page.get_by_test_id("dock-work")
+
+    @property
+    def leave(self) -> Locator:
+        return self.page.get_by_test_id("dock-leave")
+
+    async def peer_id(self) -> str:
+        await expect(self.root).not_to_have_attribute("data-peer-id", "", timeout=20_000)
+        return await self.root.get_attribute("data-peer-id") or ""
+
 
 class RegisterPage(AppPage):
     async def open(self) -> RegisterPage:
@@ -46,6 +92,11 @@ class RoomsPage(AppPage):
     @property
     def rows(self) -> Locator:
         return self.page.get_by_test_id("room-row")
+
+    async def enter(self, slug: str) -> None:
+        """Follow a room's link in the list."""
+        await self.page.locator(f'[data-testid="room-row"][data-room="{slug}"] a').click()
+        await expect(self.page).to_have_url(f"{self.base_url}/rooms/{slug}")
 
     async def create_room(self, name: str, private: bool = False) -> RoomPage:
         await self.page.get_by_label("Name").fill(name)
@@ -67,10 +118,6 @@ class RoomPage(AppPage):
     async def open(self, slug: str = "global", query: str = "") -> RoomPage:
         await self.page.goto(f"{self.base_url}/rooms/{slug}{query}")
         return self
-
-    @property
-    def heading(self) -> Locator:
-        return self.page.get_by_role("heading", level=1)
 
     @property
     def slug(self) -> str:
@@ -103,6 +150,10 @@ class RoomPage(AppPage):
     @property
     def serving(self) -> Locator:
         return self.page.get_by_test_id("serving")
+
+    @property
+    def cancel(self) -> Locator:
+        return self.page.get_by_test_id("cancel")
 
     @property
     def job_link(self) -> Locator:
@@ -171,6 +222,11 @@ class HistoryPage(AppPage):
 
     def row(self, job_id: str) -> Locator:
         return self.page.locator(f'[data-testid="job-row"][data-job-id="{job_id}"]')
+
+    async def open_job(self, job_id: str) -> None:
+        """Follow a row's link to its job page."""
+        await self.row(job_id).get_by_role("link").click()
+        await expect(self.page).to_have_url(f"{self.base_url}/jobs/{job_id}")
 
     @property
     def empty_state(self) -> Locator:
