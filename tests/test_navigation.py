@@ -22,6 +22,14 @@ async def test_page_loads_get_the_whole_page(user_client: AsyncTestClient, heade
     assert 'name="vendor-socket-io"' in page
 
 
+@pytest.mark.parametrize("path", ["/jobs", "/rooms", "/settings", "/rooms/global", "/jobs/not-a-job"])
+async def test_every_page_is_cross_origin_isolated(user_client: AsyncTestClient, path: str) -> None:
+    # A document keeps the isolation of the page it was loaded as, whichever page it swaps in later.
+    response = await user_client.get(path)
+    assert response.headers["cross-origin-opener-policy"] == "same-origin"
+    assert response.headers["cross-origin-embedder-policy"] == "credentialless"
+
+
 async def test_the_history_filters_still_get_their_fragment(user_client: AsyncTestClient) -> None:
     fragment = (await user_client.get("/jobs?status=running", headers=HTMX)).text
     assert 'id="job-table"' in fragment and "<html" not in fragment

@@ -184,6 +184,13 @@ def security_headers(response: Response) -> Response:
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "same-origin")
     response.headers.setdefault("X-Frame-Options", "DENY")
+    if isinstance(response, Template) or str(getattr(response, "media_type", "")).startswith("text/html"):
+        # Cross-origin isolation lets ONNX Runtime use WASM threads; `credentialless` keeps downloads
+        # from the model hub working without CORP headers on its side. Every page, not only the
+        # room's: links swap pages inside one document (hx-boost), which keeps the isolation of the
+        # page it was loaded as, so a tab that came in through the history is isolated too.
+        response.headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+        response.headers.setdefault("Cross-Origin-Embedder-Policy", "credentialless")
     return response
 
 

@@ -88,10 +88,8 @@ class RoomPages(Controller):
             "models": catalogue.entries,
             "is_owner": room.owner == user.id,
         }
-        # Cross-origin isolation lets ONNX Runtime use WASM threads; `credentialless` keeps
-        # downloads from the model hub working without CORP headers on its side.
-        headers = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "credentialless"}
-        return Template("room.html", context=context, headers=headers)
+        # Cross-origin isolated, as every page is (app.security_headers).
+        return Template("room.html", context=context)
 
     @get("/{slug:str}/peers", name="room_peers")
     async def peers(self, user: NamedDependency[User], slug: FromPath[str]) -> Template:
