@@ -43,7 +43,14 @@ class PeerSession extends EventTarget {
   enter(roomEl, { config, models, flags }) {
     const { room: slug, roomName: name } = roomEl.dataset;
     if (!this.client) this.#start(config, models, flags);
-    if (slug === this.slug) return;
+    if (slug === this.slug) {
+      // Back in this room before the run that held the tab here ended: stay.
+      if (this.pending) {
+        this.pending = null;
+        this.#emit("membership");
+      }
+      return;
+    }
     if (this.run?.running) {
       // Switching rooms: this page's own run finishes in the room it started in (its worker may be a
       // peer there); the tab joins the new room right after. Jobs it serves for others stop now.

@@ -180,3 +180,30 @@ async def test_the_dock_follows_the_peer_across_pages_and_leaves(live_server: Li
     await expect(dock.root).not_to_have_attribute("data-peer-id", joined)
     assert await room.same_document()
     assert errors == []
+
+
+async def test_another_room_waits_for_the_run_to_finish_then_joins(live_server: LiveServer, page: Page) -> None:
+    await slow_tokens(page.context, MS_PER_TOKEN)
+    account = await sign_up(live_server.url)
+    other = await create_room(live_server.url, account, "Next bench", private=False)
+    room = await open_room(page, live_server, account=account)
+    dock = Dock(page)
+    first = await dock.peer_id()
+    await room.run(PROMPT, TOKENS)
+    await the_job(page, live_server, "running")
+
+    await room.follow("Rooms")
+    await RoomsPage(page, live_server.url).enter(other["slug"])
+    # The run finishes in the room it started in; this page says so, and cannot run a prompt yet.
+    await expect(room.flash).to_contain_text("finishes there first")
+    await expect(page.get_by_test_id("run")).to_be_disabled()
+    await expect(dock.room).to_have_text("Global")
+    await expect(dock.work).to_contain_text("joins Next bench next")
+    assert await dock.peer_id() == first
+
+    job = await the_job(page, live_server, "succeeded", timeout=60)
+    assert job["token_count"] == TOKENS and job["room"] == "global"
+    await expect(dock.room).to_have_text("Next bench")
+    await expect(dock.root).not_to_have_attribute("data-peer-id", first)
+    await expect(page.get_by_test_id("run")).to_be_enabled()
+    await expect(room.flash).to_have_text("")

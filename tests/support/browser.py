@@ -103,8 +103,9 @@ class CspWatch:
 # computes as fast as ever; the page, the mesh and the jobs API see a slow, steady stream.
 SLOW_TOKENS = """((msPerToken) => {
   const Native = window.Worker;
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
   window.Worker = class extends Native {
-    #due = 0;
+    #queue = Promise.resolve(); // one chain, so messages keep their order (timers alone may not)
     #seq = new Map();
     addEventListener(type, listener, options) {
       if (type !== "message") return super.addEventListener(type, listener, options);
@@ -115,9 +116,8 @@ SLOW_TOKENS = """((msPerToken) => {
           wait = (data.seq - (this.#seq.get(data.id) ?? 0)) * msPerToken;
           this.#seq.set(data.id, data.seq);
         }
-        const now = performance.now();
-        this.#due = Math.max(now, this.#due) + wait;
-        setTimeout(() => listener.call(this, event), this.#due - now);
+        this.#queue = this.#queue.then(() => wait && sleep(wait)).then(() => listener.call(this, event))
+          .catch((error) => reportError(error)); // as a listener's error would be, and the chain goes on
       }, options);
     }
   };
