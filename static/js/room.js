@@ -6,6 +6,7 @@ import { InferenceClient } from "/static/js/inference.js";
 import { JobRecord } from "/static/js/job-record.js";
 import { Mesh } from "/static/js/mesh.js";
 import { showLinks, showWork } from "/static/js/mesh-view.js";
+import { watchPause } from "/static/js/pause.js";
 import { Peer } from "/static/js/peer.js";
 import { JOB_LIMITS } from "/static/js/protocol.js";
 import { connectRoom } from "/static/js/signaling.js";
@@ -243,7 +244,7 @@ async function runPrompt(event) {
       const patch = { status: result.reason === "cancelled" ? "cancelled" : "succeeded", output: result.text, token_count: result.tokens };
       if (ttft !== null) patch.ttft_ms = ttft;
       outcome = { patch, metrics: { ttft, tokS, tokens: result.tokens, reason: result.reason, where: whereItRan(result) } };
-      if (result.fallback) flash("info", FALLBACK[result.fallback]);
+      if (result.fallback) flash("info", [FALLBACK[result.fallback], result.declined].filter(Boolean).join(" "));
     }
   } catch (error) {
     flash("error", `The model could not run: ${error.message}`);
@@ -273,7 +274,8 @@ async function joinMesh() {
   room.mesh.addEventListener("link", () => showLinks(room.mesh));
   // The peers panel replaces itself when presence changes; label the new rows.
   new MutationObserver(() => showLinks(room.mesh)).observe($("room"), { childList: true });
-  const capabilities = { backend: room.peer.status.backend, user_agent: navigator.userAgent.slice(0, 300), state: room.peer.status.state };
+  const { state, pause_reason } = room.peer.status;
+  const capabilities = { backend: room.peer.status.backend, user_agent: navigator.userAgent.slice(0, 300), state, pause_reason };
   try {
     const conn = await connectRoom(room.slug, { capabilities });
     room.mesh.attach(conn);
@@ -292,13 +294,14 @@ async function start() {
   const config = JSON.parse($("inference-config").textContent);
   room.client = new InferenceClient(
     { ...config, ...flags() },
-    { onProgress: showProgress, onBackend: (backend) => room.peer.update({ backend: backend.device }) },
+    { onProgress: showProgress, onBackend: (backend) => room.peer.update({ backend: backend.device }), onDeviceLost: () => room.pause.deviceLost() },
   );
   room.peer = new Peer(room.client, catalogue, {
     onStatus: showStatus,
     onLoaded: showLoaded,
     onLoadFailed: () => (room.ui.progressWrap.hidden = true),
   });
+  room.pause = watchPause((reason, sharing) => room.peer.pause(reason, sharing));
   joinMesh();
   room.ui.form.addEventListener("submit", runPrompt);
   room.ui.cancel.addEventListener("click", () => room.run?.cancel());
