@@ -4,10 +4,13 @@ hidden tab pauses (the room sees why) and serves again once it is visible."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 
+import httpx
 import pytest
 from conftest import LiveServer
+from openai import AsyncOpenAI
 from playwright.async_api import Browser, expect
 from support.accounts import Account, create_room, sign_up
 from support.browser import new_context
@@ -84,7 +87,7 @@ async def test_a_page_that_does_not_share_is_never_offered_a_job_until_it_turns_
     await expect(alice.peer_row(bob_id).get_by_test_id("peer-paused")).to_have_text("paused — not sharing")
 
     meshed = await alice.run_and_wait(PROMPT, 16, "mesh")
-    assert meshed["status"] == "succeeded" and meshed["workers"] == [None]  # ran in alice's browser
+    assert meshed["status"] == "succeeded" and meshed["workers"] == ["local"]  # ran in alice's browser
     await expect(run_flash(alice)).to_contain_text(f"{bob_account.username}'s browser: sharing is off")
     assert "job_offer" not in await received(bob)
     await expect(bob.serving).to_be_hidden()
@@ -115,7 +118,7 @@ async def test_a_hidden_tab_pauses_and_serves_again_once_visible(
     await expect(bob.backend).to_have_attribute("data-state", "paused")
     before = len(await received(bob))
     meshed = await alice.run_and_wait(PROMPT, 16, "mesh")
-    assert meshed["workers"] == [None]
+    assert meshed["workers"] == ["local"]
     await expect(run_flash(alice)).to_contain_text(f"{bob_account.username}'s browser: paused, its tab is hidden")
     assert "job_offer" not in (await received(bob))[before:]
 
@@ -124,3 +127,28 @@ async def test_a_hidden_tab_pauses_and_serves_again_once_visible(
     await expect(alice.peer_row(bob_id)).not_to_contain_text(re.compile("paused"))
     meshed = await alice.run_and_wait(PROMPT, 16, "mesh")
     assert meshed["workers"] == [bob_id]
+
+
+async def test_an_api_job_waits_for_a_page_that_shares_instead_of_running_on_one_that_does_not(
+    live_server: LiveServer, browser: Browser, contexts: list
+) -> None:
+    bob_account = await sign_up(live_server.url, share=False)
+    room = await create_room(live_server.url, bob_account, room_name(), private=False)
+    bob = await open_page(browser, live_server, room["slug"], bob_account, contexts)
+    bob_id = await bob.own_peer_id()
+    client = AsyncOpenAI(base_url=f"{live_server.url}/api/rooms/{room['slug']}/v1", api_key=bob_account.token, max_retries=0, timeout=60)
+
+    request = asyncio.create_task(client.completions.create(model=MODEL, prompt=PROMPT, max_tokens=8))
+    # The request waits for a peer (GATEWAY_QUEUE_WAIT); the scheduler looks again every half
+    # second, and never hands it to bob's paused page meanwhile.
+    await asyncio.sleep(3)
+    assert not request.done()
+    await expect(bob.serving).to_be_hidden()
+
+    await bob.page.get_by_test_id("share").check()
+    done = await request
+    assert done.choices[0].text
+    await expect(bob.serving).to_have_attribute("data-state", "done")
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=10) as http:
+        jobs = (await http.get("/api/jobs", params={"room": room["slug"]}, headers={"Authorization": f"Bearer {bob_account.token}"})).json()["jobs"]
+    assert [(j["workers"], j["attempts"]) for j in jobs if j["mode"] == "api"] == [([bob_id], 1)]
