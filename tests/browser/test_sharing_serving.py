@@ -68,7 +68,7 @@ async def test_a_page_declines_with_its_reason(live_server: LiveServer, page: Pa
     assert await offer(page, "small") == {"type": "job_decline", "reason": "too_large", "limit_mb": 0}
 
     # The server's API jobs get the same answers, as codes the scheduler acts on.
-    refused = await page.evaluate("() => api('%s')" % SMOL)
+    refused = await page.evaluate("(model) => api(model)", SMOL)
     assert refused["error"]["code"] == "too_large" and "(0 MB)" in refused["error"]["message"]
     await page.evaluate("() => { window.paused = 'device_lost'; }")
     assert (await page.evaluate("() => api('tiny-gpt2')"))["error"]["code"] == "paused"
@@ -117,3 +117,34 @@ async def test_a_requester_says_why_no_peer_took_its_job(live_server: LiveServer
     )
     # Paused peers were never offered the job; bob was, once.
     assert outcome["received"] == {"alice": [], "bob": ["job_offer"], "carol": []}
+
+
+async def test_pause_reasons_in_order_and_a_page_without_settings_shares_nothing(live_server: LiveServer, page: Page) -> None:
+    await page.goto(f"{live_server.url}/login")  # no sharing-settings element here
+    reasons = await page.evaluate("""async () => {
+      const { pauseReason, readSharing } = await import("/static/js/pause.js");
+      const sharing = { share: true, download_mb: 0, max_jobs: 1 };
+      const at = (level, charging) => ({ level, charging });
+      return {
+        missing: readSharing(),
+        off: pauseReason({ sharing: readSharing(), hidden: false, battery: null, deviceLost: false }),
+        first: pauseReason({ sharing: { ...sharing, share: false }, hidden: true, battery: at(0.1, false), deviceLost: true }),
+        lost: pauseReason({ sharing, hidden: true, battery: at(0.1, false), deviceLost: true }),
+        hidden: pauseReason({ sharing, hidden: true, battery: at(0.1, false), deviceLost: false }),
+        low: pauseReason({ sharing, hidden: false, battery: at(0.19, false), deviceLost: false }),
+        charging: pauseReason({ sharing, hidden: false, battery: at(0.05, true), deviceLost: false }),
+        enough: pauseReason({ sharing, hidden: false, battery: at(0.2, false), deviceLost: false }),
+        no_battery_api: pauseReason({ sharing, hidden: false, battery: null, deviceLost: false }),
+      };
+    }""")
+    assert reasons == {
+        "missing": {"share": False, "download_mb": 0, "max_jobs": 1},
+        "off": "sharing_off",
+        "first": "sharing_off",
+        "lost": "device_lost",
+        "hidden": "hidden",
+        "low": "battery",
+        "charging": None,
+        "enough": None,
+        "no_battery_api": None,
+    }
