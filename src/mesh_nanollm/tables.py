@@ -24,6 +24,11 @@ class User(Table, tablename="app_user"):
     username = Varchar(length=32, unique=True)
     password_hash = Varchar(length=80)
     created_at = Timestamptz()
+    # Whether this user's pages serve other people's jobs, and within which limits. Off until the
+    # user turns it on: serving downloads models and spends their battery (docs/mesh.md, "Sharing").
+    share_device = Boolean(default=False)
+    share_download_mb = Integer(default=0)  # 0: serve only models already loaded
+    share_max_jobs = Integer(default=1)
 
 
 class WebSession(Table):
@@ -82,6 +87,7 @@ class PeerSession(Table):
     backend = Varchar(length=16, default="")
     user_agent = Varchar(length=300, default="")
     state = Varchar(length=16, default="idle")
+    pause_reason = Varchar(length=16, default="")  # why a `paused` peer serves nobody
     models_warm = JSON(default=[])
     queue = Integer(default=0)
     tok_s = Real(default=0.0)

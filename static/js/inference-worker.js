@@ -26,6 +26,7 @@ const state = {
   loading: null, // {id, promise} while a model loads
   job: null, // {id, stopper} while a generation runs
   cancelFlag: null, // Int32Array on a SharedArrayBuffer the page sets to 1 to cancel, if it gave one
+  watchingDevice: false, // whether the WebGPU device's loss is watched (once per worker)
 };
 
 const post = (message) => self.postMessage(message);
@@ -133,6 +134,7 @@ async function load({ model, source, dtype }) {
   try {
     const opened = await promise;
     state.model = opened;
+    if (state.device === "webgpu") watchDeviceLoss();
     post({ type: "ready", model, device: state.device, load_ms: performance.now() - started, warm: false, defaults: opened.defaults });
   } catch (error) {
     // 4.3.1 cannot recover from a failed WebGPU session in the same worker: the page starts a fresh one.
@@ -140,6 +142,19 @@ async function load({ model, source, dtype }) {
     fail(code, `Could not load ${model}: ${describe(error)}`, { model });
   } finally {
     state.loading = null;
+  }
+}
+
+/** Once a WebGPU session exists, ONNX Runtime holds its GPUDevice: if it is lost (a driver reset,
+ * the GPU taken away), say so once, so the page stops serving others (pause.js). */
+async function watchDeviceLoss() {
+  if (state.watchingDevice) return;
+  state.watchingDevice = true;
+  try {
+    const device = await (await state.lib).env.backends.onnx.webgpu?.device;
+    device?.lost.then((info) => post({ type: "device_lost", message: String(info?.message ?? "") }));
+  } catch (error) {
+    console.warn(`inference: cannot watch the WebGPU device: ${describe(error)}`);
   }
 }
 

@@ -12,10 +12,11 @@ export class InferenceError extends Error {
 
 export class InferenceClient {
   /** config: {runtime, device: auto|webgpu|wasm, allow_software_gpu, threads, local_model_path}. */
-  constructor(config, { onBackend = () => {}, onProgress = () => {} } = {}) {
+  constructor(config, { onBackend = () => {}, onProgress = () => {}, onDeviceLost = () => {} } = {}) {
     this.config = config;
     this.onBackend = onBackend;
     this.onProgress = onProgress;
+    this.onDeviceLost = onDeviceLost; // the WebGPU device went away: the worker's GPU runs are over
     this.backend = null; // the worker's last "backend" message
     this.worker = null;
     this.pending = new Map(); // "init" | "load:<model>" | "gen:<id>" → {resolve, reject}
@@ -92,6 +93,8 @@ export class InferenceClient {
         return this.#settle("init", "resolve", message);
       case "progress":
         return this.onProgress(message);
+      case "device_lost":
+        return this.onDeviceLost(message);
       case "ready":
         return this.#settle(`load:${message.model}`, "resolve", message);
       case "token":

@@ -11,7 +11,8 @@
  * LocalRunner, given by the page: backend() → "webgpu"|"wasm"|"", models() → [catalogue model ids],
  * warm() → [model ids], tokS() → measured tokens/s (0 = unknown), entry(model) → {id, size, backends} | null,
  * generate({id, model, prompt | messages, params, resume_text, count_resumed?}, onToken) → Promise
- * of the inference worker's "done", cancel(id).
+ * of the inference worker's "done", cancel(id), sharing() → {share, download_mb, max_jobs} (the
+ * user's choice), paused() → null | sharing_off | hidden | battery | device_lost (pause.js).
  *
  * Events (CustomEvent): link {peer_id, username, state: connecting|open|lost|unreachable, rtt_ms},
  * work {job_id, requester, api, username, model, state: queued|running|done|cancelled|failed|lost, tokens}
@@ -302,6 +303,7 @@ export class Mesh extends EventTarget {
         models,
         models_warm: local.warm(),
         state: this.#status.state ?? "idle",
+        pause_reason: this.#status.pause_reason ?? null,
         queue: this.queue,
         tok_s: local.tokS(),
       },

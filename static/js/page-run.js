@@ -101,7 +101,7 @@ export class PageRun extends EventTarget {
         const patch = { status: result.reason === "cancelled" ? "cancelled" : "succeeded", output: result.text, token_count: result.tokens };
         if (ttft !== null) patch.ttft_ms = ttft;
         outcome = { patch, metrics: { ttft, tokS, tokens: result.tokens, reason: result.reason, where: whereItRan(result) } };
-        if (result.fallback) this.#say("info", FALLBACK[result.fallback]);
+        if (result.fallback) this.#say("info", [FALLBACK[result.fallback], result.declined].filter(Boolean).join(" "));
       }
     } catch (error) {
       this.#say("error", `The model could not run: ${error.message}`);

@@ -12,6 +12,7 @@
 import { InferenceClient } from "/static/js/inference.js";
 import { Mesh } from "/static/js/mesh.js";
 import { PageRun } from "/static/js/page-run.js";
+import { watchPause } from "/static/js/pause.js";
 import { Peer } from "/static/js/peer.js";
 import { connectRoom } from "/static/js/signaling.js";
 
@@ -21,6 +22,7 @@ class PeerSession extends EventTarget {
   pending = null; // {slug, name}: the room to join once this page's own run is over
   client = null;
   peer = null;
+  pause = null; // pause.js's watcher: sharing choice, hidden tab, battery, device loss
   mesh = null;
   conn = null;
   run = null; // this page's last run (running or not)
@@ -102,6 +104,7 @@ class PeerSession extends EventTarget {
       {
         onProgress: (detail) => this.#emit("progress", detail),
         onBackend: (backend) => this.peer.update({ backend: backend.device }),
+        onDeviceLost: () => this.pause.deviceLost(),
       },
     );
     this.peer = new Peer(this.client, catalogue, {
@@ -112,6 +115,8 @@ class PeerSession extends EventTarget {
       },
       onLoadFailed: (entry, error) => this.#emit("load-failed", { entry, error }),
     });
+    // Before any join: a page that does not share joins paused, never briefly available.
+    this.pause = watchPause((reason, sharing) => this.peer.pause(reason, sharing));
     this.ready = this.client.start().then(
       () => this.peer.update({ state: this.peer.state }),
       (error) => {
@@ -140,7 +145,9 @@ class PeerSession extends EventTarget {
     mesh.addEventListener("link", () => this.#emit("link"));
     this.#emit("membership");
     const status = this.peer.status;
-    const capabilities = { backend: status.backend, user_agent: navigator.userAgent.slice(0, 300), state: status.state };
+    const capabilities = {
+      backend: status.backend, user_agent: navigator.userAgent.slice(0, 300), state: status.state, pause_reason: status.pause_reason,
+    };
     try {
       const conn = await connectRoom(slug, { capabilities });
       if (this.mesh !== mesh) return conn.leave(); // left (or moved on) while joining

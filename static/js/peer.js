@@ -3,8 +3,11 @@
  * LocalRunner it lends mesh.js to run jobs here, its own and others'. */
 
 export class Peer {
-  status = { state: "loading", backend: "", models_warm: [], queue: 0, tok_s: 0 };
+  status = { state: "loading", backend: "", models_warm: [], queue: 0, tok_s: 0, pause_reason: null };
   mesh = null; // the Mesh, once made: it publishes the status to the room
+  // Whether and how this page serves others (pause.js): nobody's jobs until the user shares.
+  sharing = { share: false, download_mb: 0, max_jobs: 1 };
+  pauseReason = "sharing_off";
 
   #client;
   #catalogue;
@@ -25,14 +28,28 @@ export class Peer {
 
   update(changes) {
     Object.assign(this.status, changes);
+    // A paused page says so whatever else it is doing (loading a model for its own person, say):
+    // the room and the server must not offer it work, and they read only `state`.
+    if (this.pauseReason) this.status.state = "paused";
+    else if (this.status.state === "paused") this.status.state = this.state;
+    this.status.pause_reason = this.pauseReason;
     const status = { ...this.status, models_warm: [...this.status.models_warm] };
     this.#hooks.onStatus(status);
     this.mesh?.publish(status);
   }
 
-  /** Busy means this browser's model is generating, for this page or for another peer. */
+  /** Busy means this browser's model is generating, for this page or for another peer. Paused
+   * means it takes no jobs of others now (its own person's prompts still run). */
   get state() {
+    if (this.pauseReason) return "paused";
     return this.#loadsPending ? "loading" : this.mesh?.computing ? "busy" : "idle";
+  }
+
+  /** pause.js says whether this page may serve (`reason` null) and within which limits. */
+  pause(reason, sharing) {
+    this.pauseReason = reason;
+    this.sharing = sharing;
+    this.update({});
   }
 
   /** Load `entry` once, one model at a time (the worker loads one at a time); a warm model answers at once. */
@@ -75,6 +92,8 @@ export class Peer {
       warm: () => this.status.models_warm,
       tokS: () => this.status.tok_s,
       entry: (id) => this.#catalogue.entry(id),
+      sharing: () => this.sharing,
+      paused: () => this.pauseReason,
       generate: async (job, onToken) => {
         await this.load(this.#catalogue.entry(job.model));
         if (cancelled.delete(job.id)) return { text: "", tokens: 0, reason: "cancelled" };

@@ -10,6 +10,11 @@ export const JOB_LIMITS = JSON.parse(document.getElementById("job-limits").textC
 export const MAX_MESSAGE_CHARS = 128 * 1024;
 export const MAX_TEXT_CHARS = 60_000;
 
+// Why a peer serves nobody for now (docs/mesh.md, "Sharing"); the server checks the same list.
+export const PAUSE_REASONS = ["sharing_off", "hidden", "battery", "device_lost"];
+// The download limit a peer may name when it declines a model as too large (0..100 000 MB).
+export const SHARE_DOWNLOAD_MB_MAX = 100_000;
+
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
 const text = (max, min = 0) => (v) => typeof v === "string" && v.length >= min && v.length <= max;
@@ -32,7 +37,8 @@ const SCHEMAS = {
   hello: { peer_id: id, capabilities: isObject },
   job_offer: { job_id: id, model: text(200, 1), task: text(40, 1), prompt_tokens: int(0, 1_000_000) },
   job_accept: { job_id: id, eta_ms: num(0, 86_400_000) },
-  job_decline: { job_id: id, reason: text(200) },
+  // reason: busy | sharing_off | paused:<reason> | too_large (with limit_mb) | … (docs/mesh.md)
+  job_decline: { job_id: id, reason: text(200), limit_mb: optional(int(0, SHARE_DOWNLOAD_MB_MAX)) },
   job_run: { job_id: id, model: text(200, 1), prompt: text(8000, 1), params: isObject, resume_text: optional(text(MAX_TEXT_CHARS)) },
   token: { job_id: id, seq: int(1, 1_000_000), text: text(4000) },
   job_done: { job_id: id, text: text(MAX_TEXT_CHARS), metrics: isObject },
@@ -74,7 +80,9 @@ export function readCapabilities(raw) {
     backend: text(16)(raw.backend) ? raw.backend : "",
     models: list(raw.models),
     models_warm: list(raw.models_warm),
-    state: ["idle", "busy", "loading"].includes(raw.state) ? raw.state : "idle",
+    state: ["idle", "busy", "loading", "paused"].includes(raw.state) ? raw.state : "idle",
+    // A paused peer without a known reason is still paused (a newer peer's reason, say).
+    pause_reason: raw.state === "paused" ? (PAUSE_REASONS.includes(raw.pause_reason) ? raw.pause_reason : "unknown") : null,
     queue: int(0, 100_000)(raw.queue) ? raw.queue : 0,
     tok_s: num(0, 1_000_000)(raw.tok_s) ? raw.tok_s : 0,
   };

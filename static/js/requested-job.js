@@ -5,6 +5,24 @@ import { cleanParams } from "/static/js/protocol.js";
 
 const OFFER_TIMEOUT_MS = 1500;
 const CANCEL_GRACE_MS = 3000;
+// Declines that will not change for this job: that peer is not offered it again after a failover.
+const FINAL_DECLINES = new Set(["too_large", "unknown_model", "needs_other_backend", "unsupported_task"]);
+const PAUSED = { hidden: "its tab is hidden", battery: "its battery is low", device_lost: "its GPU was lost" };
+
+/** A peer's decline ({reason, limit_mb?}) in the words the person reads. */
+export function whyDeclined({ reason, limit_mb }) {
+  if (reason === "sharing_off") return "sharing is off";
+  if (reason.startsWith("paused:")) return `paused, ${PAUSED[reason.slice(7)] ?? "for now"}`;
+  if (reason === "too_large") {
+    return limit_mb ? `model over its ${limit_mb} MB download limit` : "model not loaded there, and it downloads nothing for others";
+  }
+  return {
+    busy: "busy with other jobs",
+    not_ready: "not ready yet",
+    unknown_model: "does not have this model",
+    needs_other_backend: "this model needs a backend it lacks",
+  }[reason] ?? reason;
+}
 
 export class RequestedJob {
   text = ""; // what the person sees: the whole answer so far
@@ -15,6 +33,8 @@ export class RequestedJob {
   seqBefore = 0; // tokens earlier attempts sent
   attempts = []; // {worker, username, outcome}
   tried = new Set();
+  declines = new Map(); // peer id → {username, reason, limit_mb?}: who would not take it, latest first
+  refused = new Set(); // peers whose decline holds for the whole job (FINAL_DECLINES)
   cancelled = false;
   fallback = ""; // why a mesh job ran here: no_peers | declined
   local = false;
@@ -54,6 +74,7 @@ export class RequestedJob {
       if (!offers?.waiting.has(link)) return false;
       offers.waiting.delete(link);
       if (message.type === "job_accept") offers.answers.push({ link, eta: message.eta_ms });
+      else this.declined(link.peerId, message);
       if (!offers.waiting.size) offers.finish();
       return true;
     }
@@ -71,6 +92,17 @@ export class RequestedJob {
       this.#endAttempt({ error: { code: message.code, message: message.message } });
     }
     return true;
+  }
+
+  /** `peerId` will not take this job (it declined, or its hello says it is paused), and why. */
+  declined(peerId, { reason, limit_mb }) {
+    this.declines.set(peerId, { username: this.#hooks.usernameOf(peerId), reason, limit_mb });
+    if (FINAL_DECLINES.has(reason)) this.refused.add(peerId);
+  }
+
+  /** "alice's browser: sharing is off; bob's browser: model over its 50 MB download limit". */
+  whyNobody() {
+    return [...this.declines.values()].map((d) => `${d.username}'s browser: ${whyDeclined(d)}`).join("; ");
   }
 
   /** Send job_run to `link`; resolves with {done} | {error} | {lost}. */
@@ -173,6 +205,8 @@ export class RequestedJob {
       reason,
       attempts: this.attempts,
       fallback: this.fallback,
+      // Why each peer that was asked (or skipped as paused) did not take it, when it ran here instead.
+      declined: this.fallback ? this.whyNobody() : "",
       ttft_ms: done.ttft_ms ?? null,
       tok_s: done.tok_s ?? null,
     };

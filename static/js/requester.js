@@ -64,9 +64,17 @@ export class Requester {
   async #choose(requested) {
     const { job } = requested;
     const promptTokens = Math.ceil(job.prompt.length / 4); // a tokenizer-free estimate, for eta only
-    const candidates = [...this.#hooks.links()].filter(
-      (link) => link.state === "open" && !requested.tried.has(link.peerId) && (!link.hello || link.hello.models.includes(job.model)),
+    const open = [...this.#hooks.links()].filter(
+      (link) => link.state === "open" && !requested.tried.has(link.peerId) && !requested.refused.has(link.peerId),
     );
+    // A peer whose hello says it is paused is not offered the job at all (it would only decline),
+    // but the person hears about it if the job runs here for want of peers.
+    const paused = open.filter((link) => link.hello?.state === "paused");
+    for (const link of paused) {
+      const why = link.hello.pause_reason;
+      requested.declined(link.peerId, { reason: why === "sharing_off" ? "sharing_off" : `paused:${why}` });
+    }
+    const candidates = open.filter((link) => !paused.includes(link) && (!link.hello || link.hello.models.includes(job.model)));
     const answers = await requested.offer(candidates, { job_id: job.id, model: job.model, task: "text-generation", prompt_tokens: promptTokens });
     const newTokens = Math.max(1, (job.params.max_new_tokens ?? 128) - requested.resumedTokensGuess());
     const costs = answers.map(({ link, eta }) => {

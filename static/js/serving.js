@@ -5,9 +5,12 @@
 import { cleanParams, parseApiEvent } from "/static/js/protocol.js";
 
 const RESERVATION_MS = 5000;
-const QUEUE_MAX = 2; // remote jobs a worker holds at once: one running, one waiting (reservations count)
+const MB = 1e6; // as the model picker counts them
 // Why this page turns an API job down, in the words the server passes on (docs/realtime.md).
 const API_DECLINED = {
+  sharing_off: "This peer's user does not share this device.",
+  paused: "This peer has paused serving for now.",
+  too_large: "This model is not loaded on this peer and is over what it downloads for others.",
   busy: "This peer already holds as many jobs as it takes.",
   not_ready: "This peer's inference worker has not started yet.",
   unknown_model: "This peer's catalogue has no such model.",
@@ -35,22 +38,32 @@ export class Serving {
     return [...this.#jobs.values()].filter((s) => s.state !== "running").length;
   }
 
+  /** Why this page turns the job down ({reason, limit_mb?}), or null. Sharing and pauses first:
+   * a page its user does not share answers nothing else about itself. */
   #declineReason(message) {
+    const sharing = this.#local.sharing();
+    const paused = this.#local.paused();
+    if (!sharing.share || paused === "sharing_off") return { reason: "sharing_off" };
+    if (paused) return { reason: `paused:${paused}` };
     const backend = this.#local.backend();
-    if (message.task !== "text-generation") return "unsupported_task";
-    if (!backend) return "not_ready";
+    if (message.task !== "text-generation") return { reason: "unsupported_task" };
+    if (!backend) return { reason: "not_ready" };
     const entry = this.#local.entry(message.model);
-    if (!entry) return "unknown_model";
-    if (!entry.backends.includes(backend)) return "needs_other_backend";
-    if (this.#jobs.has(message.job_id)) return "duplicate";
-    if (this.#jobs.size >= QUEUE_MAX) return "busy";
+    if (!entry) return { reason: "unknown_model" };
+    if (!entry.backends.includes(backend)) return { reason: "needs_other_backend" };
+    if (this.#jobs.has(message.job_id)) return { reason: "duplicate" };
+    // Before busy: this one will not change by waiting, so the requester need not ask again.
+    if (!this.#local.warm().includes(entry.id) && entry.size > sharing.download_mb * MB) {
+      return { reason: "too_large", limit_mb: sharing.download_mb };
+    }
+    if (this.#jobs.size >= sharing.max_jobs) return { reason: "busy" };
     return null;
   }
 
   /** A job_offer from `link`: decline, or hold a place for it and quote when it could start. */
   offered(link, message) {
-    const reason = this.#declineReason(message);
-    if (reason) return link.send({ type: "job_decline", job_id: message.job_id, reason });
+    const declined = this.#declineReason(message);
+    if (declined) return link.send({ type: "job_decline", job_id: message.job_id, ...declined });
     const service = {
       id: message.job_id,
       link,
@@ -83,8 +96,12 @@ export class Serving {
       console.warn(`mesh: refused an API job from the server: ${problem}`);
       return ack({ error: { code: "invalid", message: problem } });
     }
-    const reason = this.#declineReason({ ...message, task: "text-generation" });
-    if (reason) return ack({ error: { code: reason === "duplicate" ? "invalid" : reason, message: API_DECLINED[reason] } });
+    const declined = this.#declineReason({ ...message, task: "text-generation" });
+    if (declined) {
+      const [code, why] = declined.reason.split(":");
+      const detail = why ?? (declined.limit_mb === undefined ? "" : `${declined.limit_mb} MB`);
+      return ack({ error: { code: code === "duplicate" ? "invalid" : code, message: detail ? `${API_DECLINED[code]} (${detail})` : API_DECLINED[code] } });
+    }
     const service = { id: message.job_id, link: this.server, requester: null, username: message.username ?? "", model: message.model, tokens: 0, timer: null };
     this.#jobs.set(service.id, service);
     ack({ ok: true });

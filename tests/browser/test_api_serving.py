@@ -29,6 +29,9 @@ HARNESS = """async () => {
     warm: () => ["tiny-gpt2"],
     tokS: () => 100,
     entry: (id) => (entries[id] ? { id, size: 1, backends: entries[id] } : null),
+    // Shared as a test account's pages are (support/accounts.py): any size, two jobs at once.
+    sharing: () => ({ share: true, download_mb: 100000, max_jobs: 2 }),
+    paused: () => null,
     generate: (job, onToken) => new Promise((resolve) => runs.push({ job, onToken, resolve })),
     cancel(id) {
       cancels.push(id);

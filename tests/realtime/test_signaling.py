@@ -144,6 +144,9 @@ async def test_private_room_refuses_non_members(live_server: LiveServer, account
         ("signal", {"to": "00000000-0000-4000-8000-000000000000", "kind": "offer", "data": {"type": "offer", "sdp": "x", "evil": 1}}, "invalid"),
         ("status", {"state": "asleep"}, "invalid"),
         ("status", {"state": "idle", "models_warm": ["m"] * 500}, "invalid"),
+        ("status", {"state": "paused", "pause_reason": "bored"}, "invalid"),  # not a reason we know
+        ("status", {"state": "paused"}, "invalid"),  # a pause says why
+        ("status", {"state": "idle", "pause_reason": "hidden"}, "invalid"),  # and only a pause does
         ("teleport", {"where": "mars"}, "unknown_event"),
     ],
 )

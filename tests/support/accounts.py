@@ -51,10 +51,24 @@ class Account:
     token: str
 
 
-async def sign_up(base_url: str, prefix: str = "user") -> Account:
-    """A fresh user on a live server, with its session cookie and an API token from /settings."""
+# A test's pages serve each other as before sharing became a choice: on, any model size, and the
+# two jobs of others a page used to hold at once (tests/browser/test_api_serving.py counts on it).
+SHARING = {"share_device": "on", "share_download_mb": "100000", "share_max_jobs": "2"}
+NOT_SHARING = {"share_download_mb": "0", "share_max_jobs": "1"}
+
+
+async def set_sharing(http: httpx.AsyncClient, form: dict[str, str]) -> None:
+    response = await http.post("/settings/sharing", data=form | {"_csrf_token": await csrf_token(http)})
+    assert response.status_code == 200, response.text[:300]
+
+
+async def sign_up(base_url: str, prefix: str = "user", *, share: bool = True) -> Account:
+    """A fresh user on a live server, with its session cookie and an API token from /settings.
+    It shares its devices with generous limits unless `share=False` (a new account's default)."""
     async with httpx.AsyncClient(base_url=base_url, timeout=10) as http:
         username = await register(http, unique_name(prefix))
+        if share:
+            await set_sharing(http, SHARING)
         response = await http.post("/settings/tokens", data={"name": "tests", "_csrf_token": await csrf_token(http)})
         token = re.search(r'data-testid="new-token">([^<]+)<', response.text)
         assert token, response.text[:300]

@@ -138,6 +138,27 @@ class SettingsController(Controller):
         tokens = await service.list_tokens(user)
         return Template("settings.html", context={"user": user, "tokens": tokens, "errors": {}})
 
+    @post("/sharing", name="sharing_update", status_code=200)
+    async def update_sharing(self, request: HTMXRequest, user: NamedDependency[User], data: Form) -> Template:
+        """The share-this-device switch and its limits, from the settings page or a room page (both
+        include `_sharing.html`, which this answers htmx with)."""
+        values = {
+            "share": data.get("share_device") == "on",
+            "download_mb": data.get("share_download_mb", str(user.share_download_mb))[:32],
+            "max_jobs": data.get("share_max_jobs", str(user.share_max_jobs))[:32],
+        }
+        context: dict = {"user": user, "errors": {}, "saved_now": True}
+        status = 200
+        try:
+            await service.update_sharing(user, values["share"], values["download_mb"], values["max_jobs"])
+        except ServiceError as exc:
+            context |= {"errors": exc.fields, "error": exc.detail, "saved_now": False, "sharing": values}
+            status = exc.status_code
+        if request.htmx:
+            return HTMXTemplate(template_name="_sharing.html", context=context, status_code=status)
+        context["tokens"] = await service.list_tokens(user)
+        return Template("settings.html", context=context, status_code=status)
+
     @post("/tokens", name="token_create", status_code=200)
     async def create_token(self, request: HTMXRequest, user: NamedDependency[User], data: Form) -> Template:
         context: dict = {"user": user, "errors": {}}

@@ -14,6 +14,11 @@ USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
 PASSWORD_MIN = 8
 PASSWORD_MAX_BYTES = 72  # bcrypt ignores (newer versions reject) anything past 72 bytes
 TOKEN_PREFIX = "mnl_"
+# Sharing limits (docs/mesh.md, "Sharing"): how much a page downloads for others, how many of
+# their jobs it holds at once. The page's inference lane runs one generation at a time, so more
+# than a handful of held jobs only makes the last one wait longer.
+SHARE_DOWNLOAD_MB_MAX = 100_000
+SHARE_MAX_JOBS = (1, 8)
 
 
 def validate_credentials(username: str, password: str) -> dict[str, str]:
@@ -84,3 +89,28 @@ async def revoke_token(user: User, token_id: int) -> str:
     if not deleted:
         raise NotFound("No such token.")
     return deleted[0]["token_hash"]
+
+
+def _whole_number(raw: str, low: int, high: int, field: str, errors: dict[str, str], message: str) -> int:
+    raw = raw.strip()
+    if raw.isascii() and raw.isdigit() and len(raw) <= 7 and low <= int(raw) <= high:
+        return int(raw)
+    errors[field] = message
+    return low
+
+
+async def update_sharing(user: User, share: bool, download_mb: str, max_jobs: str) -> User:
+    """Save whether `user` shares their devices with their rooms, and within which limits. The
+    limits come as the form sent them; InvalidInput names each field out of range."""
+    errors: dict[str, str] = {}
+    mb = _whole_number(download_mb, 0, SHARE_DOWNLOAD_MB_MAX, "share_download_mb", errors,
+                       f"Give a whole number of MB from 0 (only models already loaded) to {SHARE_DOWNLOAD_MB_MAX}.")
+    low, high = SHARE_MAX_JOBS
+    jobs = _whole_number(max_jobs, low, high, "share_max_jobs", errors, f"Give a whole number of jobs from {low} to {high}.")
+    if errors:
+        raise InvalidInput("Please correct the highlighted fields.", errors)
+    await User.update(
+        {User.share_device: share, User.share_download_mb: mb, User.share_max_jobs: jobs}
+    ).where(User.id == user.id)
+    user.share_device, user.share_download_mb, user.share_max_jobs = share, mb, jobs
+    return user

@@ -37,8 +37,9 @@ RECHECK_S = 0.5
 # JOB_ABANDON_AFTER), so the sweep never takes a long job for an abandoned one.
 PROGRESS_EVERY_S = 60.0
 # Declines that will not change by waiting: that peer is not asked again for this job. A peer that
-# declined for now (`busy`, `not_ready`) or did not answer is asked again after a pause.
-FINAL_DECLINES = {"unknown_model", "needs_other_backend", "invalid"}
+# declined for now (`busy`, `not_ready`, `paused`, `sharing_off`) or did not answer is asked again
+# after a pause. `too_large`: the model is over what that peer downloads for others.
+FINAL_DECLINES = {"unknown_model", "needs_other_backend", "invalid", "too_large"}
 ASK_AGAIN_AFTER_S = 2.0
 
 
@@ -167,16 +168,21 @@ class Gateway:
             self.running.pop(client, None)
 
     async def live_peers(self, room_id: int) -> list[Candidate]:
-        """The room's live peers, oldest first, each with its latest status: first-hand for the
-        peers on this instance, as last written for the others."""
+        """The room's live peers that serve, oldest first, each with its latest status: first-hand
+        for the peers on this instance, as last written for the others. A paused peer (its tab
+        hidden, its user not sharing, …) is left out: nobody offers it work."""
         found = []
         for rank, row in enumerate(await list_peer_sockets(room_id)):
             peer_id = str(row["peer_id"])
             local = self.presence.peers.get(peer_id)
             if local is not None:  # this instance hears its status first-hand
                 s = local.status
+                if s.state == "paused":
+                    continue
                 peer = Candidate(peer_id, local.sid, s.backend, tuple(s.models_warm), s.queue, s.tok_s, rank)
             elif self.across_instances:
+                if row["state"] == "paused":
+                    continue
                 peer = Candidate(
                     peer_id, row["sid"], row["backend"], tuple(row["models_warm"] or ()), row["queue"], row["tok_s"], rank
                 )

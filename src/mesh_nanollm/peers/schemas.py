@@ -20,6 +20,7 @@ class PeerView(msgspec.Struct, omit_defaults=True):
     models_warm: list[str]
     queue: int
     tok_s: float
+    pause_reason: str = ""  # with state `paused`: hidden, battery, device_lost or sharing_off
     connected_at: datetime | None = None
     last_seen_at: datetime | None = None
     jobs_run: int | None = None

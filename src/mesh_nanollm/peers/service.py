@@ -18,8 +18,8 @@ from mesh_nanollm.tables import PeerSession, Room
 
 # SQLite refuses more than 999 bound variables in old builds; chunk IN (...) lists below that.
 CHUNK = 500
-# An INSERT binds every column of every row (16 for PeerSession): 60 rows stay under 999 too.
-INSERT_CHUNK = 60
+# An INSERT binds every column of every row (17 for PeerSession): 55 rows stay under 999 too.
+INSERT_CHUNK = 55
 _VIEW_COLUMNS = (
     PeerSession.all_columns(exclude=[PeerSession.id, PeerSession.room, PeerSession.user, PeerSession.sid,
                                      PeerSession.user_agent, PeerSession.disconnected_at]),
@@ -63,6 +63,7 @@ async def open_peer_sessions(joins: Sequence[PeerJoin]) -> list[str]:
             backend=join.capabilities.backend,
             user_agent=join.capabilities.user_agent,
             state=join.capabilities.state,
+            pause_reason=join.capabilities.pause_reason or "",
             models_warm=join.capabilities.models_warm,
             connected_at=now,
             last_seen_at=now,
@@ -111,6 +112,7 @@ async def save_statuses(statuses: dict[str, Status], at: datetime) -> None:
             await PeerSession.update(
                 {
                     PeerSession.state: s.state,
+                    PeerSession.pause_reason: s.pause_reason or "",
                     PeerSession.backend: s.backend,
                     PeerSession.models_warm: s.models_warm,
                     PeerSession.queue: s.queue,

@@ -153,7 +153,7 @@ def register_events(sio: socketio.AsyncServer, presence: Presence, relay: JobRel
             return await refuse(sid, CODES.get(exc.status_code, "invalid"), exc.detail)
         finally:
             conn.joining = False
-        status = Status(state=caps.state, backend=caps.backend, models_warm=caps.models_warm)
+        status = Status(state=caps.state, backend=caps.backend, models_warm=caps.models_warm, pause_reason=caps.pause_reason)
         eio_sid = sio.manager.eio_sid_from_sid(sid, "/")
         peer = LocalPeer(peer_id, sid, eio_sid or "", room.id, room.slug, conn.user.username, status)
         presence.add(peer)

@@ -36,7 +36,9 @@ class LocalPeer:
 
     def entry(self) -> PeerView:
         s = self.status
-        return PeerView(self.peer_id, self.username, s.backend, s.state, s.models_warm, s.queue, s.tok_s)
+        return PeerView(
+            self.peer_id, self.username, s.backend, s.state, s.models_warm, s.queue, s.tok_s, s.pause_reason or ""
+        )
 
 
 @dataclass
@@ -50,9 +52,13 @@ class RoomChanges:
 
 
 def matters(old: Status, new: Status) -> bool:
-    """Whether a status change is one the room should hear at once: what the peer is doing, where
-    it runs, which models it has warm. Queue length and speed drift all the time; they wait."""
-    return old.state != new.state or old.backend != new.backend or old.models_warm != new.models_warm
+    """Whether a status change is one the room should hear at once: what the peer is doing (or why
+    it paused), where it runs, which models it has warm. Queue length and speed drift all the time;
+    they wait."""
+    return (
+        old.state != new.state or old.pause_reason != new.pause_reason
+        or old.backend != new.backend or old.models_warm != new.models_warm
+    )
 
 
 class Presence:

@@ -22,7 +22,16 @@ PeerId = Annotated[str, msgspec.Meta(pattern=PEER_ID_PATTERN)]
 Backend = Annotated[str, msgspec.Meta(max_length=16, pattern="^[a-z0-9_-]*$")]
 ModelId = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=PRINTABLE)]
 WarmModels = Annotated[list[ModelId], msgspec.Meta(max_length=32)]
-PeerState = Literal["idle", "busy", "loading"]
+PeerState = Literal["idle", "busy", "loading", "paused"]
+# Why a peer serves nobody for now (docs/mesh.md, "Sharing"): its tab is hidden, its battery is low,
+# its WebGPU device was lost, or its user has not chosen to share.
+PauseReason = Literal["hidden", "battery", "device_lost", "sharing_off"]
+
+
+def check_pause(state: str, pause_reason: str | None) -> None:
+    """A paused peer says why, and only a paused one: the peers panel shows the reason."""
+    if (state == "paused") != (pause_reason is not None):
+        raise ValueError("`pause_reason` is required with state `paused`, and only then")
 
 
 class Capabilities(msgspec.Struct):
@@ -31,7 +40,11 @@ class Capabilities(msgspec.Struct):
     backend: Backend = ""
     user_agent: Annotated[str, msgspec.Meta(max_length=300, pattern=PRINTABLE)] = ""
     state: PeerState = "idle"
+    pause_reason: PauseReason | None = None
     models_warm: WarmModels = []
+
+    def __post_init__(self) -> None:
+        check_pause(self.state, self.pause_reason)
 
 
 class JoinRoom(msgspec.Struct):
@@ -45,6 +58,10 @@ class Status(msgspec.Struct):
     models_warm: WarmModels = []
     queue: Annotated[int, msgspec.Meta(ge=0, le=100_000)] = 0
     tok_s: Annotated[float, msgspec.Meta(ge=0, le=1_000_000)] = 0.0
+    pause_reason: PauseReason | None = None
+
+    def __post_init__(self) -> None:
+        check_pause(self.state, self.pause_reason)
 
 
 class Signal(msgspec.Struct):
