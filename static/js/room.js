@@ -2,6 +2,7 @@
  * recorded through the jobs API. The model itself runs in inference-worker.js; where a prompt runs
  * (here or on another peer) is mesh.js's choice. */
 
+import { showConnection } from "/static/js/connection-view.js";
 import { InferenceClient } from "/static/js/inference.js";
 import { JobRecord } from "/static/js/job-record.js";
 import { Mesh } from "/static/js/mesh.js";
@@ -275,7 +276,8 @@ async function joinMesh() {
   new MutationObserver(() => showLinks(room.mesh)).observe($("room"), { childList: true });
   const capabilities = { backend: room.peer.status.backend, user_agent: navigator.userAgent.slice(0, 300), state: room.peer.status.state };
   try {
-    const conn = await connectRoom(room.slug, { capabilities });
+    const onConnection = (detail) => showConnection($("connection"), detail);
+    const conn = await connectRoom(room.slug, { capabilities, onConnection });
     room.mesh.attach(conn);
     addEventListener("pagehide", () => {
       room.mesh.close();
@@ -284,7 +286,8 @@ async function joinMesh() {
     room.peer.update({});
     showLinks(room.mesh);
   } catch (error) {
-    flash("error", `This page could not join the room's mesh (${error.message}); prompts run in this browser only.`);
+    // A refusal is on the connection line already; this is for a client that failed to load.
+    if (!error.refused) flash("error", `This page could not join the room's mesh (${error.message}); prompts run in this browser only.`);
   }
 }
 
