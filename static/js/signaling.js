@@ -11,9 +11,11 @@
 // {room, peer_ids}, peer_updated {room, peers}, signal {from, kind, data}, error {code, message},
 // disconnect {reason}, reconnect {peer_id, peers} (a new peer id: the server saw a new peer),
 // ice_servers {ice_servers} (new TURN credentials, also in conn.iceServers), connection {state,
-// attempt, reason, retry_in_ms} (see CONNECTION_STATES), job_run {payload, ack} and job_cancel
+// attempt, reason, retry_in_ms} (see `state` below), job_run {payload, ack} and job_cancel
 // {job_id}: the server's API jobs for this peer (serving.js checks and serves them; ack(answer)
 // answers the server's callback). conn.sendJob(event, payload) streams back.
+
+import { IceRefresh } from "/static/js/ice-refresh.js";
 
 const STATUS_DEBOUNCE_MS = 250;
 // The panel reloads at most once a second, and more rarely in big rooms, where every reload is
@@ -32,18 +34,10 @@ const MAX_RETRY_MS = 10_000;
 const TRY_TIMEOUT_MS = 25_000;
 // Join refusals that the next try would meet again: the room is gone, or closed to this user.
 const FINAL_JOIN_ERRORS = new Set(["forbidden", "not_found"]);
-// New TURN credentials at 80 % of their lifetime; if the server does not answer, again every 5 %.
-const ICE_REFRESH_AT = 0.8;
-const ICE_RETRY_AT = 0.05;
-
-/** connecting: the first try (attempt 1) or a later one after failures; joined; reconnecting: the
- * connection was lost and attempt N is under way or scheduled; refused: the server said no (signed
- * out, room gone or forbidden), nothing more is tried; left: leave() was called. */
-export const CONNECTION_STATES = ["connecting", "joined", "reconnecting", "refused", "left"];
 
 /** Milliseconds to wait after the `failures`-th failure in a row: exponential, capped, the second
  * half of it random. */
-export function retryDelay(failures) {
+function retryDelay(failures) {
   const cap = Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** (failures - 1));
   return cap / 2 + (Math.random() * cap) / 2;
 }
@@ -63,6 +57,9 @@ export class RoomConnection extends EventTarget {
   peerId = null;
   iceServers = [];
   peers = [];
+  // connecting: the first try (attempt 1) or a later one after failures; joined; reconnecting: the
+  // connection was lost and attempt N is under way or scheduled; refused: the server said no
+  // (signed out, room gone or closed to this user), nothing more is tried; left: leave() was called.
   state = "connecting";
   attempt = 1; // the try under way or scheduled since the last join (or since the start)
 
@@ -77,7 +74,7 @@ export class RoomConnection extends EventTarget {
   #opened = null; // {resolve, reject} of open(), until the first join
   #retryTimer = null;
   #tryTimer = null;
-  #iceTimer = null;
+  #ice;
   #failures = 0; // tries that failed since the last join (or the start)
   // Signals that came before anyone listened: the server makes a peer reachable a moment before
   // its join ack arrives, so a newcomer's offer can beat our own mesh to its listener.
@@ -97,6 +94,13 @@ export class RoomConnection extends EventTarget {
       reconnection: false,
     });
     const socket = this.#socket;
+    this.#ice = new IceRefresh(
+      () => socket.timeout(ACK_TIMEOUT_MS).emitWithAck("refresh_ice", {}),
+      (iceServers) => {
+        this.iceServers = iceServers;
+        this.#emit("ice_servers", { ice_servers: iceServers });
+      },
+    );
     socket.on("peer_joined", (payload) => {
       const known = new Set(this.peers.map((p) => p.peer_id));
       for (const peer of payload.peers) if (!known.has(peer.peer_id) && peer.peer_id !== this.peerId) this.peers.push(peer);
@@ -173,7 +177,7 @@ export class RoomConnection extends EventTarget {
   #retry(reason) {
     if (this.state === "refused" || this.state === "left" || this.#retryTimer) return;
     clearTimeout(this.#tryTimer);
-    clearTimeout(this.#iceTimer);
+    this.#ice.stop();
     this.#socket.disconnect();
     // Losing a joined connection is the first failure; reconnect attempt 1 comes after it.
     this.#failures = this.state === "joined" ? 1 : this.#failures + 1;
@@ -188,7 +192,8 @@ export class RoomConnection extends EventTarget {
 
   #refuse(reason) {
     if (this.state === "left") return;
-    for (const timer of [this.#retryTimer, this.#tryTimer, this.#iceTimer]) clearTimeout(timer);
+    for (const timer of [this.#retryTimer, this.#tryTimer]) clearTimeout(timer);
+    this.#ice.stop();
     this.#socket.disconnect();
     this.#setState("refused", { reason });
     this.#opened?.reject(Object.assign(new Error(reason), { refused: true }));
@@ -207,7 +212,7 @@ export class RoomConnection extends EventTarget {
     this.#failures = 0;
     this.#setState("joined");
     this.attempt = 1;
-    this.#refreshIceLater(ack.ice_ttl_s);
+    this.#ice.start(ack.ice_ttl_s);
     if (this.#joins++ === 0) {
       this.#opened.resolve(this);
       this.#opened = null;
@@ -230,29 +235,6 @@ export class RoomConnection extends EventTarget {
     this.iceServers = ack.ice_servers;
     if (this.#status) this.#socket.emit("status", this.#status);
     return ack;
-  }
-
-  // TURN credentials expire (TURN_TTL); a tab outlives them, and links it makes later need new ones.
-  #refreshIceLater(ttlS, fraction = ICE_REFRESH_AT) {
-    clearTimeout(this.#iceTimer);
-    if (ttlS) this.#iceTimer = setTimeout(() => this.#refreshIce(ttlS), Math.max(1000, ttlS * 1000 * fraction));
-  }
-
-  async #refreshIce(ttlS) {
-    const joins = this.#joins;
-    if (!this.joined) return;
-    try {
-      const ack = await this.#socket.timeout(ACK_TIMEOUT_MS).emitWithAck("refresh_ice", {});
-      if (ack.error) throw new Error(ack.error.message);
-      if (joins !== this.#joins || !this.joined) return; // a new join brought its own
-      this.iceServers = ack.ice_servers;
-      this.#emit("ice_servers", { ice_servers: ack.ice_servers });
-      this.#refreshIceLater(ack.ice_ttl_s);
-    } catch (err) {
-      // Lost with the connection: the next join brings new ones. Else ask again before they expire.
-      console.warn(`signaling: no new ICE credentials (${err.message})`);
-      if (joins === this.#joins && this.joined) this.#refreshIceLater(ttlS, ICE_RETRY_AT);
-    }
   }
 
   /** Tell the room this peer's state; fields left out keep their last value. Debounced. */
@@ -281,7 +263,8 @@ export class RoomConnection extends EventTarget {
   }
 
   leave() {
-    for (const timer of [this.#statusTimer, this.#panelTimer, this.#retryTimer, this.#tryTimer, this.#iceTimer]) clearTimeout(timer);
+    for (const timer of [this.#statusTimer, this.#panelTimer, this.#retryTimer, this.#tryTimer]) clearTimeout(timer);
+    this.#ice.stop();
     if (this.#socket.connected) this.#socket.emit("leave_room", {});
     this.#setState("left");
     this.#socket.disconnect();
