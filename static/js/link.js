@@ -1,6 +1,6 @@
 /* One link to another peer: its RTCPeerConnection and the offer/answer/candidates that set it up,
  * the negotiated data channel, the hello it sent, its heartbeat and round trip, and a rate limit on
- * what it may send us. mesh.js makes and drops links; the messages' shapes are in protocol.js. */
+ * what it may send us. links.js makes and drops links; the messages' shapes are in protocol.js. */
 
 import { MAX_MESSAGE_CHARS, PROTOCOL_VERSION } from "/static/js/protocol.js";
 

@@ -178,6 +178,7 @@ async def test_turn_credentials_are_refreshed_before_they_expire_and_new_links_u
             # The link alive during the refresh got the new credentials for an ICE restart...
             set_names = await alice.page.evaluate("window.iceSet.flat().map(s => s.username).filter(Boolean)")
             assert refreshed in set_names
+            assert not [line for line in alice.console if "keeps its ICE servers" in line]  # taken
             # ...and a link made after it starts with them.
             carol = await open_peer(room["slug"], warm=False)
             await alice.wait_for_links(2)
