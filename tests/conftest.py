@@ -147,6 +147,10 @@ class LiveServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-5000:]
 
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
     def stop(self) -> None:
         if self.process.poll() is None:
             self.process.terminate()
@@ -154,6 +158,10 @@ class LiveServer:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+
+    def start_again(self) -> None:
+        """After stop(): the same server again (port, database, settings), as after a deploy."""
+        self.process = start_server(self.log_path.parent, self.database_url, self.port, **self.env).process
 
 
 def start_server(tmp: Path, database_url: str | None = None, port: int | None = None, **env: str) -> LiveServer:
@@ -175,7 +183,7 @@ def start_server(tmp: Path, database_url: str | None = None, port: int | None = 
         [sys.executable, "-c", "from mesh_nanollm.cli import main; main()"],
         env=full_env,
         cwd=tmp,
-        stdout=log_path.open("w"),
+        stdout=log_path.open("a"),  # a restart on the same port adds to its log
         stderr=subprocess.STDOUT,
     )
     server = LiveServer(f"http://127.0.0.1:{port}", process, database_url, log_path, env)

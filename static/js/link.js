@@ -1,11 +1,14 @@
-/* One link to another peer: its RTCPeerConnection, the negotiated data channel, the hello it sent,
- * its heartbeat and round trip, and a rate limit on what it may send us. mesh.js makes and drops
- * links; the messages' shapes are in protocol.js. */
+/* One link to another peer: its RTCPeerConnection and the offer/answer/candidates that set it up,
+ * the negotiated data channel, the hello it sent, its heartbeat and round trip, and a rate limit on
+ * what it may send us. links.js makes and drops links; the messages' shapes are in protocol.js. */
 
 import { MAX_MESSAGE_CHARS, PROTOCOL_VERSION } from "/static/js/protocol.js";
 
 const CONNECT_TIMEOUT_MS = 10_000;
 const MESSAGES_PER_S = 2000; // per link; a token stream from a fast model stays far below it
+// Three missed heartbeats: fast enough to fail over "within a few seconds", slow enough that a
+// busy tab (timers clamped to 1 s in the background) is not taken for a lost one.
+const SILENCE_MS = 3500;
 
 export class Link {
   /** `onUnreachable(link)` runs if the channel has not opened within CONNECT_TIMEOUT_MS. */
@@ -25,6 +28,62 @@ export class Link {
     // Negotiated: both ends create the same channel at once, no announcement round trip.
     this.channel = this.pc.createDataChannel("mesh", { negotiated: true, id: 0, ordered: true });
     this.timeout = setTimeout(() => onUnreachable(this), CONNECT_TIMEOUT_MS);
+  }
+
+  /** Our offer, to signal to the peer (we are the initiator). */
+  async offer() {
+    await this.pc.setLocalDescription();
+    return this.pc.localDescription;
+  }
+
+  /** The peer's offer: our answer, to signal back. */
+  async answer(offer) {
+    await this.pc.setRemoteDescription(offer);
+    await this.#addCandidates();
+    await this.pc.setLocalDescription();
+    return this.pc.localDescription;
+  }
+
+  /** The peer's answer to our offer; ignored unless we are waiting for one. */
+  async answered(answer) {
+    if (this.pc.signalingState !== "have-local-offer") return;
+    await this.pc.setRemoteDescription(answer);
+    await this.#addCandidates();
+  }
+
+  /** A candidate of the peer's; kept until its description has come. */
+  async candidate(candidate) {
+    this.candidates.push(candidate);
+    if (this.pc.remoteDescription) await this.#addCandidates();
+  }
+
+  async #addCandidates() {
+    for (const candidate of this.candidates.splice(0)) {
+      await this.pc.addIceCandidate(candidate).catch((error) => console.warn(`mesh: a candidate from ${this.peerId}: ${error.message}`));
+    }
+  }
+
+  /** New STUN/TURN servers (fresh TURN credentials): an ICE restart on this connection uses them. */
+  useIceServers(iceServers) {
+    try {
+      this.pc.setConfiguration({ ...this.pc.getConfiguration(), iceServers });
+    } catch (error) {
+      console.warn(`mesh: the link to ${this.peerId} keeps its ICE servers: ${error.message}`);
+    }
+  }
+
+  /** One heartbeat: false if the peer has been silent too long; else forget pings too old for a
+   * pong (rejecting who waits on them) and send ping `n`. */
+  beat(now, n) {
+    if (now - this.heardAt > SILENCE_MS) return false;
+    for (const [old, ping] of this.pings) {
+      if (now - ping.at < SILENCE_MS) continue;
+      this.pings.delete(old);
+      ping.reject?.(new Error(`no pong from ${this.peerId}`));
+    }
+    this.pings.set(n, { at: now });
+    this.send({ type: "ping", n });
+    return true;
   }
 
   send(message) {

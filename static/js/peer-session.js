@@ -6,7 +6,8 @@
  *
  * Events (CustomEvent): status {status} after every change of the Peer's status; progress
  * {loaded, total}; loaded {entry, ready}; load-failed {entry, error}; work (mesh.js's, re-sent);
- * link; run {run}: a run of this page started; membership: joined, left, or switching rooms;
+ * link; connection {state, attempt, reason}: signaling's retries; run {run}: a run of this page
+ * started; membership: joined, left, or switching rooms;
  * problem {text}: something the room page should say. */
 
 import { InferenceClient } from "/static/js/inference.js";
@@ -27,6 +28,7 @@ class PeerSession extends EventTarget {
   conn = null;
   run = null; // this page's last run (running or not)
   work = null; // the last thing done for another peer (mesh.js "work" detail)
+  connection = null; // signaling.js's last "connection" detail: joined, retrying, refused
   problem = null; // what went wrong joining or starting inference, for the room page to say
   lastLoad = null; // {entry, ready} of the last model load
   models = []; // the catalogue's entries, read from the first room page
@@ -149,14 +151,20 @@ class PeerSession extends EventTarget {
       backend: status.backend, user_agent: navigator.userAgent.slice(0, 300), state: status.state, pause_reason: status.pause_reason,
     };
     try {
-      const conn = await connectRoom(slug, { capabilities });
+      const onConnection = (detail) => {
+        if (this.mesh !== mesh) return;
+        this.connection = detail;
+        this.#emit("connection", detail);
+      };
+      const conn = await connectRoom(slug, { capabilities, onConnection });
       if (this.mesh !== mesh) return conn.leave(); // left (or moved on) while joining
       this.conn = conn;
       mesh.attach(conn);
       this.peer.update({});
       this.#emit("membership");
     } catch (error) {
-      if (this.mesh === mesh) this.#say(`This page could not join the room's mesh (${error.message}); prompts run in this browser only.`);
+      // A refusal is on the connection line already; this is for a client that failed to load.
+      if (this.mesh === mesh && !error.refused) this.#say(`This page could not join the room's mesh (${error.message}); prompts run in this browser only.`);
     }
   }
 

@@ -4,6 +4,7 @@
  * module mounts on the room element whenever one is swapped in (htmx:after:swap), unmounts when it
  * goes, and shows the session as it finds it: a run still streaming, the status, what it serves. */
 
+import { showConnection } from "/static/js/connection-view.js";
 import { showLinks, showWork } from "/static/js/mesh-view.js";
 import { session } from "/static/js/peer-session.js";
 import { JOB_LIMITS } from "/static/js/protocol.js";
@@ -179,7 +180,7 @@ function bind(el) {
     form: $("prompt-form"), model: $("model"), mode: $("mode"), hint: $("model-hint"), backend: $("backend"),
     progressWrap: $("progress-wrap"), progress: $("progress"), progressLabel: $("progress-label"), prompt: $("prompt"),
     maxTokens: $("max-tokens"), run: $("run"), cancel: $("cancel"), output: $("output"), metrics: $("metrics"),
-    flash: $("run-flash"), serving: $("serving"),
+    flash: $("run-flash"), serving: $("serving"), connection: $("connection"),
   };
 }
 
@@ -208,6 +209,7 @@ function mount(el) {
     setRunning(v);
   });
   on(session, "membership", () => showMembership(v));
+  on(session, "connection", (e) => showConnection(ui.connection, e.detail));
   on(session, "run", (e) => showRun(v, e.detail.run));
   // The peers panel replaces itself when presence changes; label the new rows.
   const rows = new MutationObserver(() => session.mesh && showLinks(session.mesh));
@@ -229,6 +231,7 @@ function mount(el) {
   // What the tab already is and does: back on this page mid-run, it shows the run going on.
   showStatus(v, session.peer.status);
   if (session.work) showWork(ui.serving, { detail: session.work });
+  if (session.connection) showConnection(ui.connection, session.connection);
   if (session.mesh) showLinks(session.mesh);
   if (session.lastLoad) showLoaded(v, session.lastLoad);
   const run = session.run;

@@ -1,7 +1,8 @@
-// Socket.IO signaling for one room: join, presence, WebRTC signal relay, and the peers panel's
-// htmx trigger. The server contract is in docs/realtime.md.
+// Socket.IO signaling for one room: join (and join again, see "Staying connected" in
+// docs/realtime.md), presence, WebRTC signal relay, TURN credentials kept fresh, and the peers
+// panel's htmx trigger. The server contract is in docs/realtime.md.
 //
-//   const conn = await connectRoom("global", { capabilities: { backend: "wasm" } });
+//   const conn = await connectRoom("global", { capabilities: { backend: "wasm" }, onConnection: show });
 //   conn.addEventListener("signal", (e) => handle(e.detail));   // {from, kind, data}
 //   conn.signal(peerId, "offer", pc.localDescription);
 //   conn.updateStatus({ state: "busy", tok_s: 120 });
@@ -9,8 +10,12 @@
 // Events (CustomEvent, detail = the server payload): peer_joined {room, peers}, peer_left
 // {room, peer_ids}, peer_updated {room, peers}, signal {from, kind, data}, error {code, message},
 // disconnect {reason}, reconnect {peer_id, peers} (a new peer id: the server saw a new peer),
-// job_run {payload, ack} and job_cancel {job_id}: the server's API jobs for this peer (serving.js checks
-// and serves them; ack(answer) answers the server's callback). conn.sendJob(event, payload) streams back.
+// ice_servers {ice_servers} (new TURN credentials, also in conn.iceServers), connection {state,
+// attempt, reason, retry_in_ms} (see `state` below), job_run {payload, ack} and job_cancel
+// {job_id}: the server's API jobs for this peer (serving.js checks and serves them; ack(answer)
+// answers the server's callback). conn.sendJob(event, payload) streams back.
+
+import { IceRefresh } from "/static/js/ice-refresh.js";
 
 const STATUS_DEBOUNCE_MS = 250;
 // The panel reloads at most once a second, and more rarely in big rooms, where every reload is
@@ -19,6 +24,23 @@ const PANEL_MIN_INTERVAL_MS = 1000;
 const PANEL_MS_PER_PEER = 10;
 const PANEL_GATHER_MS = 100;
 const EARLY_SIGNALS_MAX = 200;
+const ACK_TIMEOUT_MS = 10_000;
+// Tries to connect and join: the first after FIRST_RETRY_MS, each later one up to twice as late,
+// at most MAX_RETRY_MS; the jitter spreads a room's peers out after a server restart.
+const FIRST_RETRY_MS = 500;
+const MAX_RETRY_MS = 10_000;
+// A try that has neither joined nor failed by then (a server that accepted the websocket and then
+// said nothing) counts as failed.
+const TRY_TIMEOUT_MS = 25_000;
+// Join refusals that the next try would meet again: the room is gone, or closed to this user.
+const FINAL_JOIN_ERRORS = new Set(["forbidden", "not_found"]);
+
+/** Milliseconds to wait after the `failures`-th failure in a row: exponential, capped, the second
+ * half of it random. */
+function retryDelay(failures) {
+  const cap = Math.min(MAX_RETRY_MS, FIRST_RETRY_MS * 2 ** (failures - 1));
+  return cap / 2 + (Math.random() * cap) / 2;
+}
 
 function socketIoUrl() {
   const meta = document.querySelector('meta[name="vendor-socket-io"]');
@@ -35,6 +57,11 @@ export class RoomConnection extends EventTarget {
   peerId = null;
   iceServers = [];
   peers = [];
+  // connecting: the first try (attempt 1) or a later one after failures; joined; reconnecting: the
+  // connection was lost and attempt N is under way or scheduled; refused: the server said no
+  // (signed out, room gone or closed to this user), nothing more is tried; left: leave() was called.
+  state = "connecting";
+  attempt = 1; // the try under way or scheduled since the last join (or since the start)
 
   #socket;
   #slug;
@@ -44,6 +71,11 @@ export class RoomConnection extends EventTarget {
   #panelTimer = null;
   #panelAt = 0;
   #joins = 0;
+  #opened = null; // {resolve, reject} of open(), until the first join
+  #retryTimer = null;
+  #tryTimer = null;
+  #ice;
+  #failures = 0; // tries that failed since the last join (or the start)
   // Signals that came before anyone listened: the server makes a peer reachable a moment before
   // its join ack arrives, so a newcomer's offer can beat our own mesh to its listener.
   #early = [];
@@ -55,9 +87,20 @@ export class RoomConnection extends EventTarget {
     this.#socket = io({
       transports: ["websocket"],
       withCredentials: true,
-      reconnectionDelayMax: 10000,
+      autoConnect: false,
+      // This class does the retrying (#retry). socket.io-client 4.8's Manager retries a lost or
+      // failed transport, but a CONNECT_ERROR or a server-sent disconnect destroys the socket and
+      // ends its loop, and it cannot see a join that failed; one loop here covers all of them.
+      reconnection: false,
     });
     const socket = this.#socket;
+    this.#ice = new IceRefresh(
+      () => socket.timeout(ACK_TIMEOUT_MS).emitWithAck("refresh_ice", {}),
+      (iceServers) => {
+        this.iceServers = iceServers;
+        this.#emit("ice_servers", { ice_servers: iceServers });
+      },
+    );
     socket.on("peer_joined", (payload) => {
       const known = new Set(this.peers.map((p) => p.peer_id));
       for (const peer of payload.peers) if (!known.has(peer.peer_id) && peer.peer_id !== this.peerId) this.peers.push(peer);
@@ -83,14 +126,26 @@ export class RoomConnection extends EventTarget {
     socket.on("error", (payload) => this.#emit("error", payload));
     socket.on("job_run", (payload, ack) => this.#emit("job_run", { payload, ack: typeof ack === "function" ? ack : () => {} }));
     socket.on("job_cancel", (payload) => this.#emit("job_cancel", payload));
+    socket.on("connect", () => this.#joinNow());
     socket.on("disconnect", (reason) => {
       this.#emit("disconnect", { reason });
       this.#peersChanged();
+      // Ours (leave(), or a try we gave up on) is not retried. "io server disconnect" is: the
+      // server ends a revoked credential's sockets that way, and then refuses the next try, which
+      // stops for good; anything else it might mean deserves a try.
+      if (reason !== "io client disconnect") this.#retry(reason);
     });
     socket.on("connect_error", (err) => {
-      // After the first join: the client retries by itself unless the server refused us.
-      if (this.#joins > 0) this.#emit("error", { code: "connect_error", message: err.message });
+      // The server's refusal (a CONNECT_ERROR packet) leaves the socket inactive; a transport that
+      // failed (server down, network gone, handshake timed out) does not.
+      if (socket.active) this.#retry(err.message);
+      else this.#refuse(err.message);
     });
+  }
+
+  /** Whether this peer is in its room now (signals and status reach the server). */
+  get joined() {
+    return this.state === "joined";
   }
 
   /** The first "signal" listener also gets, in order and just after, the signals that came before it. */
@@ -102,34 +157,69 @@ export class RoomConnection extends EventTarget {
     queueMicrotask(() => early.forEach((payload) => this.#emit("signal", payload)));
   }
 
-  /** Connect and join; resolves once the server acked the first join. */
+  /** Connect and join; resolves once the server acked the first join, however many tries that
+   * takes; rejects (error.refused = true) if the server refuses this user or room. */
   open() {
     return new Promise((resolve, reject) => {
-      const socket = this.#socket;
-      socket.on("connect", async () => {
-        try {
-          const ack = await this.#join();
-          if (this.#joins++ === 0) resolve(this);
-          else this.#emit("reconnect", { peer_id: ack.peer_id, peers: ack.peers });
-          this.#peersChanged();
-        } catch (err) {
-          if (this.#joins === 0) {
-            socket.disconnect();
-            reject(err);
-          } else {
-            this.#emit("error", { code: err.code ?? "join_failed", message: err.message });
-          }
-        }
-      });
-      socket.once("connect_error", (err) => {
-        // Refused (not signed in) or unreachable on the first try: say so now rather than retry
-        // behind the caller's back; the page works without the mesh.
-        if (this.#joins === 0) {
-          socket.disconnect();
-          reject(new Error(err.message));
-        }
-      });
+      this.#opened = { resolve, reject };
+      this.#setState("connecting");
+      this.#try();
     });
+  }
+
+  #try() {
+    clearTimeout(this.#tryTimer);
+    this.#tryTimer = setTimeout(() => this.#retry("no answer from the server"), TRY_TIMEOUT_MS);
+    this.#socket.connect();
+  }
+
+  /** This try failed, or the connection was lost: start over from a closed socket after a delay. */
+  #retry(reason) {
+    if (this.state === "refused" || this.state === "left" || this.#retryTimer) return;
+    clearTimeout(this.#tryTimer);
+    this.#ice.stop();
+    this.#socket.disconnect();
+    // Losing a joined connection is the first failure; reconnect attempt 1 comes after it.
+    this.#failures = this.state === "joined" ? 1 : this.#failures + 1;
+    this.attempt = this.#joins ? this.#failures : this.#failures + 1;
+    const delay = retryDelay(this.#failures);
+    this.#setState(this.#joins ? "reconnecting" : "connecting", { reason, retry_in_ms: Math.round(delay) });
+    this.#retryTimer = setTimeout(() => {
+      this.#retryTimer = null;
+      this.#try();
+    }, delay);
+  }
+
+  #refuse(reason) {
+    if (this.state === "left") return;
+    for (const timer of [this.#retryTimer, this.#tryTimer]) clearTimeout(timer);
+    this.#ice.stop();
+    this.#socket.disconnect();
+    this.#setState("refused", { reason });
+    this.#opened?.reject(Object.assign(new Error(reason), { refused: true }));
+  }
+
+  async #joinNow() {
+    let ack;
+    try {
+      ack = await this.#join();
+    } catch (err) {
+      if (FINAL_JOIN_ERRORS.has(err.code)) this.#refuse(err.message);
+      else this.#retry(err.message);
+      return;
+    }
+    clearTimeout(this.#tryTimer);
+    this.#failures = 0;
+    this.#setState("joined");
+    this.attempt = 1;
+    this.#ice.start(ack.ice_ttl_s);
+    if (this.#joins++ === 0) {
+      this.#opened.resolve(this);
+      this.#opened = null;
+    } else {
+      this.#emit("reconnect", { peer_id: ack.peer_id, peers: ack.peers });
+    }
+    this.#peersChanged();
   }
 
   async #join() {
@@ -138,7 +228,7 @@ export class RoomConnection extends EventTarget {
       const { state, backend, models_warm } = this.#status;
       Object.assign(capabilities, { state, backend, models_warm });
     }
-    const ack = await this.#socket.timeout(10000).emitWithAck("join_room", { room: this.#slug, capabilities });
+    const ack = await this.#socket.timeout(ACK_TIMEOUT_MS).emitWithAck("join_room", { room: this.#slug, capabilities });
     if (ack.error) throw Object.assign(new Error(ack.error.message), { code: ack.error.code });
     this.peerId = ack.peer_id;
     this.peers = ack.peers;
@@ -153,28 +243,30 @@ export class RoomConnection extends EventTarget {
     if (this.#statusTimer) return;
     this.#statusTimer = setTimeout(() => {
       this.#statusTimer = null;
-      if (this.#socket.connected && this.peerId) this.#socket.emit("status", this.#status);
+      if (this.joined) this.#socket.emit("status", this.#status);
     }, STATUS_DEBOUNCE_MS);
   }
 
-  /** Send `data` (an SDP or ICE candidate) to peer `to` in this room; kind: offer|answer|candidate. */
+  /** Send `data` (an SDP or ICE candidate) to peer `to` in this room; kind: offer|answer|candidate.
+   * Dropped while not joined: Socket.IO would send it after a reconnect, from a new peer id. */
   signal(to, kind, data) {
-    this.#socket.emit("signal", { to, kind, data: plain(data) });
+    if (this.joined) this.#socket.emit("signal", { to, kind, data: plain(data) });
   }
 
   /** Send an API job's token batch, done or error to the server; false (and dropped) while
    * disconnected: Socket.IO would otherwise deliver it after a reconnect, under a new peer id,
    * for a job the server has given to someone else. */
   sendJob(event, payload) {
-    if (!this.#socket.connected) return false;
+    if (!this.joined) return false;
     this.#socket.emit(event, payload);
     return true;
   }
 
   leave() {
-    clearTimeout(this.#statusTimer);
-    clearTimeout(this.#panelTimer);
+    for (const timer of [this.#statusTimer, this.#panelTimer, this.#retryTimer, this.#tryTimer]) clearTimeout(timer);
+    this.#ice.stop();
     if (this.#socket.connected) this.#socket.emit("leave_room", {});
+    this.#setState("left");
     this.#socket.disconnect();
     this.peerId = null;
     this.peers = [];
@@ -182,6 +274,11 @@ export class RoomConnection extends EventTarget {
 
   #emit(type, detail) {
     this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+
+  #setState(state, extra = {}) {
+    this.state = state;
+    this.#emit("connection", { state, attempt: this.attempt, reason: "", retry_in_ms: 0, ...extra });
   }
 
   // Presence changed: let htmx reload the peers fragment from the server, throttled (trailing).
@@ -198,8 +295,12 @@ export class RoomConnection extends EventTarget {
   }
 }
 
-/** Connect to the signaling server (same origin, session cookie) and join room `slug`. */
-export async function connectRoom(slug, { capabilities = {} } = {}) {
+/** Connect to the signaling server (same origin, session cookie) and join room `slug`, trying
+ * again until it works or the server refuses; onConnection(detail) hears every "connection" event,
+ * the tries before the first join included. */
+export async function connectRoom(slug, { capabilities = {}, onConnection = null } = {}) {
   const { io } = await import(socketIoUrl());
-  return new RoomConnection(io, slug, capabilities).open();
+  const conn = new RoomConnection(io, slug, capabilities);
+  if (onConnection) conn.addEventListener("connection", (e) => onConnection(e.detail));
+  return conn.open();
 }

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest_asyncio
 from conftest import LiveServer
-from playwright.async_api import Browser
+from playwright.async_api import Browser, Page
 from support.accounts import Account, sign_up
 from support.browser import new_context, slow_tokens
 from support.pages import RoomPage
@@ -16,20 +17,29 @@ from support.pages import RoomPage
 OpenPeer = Callable[..., Awaitable[RoomPage]]
 
 
-@pytest_asyncio.fixture
-async def open_peer(browser: Browser, live_server: LiveServer) -> AsyncIterator[OpenPeer]:
-    """Open a room page as a new peer (own browser context, own or given account), warm model;
-    `ms_per_token` makes it a slow device (support.browser.SLOW_TOKENS)."""
+@contextlib.asynccontextmanager
+async def peer_pages(browser: Browser, base_url: str) -> AsyncIterator[OpenPeer]:
+    """Open room pages of the server at `base_url` as new peers (own browser context each, own or
+    given account, warm model unless told); their contexts close at the end. `ms_per_token` makes
+    one a slow device (support.browser.SLOW_TOKENS)."""
     contexts = []
 
-    async def open_(slug: str, account: Account | None = None, warm: bool = True, ms_per_token: int = 0) -> RoomPage:
-        account = account or await sign_up(live_server.url)
-        context = await new_context(browser, live_server.url, account.session_cookie)
+    async def open_(
+        slug: str,
+        account: Account | None = None,
+        warm: bool = True,
+        before_open: Callable[[Page], Awaitable[None]] | None = None,
+        ms_per_token: int = 0,
+    ) -> RoomPage:
+        account = account or await sign_up(base_url)
+        context = await new_context(browser, base_url, account.session_cookie)
         contexts.append(context)
         if ms_per_token:
             await slow_tokens(context, ms_per_token)
         page = await context.new_page()
-        peer = RoomPage(page, live_server.url, account=account)
+        if before_open is not None:
+            await before_open(page)  # e.g. init scripts and listeners that must see the page load
+        peer = RoomPage(page, base_url, account=account)
         page.on("console", lambda message: peer.console.append(f"{message.type}: {message.text}"))
         page.on("pageerror", lambda error: peer.console.append(f"pageerror: {error}"))
         await peer.open(slug)
@@ -37,9 +47,18 @@ async def open_peer(browser: Browser, live_server: LiveServer) -> AsyncIterator[
             await peer.wait_until_warm()
         return peer
 
-    yield open_
-    for context in contexts:
-        await context.close()
+    try:
+        yield open_
+    finally:
+        for context in contexts:
+            await context.close()
+
+
+@pytest_asyncio.fixture
+async def open_peer(browser: Browser, live_server: LiveServer) -> AsyncIterator[OpenPeer]:
+    """Open a room page of the shared live server as a new peer (see peer_pages)."""
+    async with peer_pages(browser, live_server.url) as open_:
+        yield open_
 
 
 def room_name() -> str:

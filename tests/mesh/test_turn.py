@@ -1,8 +1,10 @@
 """TURN: when it is configured, every peer that joins a room gets short-lived credentials in
-coturn's shared-secret scheme beside the STUN servers; half a configuration refuses to start."""
+coturn's shared-secret scheme beside the STUN servers, and new ones when it asks (`refresh_ice`);
+half a configuration refuses to start."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -60,6 +62,31 @@ async def test_join_hands_out_turn_credentials_coturn_accepts(tmp_path: Path) ->
         user_id.isdigit() and abs(int(expires) - (time.time() + 600)) < 30
     )  # short-lived, as configured
     assert turn["credential"] == coturn_password(SECRET, turn["username"])
+
+
+async def test_refresh_ice_hands_out_new_credentials_for_the_same_user(tmp_path: Path) -> None:
+    server = start_server(tmp_path, ICE_SERVERS=STUN, TURN_URLS=TURN_URLS, TURN_SECRET=SECRET, TURN_TTL="600")
+    client = socketio.AsyncClient(reconnection=False)
+    try:
+        account = await sign_up(server.url)
+        await client.connect(
+            server.url, headers={"Authorization": f"Bearer {account.token}"}, transports=["websocket"], wait_timeout=10
+        )
+        joined = await client.call("join_room", {"room": "global"}, timeout=10)
+        await asyncio.sleep(1.1)  # the expiry is in whole seconds: the next one must be later
+        refreshed = await client.call("refresh_ice", {}, timeout=10)
+    finally:
+        await client.disconnect()
+        server.stop()
+
+    assert joined["ice_ttl_s"] == refreshed["ice_ttl_s"] == 600
+    old, new = joined["ice_servers"][1], refreshed["ice_servers"][1]
+    assert refreshed["ice_servers"][0] == {"urls": ["stun:stun.example.org:3478"]}
+    assert new["urls"] == old["urls"]
+    old_expiry, _, old_user = old["username"].partition(":")
+    new_expiry, _, new_user = new["username"].partition(":")
+    assert new_user == old_user and int(new_expiry) > int(old_expiry)
+    assert new["credential"] == coturn_password(SECRET, new["username"]) != old["credential"]
 
 
 def test_without_turn_settings_peers_get_only_ice_servers(tmp_path: Path) -> None:

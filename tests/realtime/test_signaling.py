@@ -147,6 +147,8 @@ async def test_private_room_refuses_non_members(live_server: LiveServer, account
         ("status", {"state": "paused", "pause_reason": "bored"}, "invalid"),  # not a reason we know
         ("status", {"state": "paused"}, "invalid"),  # a pause says why
         ("status", {"state": "idle", "pause_reason": "hidden"}, "invalid"),  # and only a pause does
+        ("refresh_ice", {"user_id": 1}, "invalid"),
+        ("refresh_ice", "fresh please", "invalid"),
         ("teleport", {"where": "mars"}, "unknown_event"),
     ],
 )
@@ -214,6 +216,19 @@ async def test_signal_before_join_is_refused(live_server: LiveServer, account: A
     await alice.connect(live_server.url, token=account.token)
     await alice.emit("signal", {"to": "00000000-0000-4000-8000-000000000000", "kind": "offer", "data": offer()})
     assert (await alice.wait_for("error"))["code"] == "not_in_room"
+
+
+async def test_refresh_ice_answers_a_peer_in_a_room_and_only_one(live_server: LiveServer, account: Account, peers) -> None:
+    alice = peers()
+    await alice.connect(live_server.url, token=account.token)
+    early = await alice.client.call("refresh_ice", {}, timeout=10)
+    assert early["error"]["code"] == "not_in_room"
+    assert (await alice.wait_for("error"))["code"] == "not_in_room"
+
+    joined = await alice.join("global")
+    # This server has no TURN: the ICE servers are the configured list (none), and nothing expires.
+    assert joined["ice_servers"] == [] and joined["ice_ttl_s"] is None
+    assert await alice.client.call("refresh_ice", {}, timeout=10) == {"ice_servers": [], "ice_ttl_s": None}
 
 
 async def test_leave_and_disconnect_close_peer_session_and_tell_the_room(live_server: LiveServer, account: Account, other_account: Account, peers) -> None:

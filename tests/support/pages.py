@@ -156,6 +156,11 @@ class RoomPage(AppPage):
         return self.page.get_by_test_id("cancel")
 
     @property
+    def connection(self) -> Locator:
+        """The line that says how the page's connection to the room is (hidden while joined)."""
+        return self.page.get_by_test_id("connection")
+
+    @property
     def job_link(self) -> Locator:
         return self.metrics.get_by_role("link", name="recorded in history")
 

@@ -1,5 +1,5 @@
-"""The Socket.IO handlers: connect, join_room, leave_room, signal, status, the API-job events
-(job_token, job_done, job_error), disconnect."""
+"""The Socket.IO handlers: connect, join_room, leave_room, signal, status, refresh_ice, the API-job
+events (job_token, job_done, job_error), disconnect."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from socketio.exceptions import ConnectionRefusedError as Refused
 from mesh_nanollm.errors import ServiceError
 from mesh_nanollm.peers.service import PeerJoin, list_live_peers
 from mesh_nanollm.realtime.auth import authenticate_socket
-from mesh_nanollm.realtime.ice import ice_servers_for
+from mesh_nanollm.realtime.ice import ice_servers_for, ice_ttl_for
 from mesh_nanollm.realtime.jobs import JobEvent, JobRelay
 from mesh_nanollm.realtime.limits import TokenBucket
 from mesh_nanollm.realtime.notify import (
@@ -29,12 +29,14 @@ from mesh_nanollm.realtime.notify import (
 from mesh_nanollm.realtime.presence import LocalPeer, Presence
 from mesh_nanollm.realtime.schemas import (
     PRINTABLE,
+    IceAck,
     IceCandidate,
     JobDone,
     JobError,
     JobToken,
     JoinAck,
     JoinRoom,
+    RefreshIce,
     SessionDescription,
     Signal,
     Status,
@@ -170,8 +172,23 @@ def register_events(sio: socketio.AsyncServer, presence: Presence, relay: JobRel
             peers = await list_live_peers(room, exclude=peer_id)
         else:
             peers = presence.room_peers(room.slug, exclude=peer_id)
-        ack = JoinAck(peer_id=peer_id, peers=peers, ice_servers=ice_servers_for(settings, conn.user.id))
+        ack = JoinAck(peer_id, peers, ice_servers_for(settings, conn.user.id), ice_ttl_for(settings))
         return msgspec.to_builtins(ack)
+
+    @event
+    async def refresh_ice(sid: str, data: object = None, *extra: object) -> dict[str, Any]:
+        """`{}` from a peer in a room: acks `{ice_servers, ice_ttl_s}` with new TURN credentials,
+        so a tab open longer than `TURN_TTL` can still make links (or `{error}`)."""
+        conn = await admitted(sid)
+        if conn is None:
+            return {"error": {"code": "rate_limited", "message": "Too many events."}}
+        if conn.peer is None:
+            return await refuse(sid, "not_in_room", "Join a room before asking for ICE servers.")
+        try:
+            msgspec.convert(data, RefreshIce)
+        except msgspec.ValidationError as exc:
+            return await refuse(sid, "invalid", _problem(exc))
+        return msgspec.to_builtins(IceAck(ice_servers_for(settings, conn.user.id), ice_ttl_for(settings)))
 
     @event
     async def leave_room(sid: str, *args: object) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The ICE servers a peer gets on join: the configured list plus short-lived TURN credentials."""
+"""The ICE servers a peer gets on join and on `refresh_ice`: the configured list plus short-lived
+TURN credentials."""
 
 from __future__ import annotations
 
@@ -17,6 +18,12 @@ def turn_credentials(secret: str, user_id: int, ttl_s: int, now: float | None = 
     username = f"{expires}:{user_id}"
     digest = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
     return username, base64.b64encode(digest).decode()
+
+
+def ice_ttl_for(settings: Settings) -> int | None:
+    """How long the credentials `ice_servers_for` makes stay valid; None without TURN (STUN
+    servers need none). Pages ask for new ones (`refresh_ice`) before then."""
+    return settings.turn_ttl_s if settings.turn_urls and settings.turn_secret else None
 
 
 def ice_servers_for(settings: Settings, user_id: int) -> list[dict[str, object]]:

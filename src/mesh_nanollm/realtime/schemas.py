@@ -93,6 +93,20 @@ class JoinAck(msgspec.Struct):
     peer_id: str
     peers: list[PeerView]
     ice_servers: list[dict[str, object]]
+    # Seconds until the TURN credentials in `ice_servers` expire; None when nothing in them does.
+    ice_ttl_s: int | None = None
+
+
+class RefreshIce(msgspec.Struct, forbid_unknown_fields=True):
+    """`refresh_ice {}`: fresh TURN credentials for a peer whose tab outlives them. Nothing rides
+    along: the credentials are made for the connection's own user."""
+
+
+class IceAck(msgspec.Struct):
+    """The answer to `refresh_ice`: what a join ack carries about ICE, made anew."""
+
+    ice_servers: list[dict[str, object]]
+    ice_ttl_s: int | None = None
 
 
 # API jobs (docs/realtime.md, "API jobs"): what a peer sends back about a job the server gave it.
