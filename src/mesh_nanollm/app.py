@@ -37,6 +37,7 @@ from mesh_nanollm.jobs.service import abandon_stale_jobs
 from mesh_nanollm.openapi import ClosedStructSchemaPlugin, ErrorBody, openapi_config
 from mesh_nanollm.realtime.server import create_realtime
 from mesh_nanollm.request import MeshRequest
+from mesh_nanollm.rooms.manage import RoomSettingsPages
 from mesh_nanollm.rooms.routes import RoomApi, RoomPages
 from mesh_nanollm.security import BearerAwareCSRFMiddleware, limit_password_hashing
 from mesh_nanollm.sessions import DatabaseStore, QuietSessionConfig
@@ -251,6 +252,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         AccountController,
         SettingsController,
         RoomPages,
+        RoomSettingsPages,
         RoomApi,
         JobPages,
         JobApi,

@@ -11,11 +11,12 @@ from litestar.plugins.htmx import ClientRedirect, HTMXRequest, HTMXTemplate
 from litestar.response import Redirect, Template
 
 from mesh_nanollm.catalogue import Catalogue
-from mesh_nanollm.errors import ServiceError
+from mesh_nanollm.errors import Forbidden, ServiceError
 from mesh_nanollm.openapi import BEARER, errors
 from mesh_nanollm.peers.schemas import PeerView
 from mesh_nanollm.peers.service import list_live_peers
 from mesh_nanollm.rooms import service
+from mesh_nanollm.rooms.codes import format_code
 from mesh_nanollm.rooms.schemas import RoomCreate, RoomView
 from mesh_nanollm.security import provide_user
 from mesh_nanollm.tables import Room, User
@@ -76,9 +77,21 @@ class RoomPages(Controller):
             return Template("rooms.html", context=context, status_code=422)
         return go_to(request, f"/rooms/{room.slug}")
 
+    @get("/join/{code:str}", name="invite")
+    async def invite(self, user: NamedDependency[User], code: FromPath[str]) -> Template | Redirect:
+        """Where an invite link leads (after signing in): the room it opens, and a button to join."""
+        room = await service.room_for_code(code)
+        if room is not None and await service.may_enter(user, room):
+            return Redirect(f"/rooms/{room.slug}", status_code=303)
+        context = {"user": user, "room": room, "code": format_code(room.invite_code) if room else code[:64]}
+        return Template("invite.html", context=context, status_code=200 if room else 404)
+
     @get("/{slug:str}", name="room")
     async def room(self, user: NamedDependency[User], slug: FromPath[str], catalogue: NamedDependency[Catalogue]) -> Template:
-        room = await service.get_room(user, slug)
+        try:
+            room = await service.get_room(user, slug)
+        except Forbidden as exc:
+            return self._locked(user, slug, exc.detail, 403)
         peers = await list_live_peers(room)
         context = {
             "user": user,
@@ -86,11 +99,30 @@ class RoomPages(Controller):
             "peers": peers,
             "models": catalogue.entries,
             "is_owner": room.owner == user.id,
+            "invite_code": format_code(room.invite_code) if room.invite_code else None,
         }
         # Cross-origin isolation lets ONNX Runtime use WASM threads; `credentialless` keeps
         # downloads from the model hub working without CORP headers on its side.
         headers = {"Cross-Origin-Opener-Policy": "same-origin", "Cross-Origin-Embedder-Policy": "credentialless"}
         return Template("room.html", context=context, headers=headers)
+
+    def _locked(self, user: User, slug: str, detail: str, status: int, **extra: Any) -> Template:
+        """The page of a private room for someone not in it: why, and a field for its code."""
+        context = {"user": user, "slug": slug, "detail": detail, "join_errors": {}, "join_values": {}} | extra
+        return Template("room_locked.html", context=context, status_code=status)
+
+    @post("/{slug:str}/join", name="room_enter", status_code=200)
+    async def enter(self, request: HTMXRequest, user: NamedDependency[User], slug: FromPath[str], data: Form) -> Template | Redirect | ClientRedirect:
+        """The code field of a private room's page: the right code makes the user a member."""
+        code = data.get("code", "")
+        try:
+            room = await service.join_room_with_code(user, slug, code)
+        except ServiceError as exc:
+            context = {"join_errors": exc.fields, "join_values": {"code": code[:64]}, "join_action": f"/rooms/{slug}/join"}
+            if request.htmx:
+                return HTMXTemplate(template_name="_join_form.html", context=context, status_code=422)
+            return self._locked(user, slug, "This room is private. Enter its invite code to join.", 422, **context)
+        return go_to(request, f"/rooms/{room.slug}")
 
     @get("/{slug:str}/peers", name="room_peers")
     async def peers(self, user: NamedDependency[User], slug: FromPath[str]) -> Template:
