@@ -26,6 +26,7 @@ from litestar.template.config import TemplateConfig
 from litestar.types import Message, Scope
 
 from mesh_nanollm import db
+from mesh_nanollm.accounts.account import AccountSettings
 from mesh_nanollm.accounts.routes import AccountController, SettingsController
 from mesh_nanollm.catalogue import load_catalogue
 from mesh_nanollm.errors import ServiceError
@@ -251,6 +252,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         models,
         AccountController,
         SettingsController,
+        AccountSettings,
         RoomPages,
         RoomSettingsPages,
         RoomApi,
