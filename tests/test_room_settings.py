@@ -4,28 +4,27 @@ a member leaves it. Everyone else is refused with a readable 4xx."""
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
 from conftest import register
-from litestar import Litestar
 from litestar.testing import AsyncTestClient
+from support.second_browser import SecondBrowser
 from test_rooms import create_room, flash, invite_code, listed_rooms
 
 from mesh_nanollm.tables import Room, User
 
 
 @pytest_asyncio.fixture
-async def member(app: Litestar, user_client: AsyncTestClient) -> AsyncIterator[AsyncTestClient]:
+async def member(user_client: AsyncTestClient) -> SecondBrowser:
     """A second signed-in user, in a browser of their own (user_client is the owner)."""
-    async with AsyncTestClient(app, base_url="http://testserver.local") as other:
-        await register(other)
-        other.headers["x-csrftoken"] = other.cookies["csrftoken"]
-        yield other
+    other = SecondBrowser(user_client)
+    await register(other)
+    other.headers["x-csrftoken"] = other.cookies["csrftoken"]
+    return other
 
 
-async def private_room_with_member(owner: AsyncTestClient, member: AsyncTestClient, name: str) -> str:
+async def private_room_with_member(owner: AsyncTestClient, member: SecondBrowser, name: str) -> str:
     slug = await create_room(owner, name, private=True)
     joined = await member.post("/rooms/join", data={"code": await invite_code(owner, slug)}, follow_redirects=False)
     assert joined.status_code == 303
@@ -44,7 +43,7 @@ def members(html: str) -> list[str]:
 # The page
 
 
-async def test_owner_sees_name_invite_members_and_delete(user_client: AsyncTestClient, member: AsyncTestClient) -> None:
+async def test_owner_sees_name_invite_members_and_delete(user_client: AsyncTestClient, member: SecondBrowser) -> None:
     slug = await private_room_with_member(user_client, member, "Settings lab")
     page = await user_client.get(f"/rooms/{slug}/settings")
     assert page.status_code == 200
@@ -56,7 +55,7 @@ async def test_owner_sees_name_invite_members_and_delete(user_client: AsyncTestC
     assert f'href="/rooms/{slug}/settings"' in room_page
 
 
-async def test_member_sees_only_leave(user_client: AsyncTestClient, member: AsyncTestClient) -> None:
+async def test_member_sees_only_leave(user_client: AsyncTestClient, member: SecondBrowser) -> None:
     slug = await private_room_with_member(user_client, member, "Member view")
     page = await member.get(f"/rooms/{slug}/settings")
     assert page.status_code == 200
@@ -64,7 +63,7 @@ async def test_member_sees_only_leave(user_client: AsyncTestClient, member: Asyn
     assert "Delete this room" not in page.text and 'data-testid="invite-code"' not in page.text
 
 
-async def test_settings_of_a_public_room_are_for_its_owner_only(user_client: AsyncTestClient, member: AsyncTestClient) -> None:
+async def test_settings_of_a_public_room_are_for_its_owner_only(user_client: AsyncTestClient, member: SecondBrowser) -> None:
     slug = await create_room(user_client, "Open settings")
     assert (await user_client.get(f"/rooms/{slug}/settings")).status_code == 200
     page = await member.get(f"/rooms/{slug}/settings")
@@ -73,7 +72,7 @@ async def test_settings_of_a_public_room_are_for_its_owner_only(user_client: Asy
     assert (await member.get("/rooms/global/settings")).status_code == 403
 
 
-async def test_settings_of_a_private_room_are_forbidden_to_outsiders(user_client: AsyncTestClient, member: AsyncTestClient) -> None:
+async def test_settings_of_a_private_room_are_forbidden_to_outsiders(user_client: AsyncTestClient, member: SecondBrowser) -> None:
     slug = await create_room(user_client, "Closed settings", private=True)
     assert (await member.get(f"/rooms/{slug}/settings")).status_code == 403
     assert (await member.get("/rooms/no-such-room/settings")).status_code == 404
@@ -99,7 +98,7 @@ async def test_rename_to_a_bad_name_rerenders_the_page_with_the_error(user_clien
     assert (await Room.select(Room.name).where(Room.slug == slug).first())["name"] == "Keep me"
 
 
-async def test_member_cannot_rename(user_client: AsyncTestClient, member: AsyncTestClient) -> None:
+async def test_member_cannot_rename(user_client: AsyncTestClient, member: SecondBrowser) -> None:
     slug = await private_room_with_member(user_client, member, "Not yours")
     page = await member.post(f"/rooms/{slug}/settings/name", data={"name": "Mine now"})
     assert page.status_code == 403
@@ -109,7 +108,7 @@ async def test_member_cannot_rename(user_client: AsyncTestClient, member: AsyncT
 # A new invite code
 
 
-async def test_new_code_replaces_the_old_one(user_client: AsyncTestClient, member: AsyncTestClient) -> None:
+async def test_new_code_replaces_the_old_one(user_client: AsyncTestClient, member: SecondBrowser) -> None:
     slug = await create_room(user_client, "Rotate", private=True)
     old = await invite_code(user_client, slug)
     response = await user_client.post(f"/rooms/{slug}/settings/code", follow_redirects=False)
@@ -123,7 +122,7 @@ async def test_new_code_replaces_the_old_one(user_client: AsyncTestClient, membe
     assert joined.headers["location"] == f"/rooms/{slug}"
 
 
-async def test_new_code_is_refused_for_public_rooms_and_non_owners(user_client: AsyncTestClient, member: AsyncTestClient) -> None:
+async def test_new_code_is_refused_for_public_rooms_and_non_owners(user_client: AsyncTestClient, member: SecondBrowser) -> None:
     public = await create_room(user_client, "No code")
     page = await user_client.post(f"/rooms/{public}/settings/code")
     assert page.status_code == 409
@@ -135,7 +134,7 @@ async def test_new_code_is_refused_for_public_rooms_and_non_owners(user_client: 
 # Members
 
 
-async def test_owner_removes_a_member_who_then_cannot_enter(user_client: AsyncTestClient, member: AsyncTestClient) -> None:
+async def test_owner_removes_a_member_who_then_cannot_enter(user_client: AsyncTestClient, member: SecondBrowser) -> None:
     slug = await private_room_with_member(user_client, member, "Removal")
     member_id = await user_id(member)
     response = await user_client.post(f"/rooms/{slug}/settings/members/{member_id}/remove", follow_redirects=False)
@@ -145,7 +144,7 @@ async def test_owner_removes_a_member_who_then_cannot_enter(user_client: AsyncTe
     assert slug not in listed_rooms((await member.get("/rooms")).text)
 
 
-async def test_remove_refuses_the_owner_a_stranger_and_non_owners(user_client: AsyncTestClient, member: AsyncTestClient) -> None:
+async def test_remove_refuses_the_owner_a_stranger_and_non_owners(user_client: AsyncTestClient, member: SecondBrowser) -> None:
     slug = await private_room_with_member(user_client, member, "Removal rules")
     owner_id, member_id = await user_id(user_client), await user_id(member)
     itself = await user_client.post(f"/rooms/{slug}/settings/members/{owner_id}/remove")
@@ -161,14 +160,14 @@ async def test_remove_refuses_the_owner_a_stranger_and_non_owners(user_client: A
     assert member_id != owner_id
 
 
-async def test_member_leaves_and_needs_a_code_to_return(user_client: AsyncTestClient, member: AsyncTestClient) -> None:
+async def test_member_leaves_and_needs_a_code_to_return(user_client: AsyncTestClient, member: SecondBrowser) -> None:
     slug = await private_room_with_member(user_client, member, "Exit")
     response = await member.post(f"/rooms/{slug}/settings/leave", follow_redirects=False)
     assert response.status_code == 303 and response.headers["location"] == "/rooms"
     assert (await member.get(f"/rooms/{slug}")).status_code == 403
 
 
-async def test_leaving_is_refused_to_the_owner_and_in_public_rooms(user_client: AsyncTestClient, member: AsyncTestClient) -> None:
+async def test_leaving_is_refused_to_the_owner_and_in_public_rooms(user_client: AsyncTestClient, member: SecondBrowser) -> None:
     slug = await create_room(user_client, "Stay", private=True)
     page = await user_client.post(f"/rooms/{slug}/settings/leave")
     assert page.status_code == 409 and flash(page.text) == ["You own this room; delete it, or keep it."]
@@ -192,7 +191,7 @@ async def test_delete_needs_the_room_name_typed(user_client: AsyncTestClient) ->
     assert slug not in listed_rooms((await user_client.get("/rooms")).text)
 
 
-async def test_delete_is_refused_to_members(user_client: AsyncTestClient, member: AsyncTestClient) -> None:
+async def test_delete_is_refused_to_members(user_client: AsyncTestClient, member: SecondBrowser) -> None:
     slug = await private_room_with_member(user_client, member, "Not deletable")
     page = await member.post(f"/rooms/{slug}/settings/delete", data={"confirm": "Not deletable"})
     assert page.status_code == 403
