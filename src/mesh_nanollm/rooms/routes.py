@@ -137,27 +137,28 @@ class RoomApi(Controller):
     security = BEARER
     dependencies = {"user": Provide(provide_user)}
 
-    @get("/", responses=errors(401))
+    @get("/", summary="List rooms", responses=errors(401))
     async def list_rooms(self, user: NamedDependency[User]) -> list[RoomView]:
         """Rooms the caller may see: public ones and private ones they belong to."""
         listings = await service.list_rooms(user)
         owners = await service.owner_names([listing.room for listing in listings])
         return [room_view(r.room, r.peers, user, owners.get(r.room.owner)) for r in listings]
 
-    @post("/", responses=errors(400, 401, 403, 409, 413, 422))
+    @post("/", summary="Create a room", responses=errors(400, 401, 403, 409, 413, 422))
     async def create_room(self, user: NamedDependency[User], data: JSONBody[RoomCreate]) -> RoomView:
         """Create a room; a private room gets an invite code only its owner sees."""
         room = await service.create_room(user, data.name, data.private)
         return room_view(room, 0, user, user.username)
 
-    @get("/{slug:str}", responses=errors(400, 401, 403, 404))
+    @get("/{slug:str}", summary="Get a room", responses=errors(400, 401, 403, 404))
     async def get_room(self, user: NamedDependency[User], slug: FromPath[str]) -> RoomView:
+        """One room by its slug, with its live peer count (and its invite code, for its owner)."""
         room = await service.get_room(user, slug)
         peers = await list_live_peers(room)
         owners = await service.owner_names([room])
         return room_view(room, len(peers), user, owners.get(room.owner))
 
-    @get("/{slug:str}/peers", responses=errors(400, 401, 403, 404))
+    @get("/{slug:str}/peers", summary="List a room's peers", responses=errors(400, 401, 403, 404))
     async def list_peers(self, user: NamedDependency[User], slug: FromPath[str]) -> list[PeerView]:
         """Live peers in the room, oldest first."""
         room = await service.get_room(user, slug)
