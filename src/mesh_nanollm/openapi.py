@@ -7,7 +7,7 @@ from http import HTTPStatus
 from typing import Any, ClassVar
 
 import msgspec
-from litestar import Request
+from litestar import Request, Router
 from litestar._openapi.schema_generation import SchemaCreator
 from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
 from litestar.openapi import OpenAPIConfig, ResponseSpec
@@ -57,7 +57,8 @@ class ClosedStructSchemaPlugin(StructSchemaPlugin):
     """Litestar's Struct schemas (a private class: litestar is pinned to its minor version), plus
     `additionalProperties: false` for Structs declared with `forbid_unknown_fields`, since the app
     answers 400 to any field they do not name, and a whole example for Structs that carry one as
-    the class variable `openapi_example` (the API reference shows it; schemathesis sends it)."""
+    the class variable `openapi_example` (the API reference shows it; schemathesis sends it).
+    Litestar drops null values from examples, so an example leaves nullable fields set."""
 
     def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: SchemaCreator) -> Schema:
         schema = super().to_openapi_schema(field_definition, schema_creator)
@@ -81,11 +82,12 @@ class ApiReferencePlugin(OpenAPIRenderPlugin):
         return template.render(request=request, title=openapi_schema["info"]["title"]).encode()
 
 
-def openapi_config() -> OpenAPIConfig:
+def openapi_config(router: Router) -> OpenAPIConfig:
+    """The document at `router`'s path (/schema), with the API reference at /schema/docs."""
     return OpenAPIConfig(
         title="Mesh NanoLLM",
         version="0.1.0",
-        path="/schema",
+        openapi_router=router,
         render_plugins=[JsonRenderPlugin(path=["/", "/openapi.json"]), ApiReferencePlugin()],
         use_handler_docstrings=True,
         description=(

@@ -186,3 +186,31 @@ class HistoryPage(AppPage):
         )
         assert response.status == 201, await response.text()
         return (await response.json())["id"]
+
+
+class ApiReferencePage(AppPage):
+    """/schema/docs: Swagger UI's markup, not ours, so its operations are found by their buttons'
+    names (method, path, summary) and its live response by Swagger's own class names."""
+
+    async def open(self) -> ApiReferencePage:
+        await self.page.goto(f"{self.base_url}/schema/docs")
+        await expect(self.page.get_by_test_id("api-reference")).to_be_visible()
+        return self
+
+    def operation(self, method: str, path: str) -> Locator:
+        # Slashes escaped too: Playwright hands the pattern to the page as /source/.
+        escaped = re.escape(path).replace("/", "\\/")
+        name = re.compile(rf"^{method}\s*{escaped}(\s|$)")
+        return self.page.get_by_role("button", name=name)
+
+    @property
+    def authorize_button(self) -> Locator:
+        return self.page.get_by_role("button", name=re.compile("^Authorize"))
+
+    async def try_it_out(self) -> None:
+        await self.page.get_by_role("button", name="Try it out").click()
+        await self.page.get_by_role("button", name="Execute").click()
+
+    @property
+    def live_response_body(self) -> Locator:
+        return self.page.locator(".live-responses-table .response-col_description pre").first

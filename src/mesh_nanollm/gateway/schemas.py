@@ -225,10 +225,9 @@ class OpenAIErrorBody(msgspec.Struct):
 
     openapi_example: ClassVar[dict[str, Any]] = {
         "error": {
-            "message": "No peer in room “global” can run model “tiny-gpt2” now (none shares it). Open the "
-            "room on a device that shares, or try again later.",
-            "type": "server_error",
-            "param": None,
-            "code": "no_peer_available",
+            "message": "This API makes one choice per request: `n` must be 1.",
+            "type": "invalid_request_error",
+            "param": "n",
+            "code": "unsupported_parameter",
         }
     }

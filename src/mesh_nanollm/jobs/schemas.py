@@ -96,17 +96,17 @@ class JobView(msgspec.Struct):
         "room": "global",
         "model": "tiny-gpt2",
         "task": "text-generation",
-        "mode": "local",
+        "mode": "mesh",
         "prompt": "Once upon a time",
         "params": {"max_new_tokens": 32, "temperature": 0.7, "top_k": 0, "top_p": 1.0, "repetition_penalty": 1.0},
         "status": "succeeded",
         "output": " there was a small model that ran in a browser.",
         "error": "",
         "attempts": 1,
-        "workers": [],
+        "workers": ["7d2e9a41-3c5b-4f60-8e1d-2a9b4c6f0e35"],
         "token_count": 11,
         "requester_peer": "0b7c6f2e-5d41-4c1b-9a57-3f0e2d9c8a11",
-        "worker_peer": None,
+        "worker_peer": "7d2e9a41-3c5b-4f60-8e1d-2a9b4c6f0e35",
         "created_at": "2026-12-01T09:40:00Z",
         "started_at": "2026-12-01T09:40:00.050000Z",
         "first_token_at": "2026-12-01T09:40:00.210000Z",
@@ -120,4 +120,7 @@ class JobPage(msgspec.Struct):
     jobs: list[JobView]
     next_cursor: str | None
 
-    openapi_example: ClassVar[dict[str, Any]] = {"jobs": [JobView.openapi_example], "next_cursor": None}
+    openapi_example: ClassVar[dict[str, Any]] = {
+        "jobs": [JobView.openapi_example],
+        "next_cursor": "MjAyNi0xMi0wMVQwOTo0MDowMCswMDowMHw1ZjBjMmEzZS04YjFkLTRlNmYtYTJjNC05ZDdlMWIzZjZhODA",
+    }
