@@ -182,3 +182,9 @@ async def test_anonymous_403_page_visit_asks_to_sign_in(client: AsyncTestClient)
     client.cookies.clear()
     response = await client.get(f"/rooms/{slug}", follow_redirects=False)
     assert response.status_code == 303 and response.headers["location"] == f"/login?next=/rooms/{slug}"
+
+
+async def test_api_gives_the_owner_the_grouped_code(user_client: AsyncTestClient) -> None:
+    room = (await user_client.post("/api/rooms", json={"name": "Scripted", "private": True})).json()
+    assert READABLE.fullmatch(room["invite_code"])
+    assert room["invite_code"] == await invite_code(user_client, room["slug"])

@@ -32,7 +32,7 @@ def room_view(room: Room, peers: int, user: NamedDependency[User], owner_name: s
         owner=owner_name,
         peers=peers,
         created_at=room.created_at,
-        invite_code=room.invite_code if room.owner == user.id else None,
+        invite_code=format_code(room.invite_code) if room.invite_code and room.owner == user.id else None,
     )
 
 
