@@ -143,3 +143,14 @@ async def test_delete_account_signs_out_the_other_browsers_too(
     await user_client.post("/settings/account/delete", data={"password": PASSWORD})
     response = await second_browser.get("/rooms", follow_redirects=False)
     assert response.status_code == 303 and response.headers["location"].startswith("/login")
+
+
+async def test_guessing_the_current_password_is_throttled_like_sign_in(user_client: AsyncTestClient) -> None:
+    for _ in range(5):
+        assert (await user_client.post("/settings/account/password", data=change("guess"))).status_code == 422
+    page = await user_client.post("/settings/account/password", data=change(PASSWORD))  # even the right one waits
+    assert page.status_code == 429
+    assert any(message.startswith("Too many wrong passwords. Try again in ") for message in flash(page.text))
+    deleting = await user_client.post("/settings/account/delete", data={"password": PASSWORD})
+    assert deleting.status_code == 429
+    assert (await user_client.get("/settings", follow_redirects=False)).status_code == 200
