@@ -104,6 +104,6 @@ async def test_every_example_fits_its_schema(schema: dict[str, Any]) -> None:
 async def test_settings_and_navigation_link_to_the_api_reference(user_client: AsyncTestClient) -> None:
     page = (await user_client.get("/settings")).text
     tokens = page[page.index('id="tokens"') :]
-    assert '<a href="/schema/docs">API reference</a>' in tokens
+    assert '<a href="/schema/docs" hx-boost="false">API reference</a>' in tokens
     nav = page[page.index('<nav aria-label="Main">') : page.index("</nav>")]
     assert 'href="/schema/docs"' in nav
