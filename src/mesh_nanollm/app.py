@@ -35,7 +35,7 @@ from mesh_nanollm.gateway.routes import GatewayApi
 from mesh_nanollm.jobs.params import job_limits
 from mesh_nanollm.jobs.routes import JobApi, JobPages
 from mesh_nanollm.jobs.service import abandon_stale_jobs
-from mesh_nanollm.openapi import ClosedStructSchemaPlugin, ErrorBody, openapi_config
+from mesh_nanollm.openapi import API_REFERENCE_URL, SCHEMA_PATH, ClosedStructSchemaPlugin, ErrorBody, openapi_config
 from mesh_nanollm.realtime.server import create_realtime
 from mesh_nanollm.request import MeshRequest
 from mesh_nanollm.rooms.manage import RoomSettingsPages
@@ -235,6 +235,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         templates.engine.globals["vendor_url"] = vendor.url
         templates.engine.globals["production"] = settings.production
         templates.engine.globals["job_limits"] = job_limits()
+        templates.engine.globals["api_reference_url"] = API_REFERENCE_URL
 
     csrf = CSRFConfig(
         secret=settings.secret_key,
@@ -316,7 +317,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             directory=TEMPLATES_DIR, engine=JinjaTemplateEngine, engine_callback=register_globals
         ),
         openapi_config=openapi_config(
-            Router(path="/schema", route_handlers=[], include_in_schema=False, after_request=api_docs_headers)
+            Router(path=SCHEMA_PATH, route_handlers=[], include_in_schema=False, after_request=api_docs_headers)
         ),
         exception_handlers={Exception: handle_error},
         after_request=security_headers,

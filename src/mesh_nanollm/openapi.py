@@ -16,6 +16,8 @@ from litestar.openapi.spec import Components, Schema, SecurityScheme
 from litestar.typing import FieldDefinition
 
 BEARER = [{"bearer": []}]
+SCHEMA_PATH = "/schema"
+API_REFERENCE_URL = f"{SCHEMA_PATH}/docs"  # the pages link to it (a template global)
 
 
 class ErrorBody(msgspec.Struct, omit_defaults=True):
@@ -75,11 +77,12 @@ class ApiReferencePlugin(OpenAPIRenderPlugin):
     from a CDN, which the page's Content-Security-Policy refuses; this page has neither."""
 
     def __init__(self) -> None:
-        super().__init__(path="/docs")
+        super().__init__(path=API_REFERENCE_URL.removeprefix(SCHEMA_PATH))
 
     def render(self, request: Request, openapi_schema: dict[str, Any]) -> bytes:
         template = request.app.template_engine.get_template("api_docs.html")  # type: ignore[union-attr]
-        return template.render(request=request, title=openapi_schema["info"]["title"]).encode()
+        context = {"request": request, "title": openapi_schema["info"]["title"], "spec_url": self.get_openapi_json_route(request)}
+        return template.render(**context).encode()
 
 
 def openapi_config(router: Router) -> OpenAPIConfig:
