@@ -118,10 +118,11 @@ async def test_invite_link_asks_a_signed_out_visitor_to_sign_in_and_come_back(us
 async def test_invite_link_with_a_wrong_code_says_so(user_client: AsyncTestClient) -> None:
     response = await user_client.get("/rooms/join/ZZZZ-ZZZZ-ZZ")
     assert response.status_code == 404
-    assert flash(response.text) == [
+    expected = (
         "That invite link does not open any room: the code “ZZZZ-ZZZZ-ZZ” is wrong or has been replaced. "
         "Ask the room's owner for a new link."
-    ]
+    )
+    assert flash(response.text) == [expected]
 
 
 @pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/", "/\t/evil.example", "/\\evil"])

@@ -209,3 +209,11 @@ async def test_global_room_cannot_be_deleted_even_by_an_owner(user_client: Async
     finally:
         await Room.update({Room.owner: None}).where(Room.slug == "global")
     assert (await user_client.get("/rooms/global")).status_code == 200
+
+
+async def test_settings_forms_need_the_csrf_token(user_client: AsyncTestClient) -> None:
+    slug = await create_room(user_client, "Guarded")
+    del user_client.headers["x-csrftoken"]
+    refused = await user_client.post(f"/rooms/{slug}/settings/delete", data={"confirm": "Guarded"})
+    assert refused.status_code == 403
+    assert (await user_client.get(f"/rooms/{slug}")).status_code == 200

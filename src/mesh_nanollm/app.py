@@ -35,7 +35,13 @@ from mesh_nanollm.gateway.routes import GatewayApi
 from mesh_nanollm.jobs.params import job_limits
 from mesh_nanollm.jobs.routes import JobApi, JobPages
 from mesh_nanollm.jobs.service import abandon_stale_jobs
-from mesh_nanollm.openapi import API_REFERENCE_URL, SCHEMA_PATH, ClosedStructSchemaPlugin, ErrorBody, openapi_config
+from mesh_nanollm.openapi import (
+    API_REFERENCE_URL,
+    SCHEMA_PATH,
+    ClosedStructSchemaPlugin,
+    ErrorBody,
+    openapi_config,
+)
 from mesh_nanollm.realtime.server import create_realtime
 from mesh_nanollm.request import MeshRequest
 from mesh_nanollm.rooms.manage import RoomSettingsPages
