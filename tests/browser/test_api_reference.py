@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from conftest import LiveServer
 from playwright.async_api import Browser, expect
+from support.accounts import sign_up
 from support.browser import CspWatch, RequestLog, new_context
 from support.pages import ApiReferencePage
 
@@ -39,3 +40,17 @@ async def test_api_reference_lists_the_api_without_csp_violations(live_server: L
     assert requests.off_origin == []
     assert watch.violations == []
     assert errors == []
+
+
+async def test_try_it_out_writes_with_the_browser_session(live_server: LiveServer, browser: Browser) -> None:
+    """A signed-in reader's "Try it out" on a write sends the session's CSRF header: the example
+    body creates a room."""
+    account = await sign_up(live_server.url, "docs")
+    context = await new_context(browser, live_server.url, account.session_cookie)
+    page = await context.new_page()
+    docs = await ApiReferencePage(page, live_server.url).open()
+    await docs.operation("POST", "/api/rooms").click()
+    await docs.try_it_out()
+    await expect(docs.live_response_status).to_have_text("201")
+    await expect(docs.live_response_body).to_contain_text('"name": "Reading group"')
+    await context.close()

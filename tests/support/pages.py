@@ -239,6 +239,10 @@ class ApiReferencePage(AppPage):
     def live_response_body(self) -> Locator:
         return self.page.locator(".live-responses-table .response-col_description pre").first
 
+    @property
+    def live_response_status(self) -> Locator:
+        return self.page.locator(".live-responses-table tbody .response-col_status").first
+
 
 class RoomSettingsPage(AppPage):
     """/rooms/<slug>/settings: name, invite, members (owner); leave (member); delete (owner)."""
