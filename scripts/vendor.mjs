@@ -97,6 +97,18 @@ const SPEC = [
     entries: { 'socket.io': 'socket.io.esm.min.js' },
   },
   {
+    name: 'swagger-ui-dist',
+    files: [
+      // The API reference page (/schema/docs). The UMD bundle defines window.SwaggerUIBundle and
+      // carries React and its other dependencies; the standalone preset (a top bar) is not used.
+      ['swagger-ui-bundle.js', 'swagger-ui-bundle.js'],
+      ['swagger-ui.css', 'swagger-ui.css'],
+      ['LICENSE', 'LICENSE'],
+      ['NOTICE', 'NOTICE'],
+    ],
+    entries: { swagger_ui_js: 'swagger-ui-bundle.js', swagger_ui_css: 'swagger-ui.css' },
+  },
+  {
     name: '@huggingface/transformers',
     files: [
       // Bundles onnxruntime-web's JS (ort.webgpu bundle); the transformers.web*

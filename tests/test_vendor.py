@@ -107,6 +107,8 @@ def test_entries_point_at_versioned_files(manifest: VendorManifest) -> None:
         "ort_webgpu_wasm",
         "ort_wasm_mjs",
         "ort_wasm_wasm",
+        "swagger_ui_js",
+        "swagger_ui_css",
     }
     assert expected <= set(manifest.entries)
     folders = {f"{name}@{version}/" for name, version in manifest.packages.items()}
@@ -260,6 +262,8 @@ async def test_content_types(app: Litestar, manifest: VendorManifest) -> None:
         "ort_wasm_mjs": "text/javascript",
         "ort_wasm_wasm": "application/wasm",
         "ort_webgpu_wasm": "application/wasm",
+        "swagger_ui_js": "text/javascript",
+        "swagger_ui_css": "text/css",  # a stylesheet served as anything else is refused (nosniff)
     }
     async with AsyncTestClient(app) as client:
         for entry, media_type in expected.items():

@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import asyncpg
 import socketio
-from litestar import Litestar, Request, Response
+from litestar import Litestar, Request, Response, Router
 from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import CacheControlHeader, State
 from litestar.di import Provide
@@ -26,6 +26,7 @@ from litestar.template.config import TemplateConfig
 from litestar.types import Message, Scope
 
 from mesh_nanollm import db
+from mesh_nanollm.accounts.account import AccountSettings
 from mesh_nanollm.accounts.routes import AccountController, SettingsController
 from mesh_nanollm.catalogue import load_catalogue
 from mesh_nanollm.errors import ServiceError
@@ -34,9 +35,16 @@ from mesh_nanollm.gateway.routes import GatewayApi
 from mesh_nanollm.jobs.params import job_limits
 from mesh_nanollm.jobs.routes import JobApi, JobPages
 from mesh_nanollm.jobs.service import abandon_stale_jobs
-from mesh_nanollm.openapi import ClosedStructSchemaPlugin, ErrorBody, openapi_config
+from mesh_nanollm.openapi import (
+    API_REFERENCE_URL,
+    SCHEMA_PATH,
+    ClosedStructSchemaPlugin,
+    ErrorBody,
+    openapi_config,
+)
 from mesh_nanollm.realtime.server import create_realtime
 from mesh_nanollm.request import MeshRequest
+from mesh_nanollm.rooms.manage import RoomSettingsPages
 from mesh_nanollm.rooms.routes import RoomApi, RoomPages
 from mesh_nanollm.security import BearerAwareCSRFMiddleware, limit_password_hashing
 from mesh_nanollm.sessions import DatabaseStore, QuietSessionConfig
@@ -175,8 +183,12 @@ def render_policy(directives: dict[str, tuple[str, ...]]) -> str:
     return "; ".join(" ".join((name, *sources)) for name, sources in directives.items())
 
 
+# Swagger UI's stylesheet draws its icons (select arrows, locks, copy buttons) as data: SVG images.
+# An image runs no code, so the API reference under /schema may show them; nothing else changes.
+API_DOCS_CSP_DIRECTIVES = CSP_DIRECTIVES | {"img-src": (*CSP_DIRECTIVES["img-src"], "data:")}
 CONTENT_SECURITY_POLICY = render_policy(CSP_DIRECTIVES)
 WORKER_CONTENT_SECURITY_POLICY = render_policy(WORKER_CSP_DIRECTIVES)
+API_DOCS_CONTENT_SECURITY_POLICY = render_policy(API_DOCS_CSP_DIRECTIVES)
 
 
 def security_headers(response: Response) -> Response:
@@ -206,6 +218,11 @@ async def list_every_allowed_method(message: Message, scope: Scope) -> None:
         message["headers"] = [*headers, (b"allow", ", ".join(sorted(methods)).encode())]
 
 
+def api_docs_headers(response: Response) -> Response:
+    response.headers.setdefault("Content-Security-Policy", API_DOCS_CONTENT_SECURITY_POLICY)
+    return security_headers(response)
+
+
 def static_headers(response: Response) -> Response:
     # Stable names (no bundler): revalidate every time, so a page never mixes modules of two deploys.
     response.headers.setdefault("Cache-Control", "no-cache")
@@ -231,6 +248,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         templates.engine.globals["vendor_url"] = vendor.url
         templates.engine.globals["production"] = settings.production
         templates.engine.globals["job_limits"] = job_limits()
+        templates.engine.globals["api_reference_url"] = API_REFERENCE_URL
 
     csrf = CSRFConfig(
         secret=settings.secret_key,
@@ -257,7 +275,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         models,
         AccountController,
         SettingsController,
+        AccountSettings,
         RoomPages,
+        RoomSettingsPages,
         RoomApi,
         JobPages,
         JobApi,
@@ -309,7 +329,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         template_config=TemplateConfig(
             directory=TEMPLATES_DIR, engine=JinjaTemplateEngine, engine_callback=register_globals
         ),
-        openapi_config=openapi_config(),
+        openapi_config=openapi_config(
+            Router(path=SCHEMA_PATH, route_handlers=[], include_in_schema=False, after_request=api_docs_headers)
+        ),
         exception_handlers={Exception: handle_error},
         after_request=security_headers,
         before_send=[list_every_allowed_method],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import msgspec
 
@@ -25,6 +25,20 @@ class ModelEntry(msgspec.Struct, forbid_unknown_fields=True):
     default: bool = False
     description: str = ""
     url: str = ""  # where its files live: the hub repo page, or /models/<id>/ here
+
+    openapi_example: ClassVar[dict[str, Any]] = {
+        "id": "tiny-gpt2",
+        "name": "Tiny GPT-2 (built here, offline)",
+        "task": "text-generation",
+        "source": "local",
+        "dtype": "q8",
+        "size_bytes": 1_048_576,
+        "backends": ["webgpu", "wasm"],
+        "memory_mb": 16,
+        "default": True,
+        "description": "A 0.2 M-parameter toy model this project trains itself: for trying the mesh, not for answers.",
+        "url": "/models/tiny-gpt2/",
+    }
 
 
 def runs_on(entry: ModelEntry, backend: str, models_warm: tuple[str, ...] | list[str]) -> bool:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 from litestar.connection import ASGIConnection
 from litestar.middleware.session.server_side import (
     ServerSideSessionBackend,
@@ -24,6 +25,14 @@ _NEW_ID = "mesh.session_new_id"
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _user_of(data: bytes) -> object:
+    try:
+        session = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return None
+    return session.get(SESSION_USER_KEY) if isinstance(session, dict) else None
 
 
 class DatabaseStore(Store):
@@ -65,6 +74,16 @@ class DatabaseStore(Store):
         if row is None or row["expires_at"] is None:
             return None
         return max(0, int((row["expires_at"] - _now()).total_seconds()))
+
+    async def delete_user_sessions(self, user_id: int, keep: str | None = None) -> list[str]:
+        """End every session of `user_id` but `keep`; returns the ids ended. Sessions are opaque
+        blobs, so this reads them all: fine for a password change or an account deletion, which
+        are rare, and the sweep keeps the table to sessions of the last two weeks."""
+        rows = await WebSession.select(WebSession.key, WebSession.data)
+        ended = [row["key"] for row in rows if row["key"] != keep and _user_of(bytes(row["data"])) == user_id]
+        for start in range(0, len(ended), 500):
+            await WebSession.delete().where(WebSession.key.is_in(ended[start : start + 500]))
+        return ended
 
     async def delete_expired(self) -> int:
         deleted = await WebSession.delete().where(WebSession.expires_at <= _now()).returning(WebSession.id)

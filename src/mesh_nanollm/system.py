@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 import msgspec
 from litestar import Response, get
 from litestar.di import NamedDependency, Provide
@@ -19,6 +21,8 @@ class Health(msgspec.Struct, omit_defaults=True):
     database: str  # ok | unreachable | outdated
     detail: str | None = None  # what an operator should do, when not ok
 
+    openapi_example: ClassVar[dict[str, Any]] = {"status": "ok", "database": "ok"}
+
 
 @get("/", name="home", dependencies={"user": Provide(provide_optional_user)}, include_in_schema=False)
 async def home(user: NamedDependency[User | None]) -> Redirect:
@@ -27,6 +31,7 @@ async def home(user: NamedDependency[User | None]) -> Redirect:
 
 @get(
     "/api/health",
+    summary="Check health",
     tags=["system"],
     responses={503: ResponseSpec(Health, generate_examples=False, description="The database is unreachable or has pending migrations.")},
 )
@@ -43,7 +48,7 @@ async def health() -> Response[Health]:
     return Response(Health(status="ok", database="ok"))
 
 
-@get("/api/models", tags=["models"])
+@get("/api/models", summary="List models", tags=["models"])
 async def models(catalogue: NamedDependency[Catalogue]) -> list[ModelEntry]:
     """The model manifest: the catalogue's models and those served from this server's models folder."""
     return catalogue.entries

@@ -39,6 +39,7 @@ _CACHE_CONTROL: Final = "public, max-age=31536000, immutable"
 _MEDIA_TYPES: Final[dict[str, str]] = {
     ".js": "text/javascript",
     ".mjs": "text/javascript",
+    ".css": "text/css",
     # WebAssembly.instantiateStreaming refuses anything but application/wasm.
     ".wasm": "application/wasm",
     ".json": "application/json",

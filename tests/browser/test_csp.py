@@ -9,7 +9,7 @@ import pytest
 from conftest import LiveServer
 from playwright.async_api import Browser, Page, expect
 from support.browser import CspWatch, new_context
-from support.pages import RegisterPage, RoomPage
+from support.pages import ApiReferencePage, RegisterPage, RoomPage
 
 pytestmark = pytest.mark.browser
 
@@ -61,6 +61,9 @@ async def test_every_page_and_a_local_inference_run_without_csp_violations(
     await expect(page.locator(f'[data-testid="job-row"][data-job-id="{job["id"]}"]')).to_be_visible()
     await visit(page, f"{base}/jobs/{job['id']}")
     await visit(page, f"{base}/no-such-page", status=404)
+    # The API reference: Swagger UI, vendored, started by a module of ours.
+    await visit(page, f"{base}/schema/docs")
+    await expect(ApiReferencePage(page, base).operation("POST", "/api/rooms/{slug}/v1/chat/completions")).to_be_visible()
     await visit(page, f"{base}/settings")
     await page.get_by_placeholder("Token name").fill("policy")
     await page.get_by_role("button", name="Create token").click()

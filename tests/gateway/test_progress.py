@@ -3,7 +3,6 @@ sweep, which abandons jobs nobody touched for JOB_ABANDON_AFTER, never takes it 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 
 import pytest

@@ -79,12 +79,12 @@ class RegisterPage(AppPage):
         await self.page.goto(f"{self.base_url}/register")
         return self
 
-    async def sign_up(self, username: str, password: str) -> RoomsPage:
+    async def sign_up(self, username: str, password: str, lands_on: str = "/rooms") -> RoomsPage:
         await self.page.get_by_label("Username").fill(username)
         await self.page.get_by_label("Password", exact=True).fill(password)
         await self.page.get_by_label("Repeat the password").fill(password)
         await self.page.get_by_role("button", name="Create account").click()
-        await expect(self.page).to_have_url(f"{self.base_url}/rooms")
+        await expect(self.page).to_have_url(f"{self.base_url}{lands_on}")
         return RoomsPage(self.page, self.base_url)
 
 
@@ -101,7 +101,7 @@ class RoomsPage(AppPage):
     async def create_room(self, name: str, private: bool = False) -> RoomPage:
         await self.page.get_by_label("Name").fill(name)
         if private:
-            await self.page.get_by_label(re.compile("^Private")).check()
+            await self.page.get_by_role("checkbox", name=re.compile("^Private")).check()
         await self.page.get_by_role("button", name="Create room").click()
         await expect(self.page).to_have_url(re.compile(rf"^{re.escape(self.base_url)}/rooms/[a-z0-9-]+$"))
         return RoomPage(self.page, self.base_url)
@@ -118,6 +118,34 @@ class RoomPage(AppPage):
     async def open(self, slug: str = "global", query: str = "") -> RoomPage:
         await self.page.goto(f"{self.base_url}/rooms/{slug}{query}")
         return self
+
+    @property
+    def invite_link(self) -> Locator:
+        return self.page.get_by_test_id("invite-link")
+
+    @property
+    def invite_code(self) -> Locator:
+        return self.page.get_by_test_id("invite-code")
+
+    async def copy_invite_link(self) -> str:
+        """Press "Copy link" and read back what the clipboard got (the context needs the permission)."""
+        await self.page.get_by_role("button", name="Copy link").click()
+        await expect(self.page.get_by_role("button", name="Copied")).to_be_visible()
+        return await self.page.evaluate("navigator.clipboard.readText()")
+
+    async def enter_code(self, code: str) -> None:
+        """The code field of a private room's 403 page."""
+        await self.page.get_by_label("Invite code").fill(code)
+        await self.page.get_by_role("button", name="Join", exact=True).click()
+
+    async def open_settings(self) -> RoomSettingsPage:
+        await self.page.get_by_role("link", name="Room settings").click()
+        await expect(self.heading).to_have_text("Room settings")
+        return RoomSettingsPage(self.page, self.base_url)
+
+    @property
+    def heading(self) -> Locator:
+        return self.page.get_by_role("heading", level=1)
 
     @property
     def slug(self) -> str:
@@ -248,3 +276,73 @@ class HistoryPage(AppPage):
         )
         assert response.status == 201, await response.text()
         return (await response.json())["id"]
+
+
+class ApiReferencePage(AppPage):
+    """/schema/docs: Swagger UI's markup, not ours, so its operations are found by their buttons'
+    names (method, path, summary) and its live response by Swagger's own class names."""
+
+    async def open(self) -> ApiReferencePage:
+        await self.page.goto(f"{self.base_url}/schema/docs")
+        await expect(self.page.get_by_test_id("api-reference")).to_be_visible()
+        return self
+
+    def operation(self, method: str, path: str) -> Locator:
+        # Slashes escaped too: Playwright hands the pattern to the page as /source/.
+        escaped = re.escape(path).replace("/", "\\/")
+        name = re.compile(rf"^{method}\s*{escaped}(\s|$)")
+        return self.page.get_by_role("button", name=name)
+
+    @property
+    def authorize_button(self) -> Locator:
+        return self.page.get_by_role("button", name=re.compile("^Authorize"))
+
+    async def try_it_out(self) -> None:
+        await self.page.get_by_role("button", name="Try it out").click()
+        await self.page.get_by_role("button", name="Execute").click()
+
+    @property
+    def live_response_body(self) -> Locator:
+        return self.page.locator(".live-responses-table .response-col_description pre").first
+
+    @property
+    def live_response_status(self) -> Locator:
+        return self.page.locator(".live-responses-table tbody .response-col_status").first
+
+
+class RoomSettingsPage(AppPage):
+    """/rooms/<slug>/settings: name, invite, members (owner); leave (member); delete (owner)."""
+
+    @property
+    def members(self) -> Locator:
+        return self.page.get_by_test_id("member-row")
+
+    async def remove_member(self, username: str) -> None:
+        self.page.once("dialog", lambda dialog: dialog.accept())
+        await self.page.get_by_role("button", name=f"Remove {username}").click()
+        await expect(self.page.get_by_role("button", name=f"Remove {username}")).to_have_count(0)
+
+    async def leave(self) -> RoomsPage:
+        self.page.once("dialog", lambda dialog: dialog.accept())
+        await self.page.get_by_role("button", name="Leave room").click()
+        await expect(self.page).to_have_url(f"{self.base_url}/rooms")
+        return RoomsPage(self.page, self.base_url)
+
+
+class SettingsPage(AppPage):
+    """/settings: API tokens, then the account (password, deletion)."""
+
+    async def open(self) -> SettingsPage:
+        await self.page.goto(f"{self.base_url}/settings")
+        return self
+
+    async def change_password(self, current: str, new: str, confirm: str | None = None) -> None:
+        await self.page.get_by_label("Current password").fill(current)
+        await self.page.get_by_label("New password", exact=True).fill(new)
+        await self.page.get_by_label("Repeat the new password").fill(new if confirm is None else confirm)
+        await self.page.get_by_role("button", name="Change password").click()
+
+    async def delete_account(self, password: str) -> None:
+        self.page.once("dialog", lambda dialog: dialog.accept())
+        await self.page.get_by_label("Your password").fill(password)
+        await self.page.get_by_role("button", name="Delete my account").click()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from litestar import Controller, get, post
 from litestar.datastructures import Cookie
 from litestar.di import NamedDependency, Provide
@@ -27,7 +29,14 @@ Form = URLEncodedBody[dict[str, str]]
 
 def safe_next(target: str | None) -> str:
     """Only same-site paths, so `?next=` cannot bounce a user to another site."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+    # Browsers drop tabs and newlines from URLs, so "/\t/evil.example" would become "//evil.example".
+    if (
+        target
+        and target.startswith("/")
+        and not target.startswith("//")
+        and "\\" not in target
+        and not any(char.isspace() or ord(char) < 32 for char in target)
+    ):
         return target
     return "/rooms"
 
@@ -86,15 +95,16 @@ class AccountController(Controller):
         return Redirect(target, status_code=303, cookies=cookies)
 
     @get("/register", name="register")
-    async def register_page(self, user: NamedDependency[User | None]) -> Template | Redirect:
+    async def register_page(self, user: NamedDependency[User | None], next: FromQuery[str | None] = None) -> Template | Redirect:
         if user is not None:
-            return Redirect("/rooms", status_code=303)
-        return Template("register.html", context={"values": {}, "errors": {}})
+            return Redirect(safe_next(next), status_code=303)
+        return Template("register.html", context={"next": safe_next(next), "values": {}, "errors": {}})
 
     @post("/register", name="register_submit", status_code=200)
     async def register(self, request: HTMXRequest, data: Form, throttle: NamedDependency[Throttles]) -> Template | Redirect:
         username = data.get("username", "").strip()[:64]
         password = data.get("password", "")
+        target = safe_next(data.get("next"))
         errors: dict[str, str] = {}
         if password != data.get("confirm", ""):
             errors["confirm"] = "The passwords do not match."
@@ -109,13 +119,13 @@ class AccountController(Controller):
                 await attempt.withdraw()  # refused before any hashing: a typo costs no sign-up
                 raise
         except ServiceError as exc:
-            context = {"values": {"username": username}, "errors": exc.fields, "error": exc.detail}
+            context = {"next": target, "values": {"username": username}, "errors": exc.fields, "error": exc.detail}
             return Template("register.html", context=context, status_code=422)
         except Throttled as exc:
-            context = {"values": {"username": username}, "errors": {}}
+            context = {"next": target, "values": {"username": username}, "errors": {}}
             return too_many("register.html", context, "Too many new accounts from your address.", exc)
         request.set_session({SESSION_USER_KEY: user.id})
-        return Redirect("/rooms", status_code=303, cookies=[device_cookie(throttle, username)])
+        return Redirect(target, status_code=303, cookies=[device_cookie(throttle, username)])
 
     @post("/logout", name="logout", status_code=200)
     async def logout(self, request: HTMXRequest) -> Redirect:
@@ -128,6 +138,11 @@ class AccountController(Controller):
         return Redirect("/login", status_code=303)
 
 
+async def settings_context(user: User, **extra: Any) -> dict[str, Any]:
+    """What settings.html needs; the account forms re-render the whole page with it."""
+    return {"user": user, "tokens": await service.list_tokens(user), "errors": {}} | extra
+
+
 class SettingsController(Controller):
     include_in_schema = False
     path = "/settings"
@@ -135,8 +150,7 @@ class SettingsController(Controller):
 
     @get("/", name="settings")
     async def settings_page(self, user: NamedDependency[User]) -> Template:
-        tokens = await service.list_tokens(user)
-        return Template("settings.html", context={"user": user, "tokens": tokens, "errors": {}})
+        return Template("settings.html", context=await settings_context(user))
 
     @post("/sharing", name="sharing_update", status_code=200)
     async def update_sharing(self, request: HTMXRequest, user: NamedDependency[User], data: Form) -> Template:

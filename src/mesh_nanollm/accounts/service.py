@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from mesh_nanollm.errors import Conflict, InvalidInput, NotFound
 from mesh_nanollm.security import check_password, hash_password, hash_token
-from mesh_nanollm.tables import ApiToken, User
+from mesh_nanollm.tables import ApiToken, Room, RoomMember, User
 
 USERNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{3,32}$")
 PASSWORD_MIN = 8
@@ -21,14 +21,20 @@ SHARE_DOWNLOAD_MB_MAX = 100_000
 SHARE_MAX_JOBS = (1, 8)
 
 
+def password_problem(password: str) -> str | None:
+    if len(password) < PASSWORD_MIN:
+        return f"Use at least {PASSWORD_MIN} characters."
+    if len(password.encode()) > PASSWORD_MAX_BYTES:
+        return f"Use at most {PASSWORD_MAX_BYTES} bytes."
+    return None
+
+
 def validate_credentials(username: str, password: str) -> dict[str, str]:
     errors: dict[str, str] = {}
     if not USERNAME_RE.fullmatch(username):
         errors["username"] = "Use 3–32 letters, digits, '.', '_' or '-'."
-    if len(password) < PASSWORD_MIN:
-        errors["password"] = f"Use at least {PASSWORD_MIN} characters."
-    elif len(password.encode()) > PASSWORD_MAX_BYTES:
-        errors["password"] = f"Use at most {PASSWORD_MAX_BYTES} bytes."
+    if problem := password_problem(password):
+        errors["password"] = problem
     return errors
 
 
@@ -114,3 +120,36 @@ async def update_sharing(user: User, share: bool, download_mb: str, max_jobs: st
     ).where(User.id == user.id)
     user.share_device, user.share_download_mb, user.share_max_jobs = share, mb, jobs
     return user
+
+
+async def change_password(user: User, new_password: str, confirm: str) -> None:
+    """Store a new password (the caller has checked the current one)."""
+    errors = {"new_password": problem} if (problem := password_problem(new_password)) else {}
+    if new_password != confirm:
+        errors["confirm_password"] = "The passwords do not match."
+    if errors:
+        raise InvalidInput("Please correct the highlighted fields.", errors)
+    password_hash = await hash_password(new_password)
+    await User.update({User.password_hash: password_hash}).where(User.id == user.id)
+
+
+async def delete_account(user: User) -> list[str]:
+    """Delete the user with their tokens, memberships, peers and jobs (the tables cascade).
+
+    Rooms they own: a private room with other members passes to the one who joined first; one
+    without is deleted with its jobs; a public room stays, ownerless, like the global room.
+    Returns the hashes of their API tokens, which name the sockets those opened.
+    """
+    async with User._meta.db.transaction():
+        owned = await Room.select(Room.id).where(Room.owner == user.id, Room.is_private == True)
+        for room in owned:
+            heir = await RoomMember.select(RoomMember.user).where(
+                RoomMember.room == room["id"], RoomMember.user != user.id
+            ).order_by(RoomMember.joined_at).order_by(RoomMember.id).first()
+            if heir is None:
+                await Room.delete().where(Room.id == room["id"])
+            else:
+                await Room.update({Room.owner: heir["user"]}).where(Room.id == room["id"])
+        tokens = await ApiToken.select(ApiToken.token_hash).where(ApiToken.user == user.id)
+        await User.delete().where(User.id == user.id)  # public rooms: the foreign key unsets the owner
+    return [row["token_hash"] for row in tokens]

@@ -270,7 +270,7 @@ class GatewayApi(Controller):
     dependencies = {"user": Provide(provide_token_user)}
     exception_handlers = {Exception: answer_error}
 
-    @get("/models", responses=openai_errors(400, 401, 404))
+    @get("/models", summary="List the room's models (OpenAI)", responses=openai_errors(400, 401, 404))
     async def list_models(self, user: NamedDependency[User], slug: FromPath[str],
                           catalogue: NamedDependency[Catalogue], gateway: NamedDependency[Gateway]) -> ModelList:
         """The catalogue's models that a live peer of the room could run now, with how many peers
@@ -285,7 +285,8 @@ class GatewayApi(Controller):
                 cards.append(ModelCard(id=entry.id, created=0, owned_by=entry.source, peers_warm=warm, peers_able=len(able)))
         return ModelList(cards)
 
-    @post("/chat/completions", status_code=200, responses=openai_errors(400, 401, 404, 413, 429, 503))
+    @post("/chat/completions", summary="Create a chat completion (OpenAI)", status_code=200,
+          responses=openai_errors(400, 401, 404, 413, 429, 503))
     async def chat(self, request: Request, user: NamedDependency[User], slug: FromPath[str],
                    catalogue: NamedDependency[Catalogue], gateway: NamedDependency[Gateway],
                    data: JSONBody[ChatRequest]) -> Response[ChatCompletion]:
@@ -303,7 +304,8 @@ class GatewayApi(Controller):
         choice = ChatChoice(0, AssistantMessage(text), run.outcome.finish_reason)  # type: ignore[arg-type]
         return Response(ChatCompletion(completion_id, created, spec.model.id, [choice], usage(run)))
 
-    @post("/completions", status_code=200, responses=openai_errors(400, 401, 404, 413, 429, 503))
+    @post("/completions", summary="Create a text completion (OpenAI)", status_code=200,
+          responses=openai_errors(400, 401, 404, 413, 429, 503))
     async def completions(self, request: Request, user: NamedDependency[User], slug: FromPath[str],
                           catalogue: NamedDependency[Catalogue], gateway: NamedDependency[Gateway],
                           data: JSONBody[CompletionRequest]) -> Response[TextCompletion]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
@@ -80,6 +80,16 @@ class ChatRequest(_Common):
     prediction: Unsupported = None
     reasoning_effort: Unsupported = None
 
+    openapi_example: ClassVar[dict[str, Any]] = {
+        "model": "tiny-gpt2",
+        "messages": [
+            {"role": "system", "content": "You are a terse assistant."},
+            {"role": "user", "content": "Say hello to the mesh."},
+        ],
+        "max_tokens": 32,
+        "temperature": 0.7,
+    }
+
 
 class CompletionRequest(_Common):
     """POST …/v1/completions."""
@@ -88,6 +98,8 @@ class CompletionRequest(_Common):
     echo: Unsupported = None
     best_of: Unsupported = None
     suffix: Unsupported = None
+
+    openapi_example: ClassVar[dict[str, Any]] = {"model": "tiny-gpt2", "prompt": "Once upon a time", "max_tokens": 32}
 
 
 # Responses.
@@ -118,6 +130,17 @@ class ChatCompletion(msgspec.Struct):
     choices: list[ChatChoice]
     usage: Usage
     object: Literal["chat.completion"] = "chat.completion"
+
+    openapi_example: ClassVar[dict[str, Any]] = {
+        "id": "chatcmpl-5f0c2a3e8b1d4e6fa2c49d7e1b3f6a80",
+        "object": "chat.completion",
+        "created": 1764581000,
+        "model": "tiny-gpt2",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "Hello, mesh!"}, "finish_reason": "stop", "logprobs": None}
+        ],
+        "usage": {"prompt_tokens": 18, "completion_tokens": 5, "total_tokens": 23},
+    }
 
 
 class Delta(msgspec.Struct, omit_defaults=True):
@@ -158,6 +181,15 @@ class TextCompletion(msgspec.Struct):
     usage: Usage | None = None
     object: Literal["text_completion"] = "text_completion"
 
+    openapi_example: ClassVar[dict[str, Any]] = {
+        "id": "cmpl-5f0c2a3e8b1d4e6fa2c49d7e1b3f6a80",
+        "object": "text_completion",
+        "created": 1764581000,
+        "model": "tiny-gpt2",
+        "choices": [{"index": 0, "text": " there was a mesh.", "finish_reason": "length", "logprobs": None}],
+        "usage": {"prompt_tokens": 4, "completion_tokens": 5, "total_tokens": 9},
+    }
+
 
 class ModelCard(msgspec.Struct):
     id: str
@@ -173,6 +205,11 @@ class ModelList(msgspec.Struct):
     data: list[ModelCard]
     object: Literal["list"] = "list"
 
+    openapi_example: ClassVar[dict[str, Any]] = {
+        "object": "list",
+        "data": [{"id": "tiny-gpt2", "object": "model", "created": 0, "owned_by": "local", "peers_warm": 1, "peers_able": 2}],
+    }
+
 
 class ErrorDetail(msgspec.Struct):
     message: str
@@ -185,3 +222,12 @@ class OpenAIErrorBody(msgspec.Struct):
     """OpenAI's error shape, which its clients parse; these routes answer with it, not the app's."""
 
     error: ErrorDetail
+
+    openapi_example: ClassVar[dict[str, Any]] = {
+        "error": {
+            "message": "This API makes one choice per request: `n` must be 1.",
+            "type": "invalid_request_error",
+            "param": "n",
+            "code": "unsupported_parameter",
+        }
+    }

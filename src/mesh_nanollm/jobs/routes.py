@@ -73,7 +73,7 @@ class JobApi(Controller):
     security = BEARER
     dependencies = {"user": Provide(provide_user)}
 
-    @get("/", responses=errors(400, 401, 422))
+    @get("/", summary="List jobs", responses=errors(400, 401, 422))
     async def list_jobs(
         self,
         user: NamedDependency[User],
@@ -87,16 +87,17 @@ class JobApi(Controller):
         jobs, next_cursor = await service.list_jobs(user, job_filter(status, room, model), cursor, limit)
         return JobPage(jobs=jobs, next_cursor=next_cursor)
 
-    @post("/", responses=errors(400, 401, 403, 404, 413, 422))
+    @post("/", summary="Record a job", responses=errors(400, 401, 403, 404, 413, 422))
     async def create_job(self, user: NamedDependency[User], data: JSONBody[JobCreate]) -> JobView:
         """Record a new job (status `queued`) in a room the caller may enter."""
         return await service.create_job(user, data)
 
-    @get("/{job_id:uuid}", responses=errors(400, 401, 404))
+    @get("/{job_id:uuid}", summary="Get a job", responses=errors(400, 401, 404))
     async def get_job(self, user: NamedDependency[User], job_id: FromPath[UUID]) -> JobView:
+        """One of the caller's jobs, with its output, timings and the peers that worked on it."""
         return await service.get_job(user, job_id)
 
-    @patch("/{job_id:uuid}", responses=errors(400, 401, 403, 404, 409, 413, 422))
+    @patch("/{job_id:uuid}", summary="Update a job", responses=errors(400, 401, 403, 404, 409, 413, 422))
     async def update_job(self, user: NamedDependency[User], job_id: FromPath[UUID], data: JSONBody[JobPatch]) -> JobView:
         """Move a job along queued → running → succeeded | failed | cancelled (409 otherwise)."""
         return await service.update_job(user, job_id, data)

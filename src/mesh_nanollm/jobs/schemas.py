@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from uuid import UUID
 
 import msgspec
@@ -42,6 +42,14 @@ class JobCreate(msgspec.Struct, forbid_unknown_fields=True):
     requester_peer: UUID | None = None
     age_ms: AgeMs = 0.0
 
+    openapi_example: ClassVar[dict[str, Any]] = {
+        "room": "global",
+        "model": "tiny-gpt2",
+        "prompt": "Once upon a time",
+        "mode": "local",
+        "params": {"max_new_tokens": 32, "temperature": 0.7},
+    }
+
 
 class JobPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     status: Status | None = None
@@ -51,6 +59,13 @@ class JobPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     ttft_ms: Annotated[float, msgspec.Meta(ge=0, le=86_400_000)] | None = None
     worker_peer: UUID | None = None
     age_ms: AgeMs = 0.0
+
+    openapi_example: ClassVar[dict[str, Any]] = {
+        "status": "succeeded",
+        "output": " there was a small model that ran in a browser.",
+        "token_count": 11,
+        "ttft_ms": 160.0,
+    }
 
 
 class JobView(msgspec.Struct):
@@ -76,7 +91,36 @@ class JobView(msgspec.Struct):
     ttft_ms: float | None
     tokens_per_s: float | None
 
+    openapi_example: ClassVar[dict[str, Any]] = {
+        "id": "5f0c2a3e-8b1d-4e6f-a2c4-9d7e1b3f6a80",
+        "room": "global",
+        "model": "tiny-gpt2",
+        "task": "text-generation",
+        "mode": "mesh",
+        "prompt": "Once upon a time",
+        "params": {"max_new_tokens": 32, "temperature": 0.7, "top_k": 0, "top_p": 1.0, "repetition_penalty": 1.0},
+        "status": "succeeded",
+        "output": " there was a small model that ran in a browser.",
+        "error": "",
+        "attempts": 1,
+        "workers": ["7d2e9a41-3c5b-4f60-8e1d-2a9b4c6f0e35"],
+        "token_count": 11,
+        "requester_peer": "0b7c6f2e-5d41-4c1b-9a57-3f0e2d9c8a11",
+        "worker_peer": "7d2e9a41-3c5b-4f60-8e1d-2a9b4c6f0e35",
+        "created_at": "2026-12-01T09:40:00Z",
+        "started_at": "2026-12-01T09:40:00.050000Z",
+        "first_token_at": "2026-12-01T09:40:00.210000Z",
+        "finished_at": "2026-12-01T09:40:00.520000Z",
+        "ttft_ms": 160.0,
+        "tokens_per_s": 35.5,
+    }
+
 
 class JobPage(msgspec.Struct):
     jobs: list[JobView]
     next_cursor: str | None
+
+    openapi_example: ClassVar[dict[str, Any]] = {
+        "jobs": [JobView.openapi_example],
+        "next_cursor": "MjAyNi0xMi0wMVQwOTo0MDowMCswMDowMHw1ZjBjMmEzZS04YjFkLTRlNmYtYTJjNC05ZDdlMWIzZjZhODA",
+    }

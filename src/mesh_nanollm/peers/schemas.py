@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -25,3 +26,17 @@ class PeerView(msgspec.Struct, omit_defaults=True):
     last_seen_at: datetime | None = None
     jobs_run: int | None = None
     tokens_generated: int | None = None
+
+    openapi_example: ClassVar[dict[str, Any]] = {
+        "peer_id": "0b7c6f2e-5d41-4c1b-9a57-3f0e2d9c8a11",
+        "username": "ada",
+        "backend": "webgpu",
+        "state": "idle",
+        "models_warm": ["tiny-gpt2"],
+        "queue": 0,
+        "tok_s": 38.5,
+        "connected_at": "2026-12-01T09:31:02Z",
+        "last_seen_at": "2026-12-01T09:45:40Z",
+        "jobs_run": 12,
+        "tokens_generated": 1536,
+    }

@@ -21,6 +21,7 @@ from mesh_nanollm.realtime.jobs import JobEvent, JobRelay
 from mesh_nanollm.realtime.limits import TokenBucket
 from mesh_nanollm.realtime.notify import (
     credential_channel,
+    member_credential,
     notify_error,
     peer_channel,
     relay_signal,
@@ -104,6 +105,7 @@ def register_events(sio: socketio.AsyncServer, presence: Presence, relay: JobRel
         if not closing:  # a closing socket leaves all its rooms anyway
             await sio.leave_room(sid, room_channel(peer.room_slug))
             await sio.leave_room(sid, peer_channel(peer.room_slug, peer.peer_id))
+            await sio.leave_room(sid, credential_channel(member_credential(peer.room_slug, conn.user.id)))
 
     def event(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         """Register `fn` under its name; a bug in it is logged and reported, never fatal."""
@@ -166,6 +168,8 @@ def register_events(sio: socketio.AsyncServer, presence: Presence, relay: JobRel
         conn.peer = peer
         await sio.enter_room(sid, room_channel(room.slug))
         await sio.enter_room(sid, peer_channel(room.slug, peer_id))
+        # Filed under the membership too: removing the member (or deleting the room) closes it.
+        await sio.enter_room(sid, credential_channel(member_credential(room.slug, conn.user.id)))
         # A lone instance holds every live peer of the room; with several, the others are known
         # only from the database.
         if settings.redis_url:

@@ -39,6 +39,12 @@ def credential_channel(credential: str) -> str:
     return f"c:{credential}"
 
 
+def member_credential(room_slug: str, user_id: int) -> str:
+    """What a socket in a room is filed under besides its token or session: one user's presence in
+    one room, so that losing the room closes it like a revoked credential."""
+    return f"member:{room_slug}:{user_id}"
+
+
 async def notify_room_changes(sio: socketio.AsyncServer, changes: RoomChanges) -> None:
     """One batch per kind of change, to everyone in the room: `peer_left {peer_ids}`,
     `peer_joined {peers}`, `peer_updated {peers}`."""
@@ -86,3 +92,10 @@ async def notify_token_revoked(realtime: Realtime, token_hash: str) -> None:
 async def notify_signed_out(realtime: Realtime, session_id: str) -> None:
     """A browser session ended: the sockets it opened close, on every instance."""
     await realtime.revoke(hash_token(session_id))
+
+
+async def notify_access_lost(realtime: Realtime, room_slug: str, user_ids: list[int]) -> None:
+    """Users lost a room (removed from it, or it was deleted): their sockets in it close, on every
+    instance, and the room hears `peer_left` as for any closed socket."""
+    for user_id in user_ids:
+        await realtime.revoke(member_credential(room_slug, user_id))

@@ -8,7 +8,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from mesh_nanollm.peers import service as peers
 from mesh_nanollm.peers.schemas import PeerView
@@ -19,7 +19,7 @@ log = logging.getLogger("mesh_nanollm.presence")
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass(slots=True)

@@ -11,11 +11,12 @@ from litestar.plugins.htmx import HTMXRequest, HTMXTemplate, HXLocation
 from litestar.response import Redirect, Template
 
 from mesh_nanollm.catalogue import Catalogue
-from mesh_nanollm.errors import ServiceError
+from mesh_nanollm.errors import Forbidden, ServiceError
 from mesh_nanollm.openapi import BEARER, errors
 from mesh_nanollm.peers.schemas import PeerView
 from mesh_nanollm.peers.service import list_live_peers
 from mesh_nanollm.rooms import service
+from mesh_nanollm.rooms.codes import format_code
 from mesh_nanollm.rooms.schemas import RoomCreate, RoomView
 from mesh_nanollm.security import provide_user
 from mesh_nanollm.tables import Room, User
@@ -31,7 +32,7 @@ def room_view(room: Room, peers: int, user: NamedDependency[User], owner_name: s
         owner=owner_name,
         peers=peers,
         created_at=room.created_at,
-        invite_code=room.invite_code if room.owner == user.id else None,
+        invite_code=format_code(room.invite_code) if room.invite_code and room.owner == user.id else None,
     )
 
 
@@ -77,9 +78,21 @@ class RoomPages(Controller):
             return Template("rooms.html", context=context, status_code=422)
         return go_to(request, f"/rooms/{room.slug}")
 
+    @get("/join/{code:str}", name="invite")
+    async def invite(self, user: NamedDependency[User], code: FromPath[str]) -> Template | Redirect:
+        """Where an invite link leads (after signing in): the room it opens, and a button to join."""
+        room = await service.room_for_code(code)
+        if room is not None and await service.may_enter(user, room):
+            return Redirect(f"/rooms/{room.slug}", status_code=303)
+        context = {"user": user, "room": room, "code": format_code(room.invite_code) if room else code[:64]}
+        return Template("invite.html", context=context, status_code=200 if room else 404)
+
     @get("/{slug:str}", name="room")
     async def room(self, user: NamedDependency[User], slug: FromPath[str], catalogue: NamedDependency[Catalogue]) -> Template:
-        room = await service.get_room(user, slug)
+        try:
+            room = await service.get_room(user, slug)
+        except Forbidden as exc:
+            return self._locked(user, slug, exc.detail, 403)
         peers = await list_live_peers(room)
         context = {
             "user": user,
@@ -87,9 +100,28 @@ class RoomPages(Controller):
             "peers": peers,
             "models": catalogue.entries,
             "is_owner": room.owner == user.id,
+            "invite_code": format_code(room.invite_code) if room.invite_code else None,
         }
         # Cross-origin isolated, as every page is (app.security_headers).
         return Template("room.html", context=context)
+
+    def _locked(self, user: User, slug: str, detail: str, status: int, **extra: Any) -> Template:
+        """The page of a private room for someone not in it: why, and a field for its code."""
+        context = {"user": user, "slug": slug, "detail": detail, "join_errors": {}, "join_values": {}} | extra
+        return Template("room_locked.html", context=context, status_code=status)
+
+    @post("/{slug:str}/join", name="room_enter", status_code=200)
+    async def enter(self, request: HTMXRequest, user: NamedDependency[User], slug: FromPath[str], data: Form) -> Template | Redirect | ClientRedirect:
+        """The code field of a private room's page: the right code makes the user a member."""
+        code = data.get("code", "")
+        try:
+            room = await service.join_room_with_code(user, slug, code)
+        except ServiceError as exc:
+            context = {"join_errors": exc.fields, "join_values": {"code": code[:64]}, "join_action": f"/rooms/{slug}/join"}
+            if request.htmx:
+                return HTMXTemplate(template_name="_join_form.html", context=context, status_code=422)
+            return self._locked(user, slug, "This room is private. Enter its invite code to join.", 422, **context)
+        return go_to(request, f"/rooms/{room.slug}")
 
     @get("/{slug:str}/peers", name="room_peers")
     async def peers(self, user: NamedDependency[User], slug: FromPath[str]) -> Template:
@@ -104,27 +136,28 @@ class RoomApi(Controller):
     security = BEARER
     dependencies = {"user": Provide(provide_user)}
 
-    @get("/", responses=errors(401))
+    @get("/", summary="List rooms", responses=errors(401))
     async def list_rooms(self, user: NamedDependency[User]) -> list[RoomView]:
         """Rooms the caller may see: public ones and private ones they belong to."""
         listings = await service.list_rooms(user)
         owners = await service.owner_names([listing.room for listing in listings])
         return [room_view(r.room, r.peers, user, owners.get(r.room.owner)) for r in listings]
 
-    @post("/", responses=errors(400, 401, 403, 409, 413, 422))
+    @post("/", summary="Create a room", responses=errors(400, 401, 403, 409, 413, 422))
     async def create_room(self, user: NamedDependency[User], data: JSONBody[RoomCreate]) -> RoomView:
         """Create a room; a private room gets an invite code only its owner sees."""
         room = await service.create_room(user, data.name, data.private)
         return room_view(room, 0, user, user.username)
 
-    @get("/{slug:str}", responses=errors(400, 401, 403, 404))
+    @get("/{slug:str}", summary="Get a room", responses=errors(400, 401, 403, 404))
     async def get_room(self, user: NamedDependency[User], slug: FromPath[str]) -> RoomView:
+        """One room by its slug, with its live peer count (and its invite code, for its owner)."""
         room = await service.get_room(user, slug)
         peers = await list_live_peers(room)
         owners = await service.owner_names([room])
         return room_view(room, len(peers), user, owners.get(room.owner))
 
-    @get("/{slug:str}/peers", responses=errors(400, 401, 403, 404))
+    @get("/{slug:str}/peers", summary="List a room's peers", responses=errors(400, 401, 403, 404))
     async def list_peers(self, user: NamedDependency[User], slug: FromPath[str]) -> list[PeerView]:
         """Live peers in the room, oldest first."""
         room = await service.get_room(user, slug)

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 from mesh_nanollm.errors import Conflict, Forbidden, InvalidInput, NotFound
 from mesh_nanollm.peers.service import count_live_peers
-from mesh_nanollm.tables import Room, RoomMember, User
+from mesh_nanollm.rooms.codes import new_code, normalize_code
+from mesh_nanollm.tables import PeerSession, Room, RoomMember, User
 
 GLOBAL_SLUG = "global"
 RESERVED_SLUGS = {"join", "new"}
@@ -65,7 +66,7 @@ async def create_room(user: User, name: str, is_private: bool) -> Room:
                 name=name,
                 owner=user.id,
                 is_private=is_private,
-                invite_code=secrets.token_urlsafe(9) if is_private else None,
+                invite_code=new_code() if is_private else None,
             )
             try:
                 await room.save()
@@ -97,13 +98,39 @@ async def get_room(user: User, slug: str) -> Room:
     return room
 
 
-async def join_by_invite(user: User, code: str) -> Room:
-    code = code.strip()
-    room = await Room.objects().where(Room.invite_code == code).first() if 0 < len(code) <= 32 else None
-    if room is None:
-        raise InvalidInput("That invite code is not valid.", {"code": "That invite code is not valid."})
+BAD_CODE = "That invite code is not valid."
+
+
+async def room_for_code(typed: str) -> Room | None:
+    """The room whose invite code someone typed. Codes made before the readable alphabet (URL-safe
+    base64, case-sensitive) still match exactly as typed, until their owner regenerates them."""
+    typed = typed.strip()
+    if not 0 < len(typed) <= 64:
+        return None
+    candidates = list({normalize_code(typed), typed})
+    return await Room.objects().where(Room.invite_code.is_in(candidates)).first()
+
+
+async def add_member(user: User, room: Room) -> None:
     if not await may_enter(user, room):
         await RoomMember.insert(RoomMember(room=room.id, user=user.id))
+
+
+async def join_by_invite(user: User, code: str) -> Room:
+    room = await room_for_code(code)
+    if room is None:
+        raise InvalidInput(BAD_CODE, {"code": BAD_CODE})
+    await add_member(user, room)
+    return room
+
+
+async def join_room_with_code(user: User, slug: str, code: str) -> Room:
+    """Enter the private room `slug` with its code (from its 403 page); a code of another room
+    is as wrong as no code."""
+    room = await room_for_code(code)
+    if room is None or room.slug != slug:
+        raise InvalidInput(BAD_CODE, {"code": BAD_CODE})
+    await add_member(user, room)
     return room
 
 
@@ -112,3 +139,48 @@ async def owner_names(rooms: list[Room]) -> dict[int, str]:
     ids = list({room.owner for room in rooms if room.owner is not None})
     rows = await User.select(User.id, User.username).where(User.id.is_in(ids)) if ids else []
     return {row["id"]: row["username"] for row in rows}
+
+
+async def get_owned_room(user: User, slug: str) -> Room:
+    """The room `slug` if `user` owns it: what renaming, deleting and managing members need."""
+    room = await get_room(user, slug)
+    if room.owner != user.id:
+        raise Forbidden("Only the room's owner can do that.")
+    return room
+
+
+async def rename_room(user: User, slug: str, name: str) -> Room:
+    """A new name; the slug (and so every link to the room) stays."""
+    room = await get_owned_room(user, slug)
+    name = name.strip()
+    if errors := validate_room_name(name):
+        raise InvalidInput("Please correct the highlighted fields.", errors)
+    room.name = name
+    await room.save([Room.name])
+    return room
+
+
+async def regenerate_code(user: User, slug: str) -> Room:
+    """A new invite code for a private room; the old one stops working at once. Members stay."""
+    room = await get_owned_room(user, slug)
+    if not room.is_private:
+        raise Conflict("Public rooms are open to everyone and have no invite code.")
+    room.invite_code = new_code()
+    await room.save([Room.invite_code])
+    return room
+
+
+async def delete_room(user: User, slug: str, confirm_name: str) -> list[int]:
+    """Delete a room with its members, peers and jobs (the tables cascade). `confirm_name` must be
+    the room's name. Returns the ids of users with a live peer in it, whose sockets must go."""
+    room = await get_owned_room(user, slug)
+    if room.slug == GLOBAL_SLUG:
+        raise Forbidden("The global room cannot be deleted.")
+    if confirm_name.strip() != room.name:
+        message = f"Type the room's name, “{room.name}”, to delete it."
+        raise InvalidInput(message, {"confirm": message})
+    live = await PeerSession.select(PeerSession.user).where(
+        PeerSession.room == room.id, PeerSession.disconnected_at.is_null()
+    ).distinct()
+    await Room.delete().where(Room.id == room.id)
+    return [row["user"] for row in live]
