@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
 import asyncpg
 import socketio
+from jinja2 import pass_context
 from litestar import Litestar, Request, Response, Router
 from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import CacheControlHeader, State
@@ -233,6 +234,24 @@ def static_headers(response: Response) -> Response:
     return security_headers(response)
 
 
+def remembered_url_for() -> Any:
+    """Templates' `url_for`, answering each route and parameters once per app: a page calls it a
+    dozen times, and each reverse lookup walks the routes."""
+
+    @pass_context
+    def url_for(context: Mapping[str, Any], route_name: str, /, **parameters: Any) -> str:
+        key = (route_name, *sorted(parameters.items()))
+        path = paths.get(key)
+        if path is None:
+            if len(paths) >= 4096:  # room slugs and file names are unbounded; the paths a page uses are few
+                paths.clear()
+            path = paths[key] = context["request"].app.route_reverse(route_name, **parameters)
+        return path
+
+    paths: dict[tuple[Any, ...], str] = {}
+    return url_for
+
+
 def create_app(settings: Settings | None = None) -> Litestar:
     settings = settings or load_settings()
     engine = db.bind(settings.database_url)
@@ -245,6 +264,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     gateway = Gateway(realtime.jobs, realtime.presence, settings, across_instances=bool(settings.redis_url))
 
     def register_globals(templates: JinjaTemplateEngine) -> None:
+        templates.engine.globals["url_for"] = remembered_url_for()
         templates.engine.globals["vendor_url"] = vendor.url
         templates.engine.globals["production"] = settings.production
         templates.engine.globals["job_limits"] = job_limits()

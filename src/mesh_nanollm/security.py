@@ -19,6 +19,7 @@ from mesh_nanollm.tables import ApiToken, User
 
 SESSION_USER_KEY = "user_id"
 _SCOPE_USER = "mesh.user"
+_SCOPE_SESSION_USER = "mesh.session_user_row"  # the user read along with the session
 BCRYPT_ROUNDS = 12  # tests lower it; the stored hash records the cost, so checks follow it
 # Compared against when the username is unknown, so a miss costs as much as a hit.
 _DUMMY_HASH = bcrypt.hashpw(b"not a password", bcrypt.gensalt(rounds=12))
@@ -94,6 +95,12 @@ async def user_for_session(session: dict[str, Any]) -> User | None:
     return await User.objects().where(User.id == user_id).first()
 
 
+def remember_session_user(connection: ASGIConnection, session: dict[str, Any], user: User | None) -> None:
+    """Keep the user the session store read with `session`, so authenticating costs no statement."""
+    if user is not None and user.id == session.get(SESSION_USER_KEY):
+        connection.scope[_SCOPE_SESSION_USER] = user  # type: ignore[literal-required]
+
+
 async def authenticate(connection: ASGIConnection) -> User | None:
     """The user behind a request: a Bearer token wins over the session cookie."""
     if _SCOPE_USER in connection.scope:
@@ -102,7 +109,9 @@ async def authenticate(connection: ASGIConnection) -> User | None:
     if token is not None:
         user = await user_for_token(token)
     else:
-        user = await user_for_session(connection.session) if "session" in connection.scope else None
+        user = connection.scope.get(_SCOPE_SESSION_USER)  # type: ignore[assignment]
+        if user is None and "session" in connection.scope:
+            user = await user_for_session(connection.session)  # a session stored before it named its user
     connection.scope[_SCOPE_USER] = user  # type: ignore[literal-required]
     return user
 

@@ -37,6 +37,9 @@ class WebSession(Table):
     key = Varchar(length=64, unique=True)
     data = Bytea()
     expires_at = Timestamptz(null=True, default=None, index=True)
+    # Whose session it is (also inside `data`): a request reads its session and user in one
+    # statement, and deleting a user deletes their sessions.
+    user = ForeignKey(User, null=True, default=None, on_delete=OnDelete.cascade)
 
 
 class ThrottleHit(Table):

@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from mesh_nanollm.security import bearer_token, hash_token, user_for_session, user_for_token
+from mesh_nanollm.security import SESSION_USER_KEY, bearer_token, hash_token, user_for_session, user_for_token
 from mesh_nanollm.sessions import DatabaseStore
 from mesh_nanollm.tables import User
 
@@ -40,12 +40,15 @@ async def authenticate_socket(environ: dict[str, Any], auth: object) -> tuple[Us
     session_id = _cookie(environ.get("HTTP_COOKIE", ""), SESSION_COOKIE)
     if not session_id or len(session_id) > 64:
         return None
-    raw = await _store.get(session_id)
+    raw, user = await _store.get_with_user(session_id)
     if raw is None:
         return None
     try:
         session = msgspec.json.decode(raw)
     except msgspec.DecodeError:
         return None
-    user = await user_for_session(session) if isinstance(session, dict) else None
+    if not isinstance(session, dict):
+        return None
+    if user is None or user.id != session.get(SESSION_USER_KEY):
+        user = await user_for_session(session)  # a session stored before it named its user
     return (user, hash_token(session_id)) if user is not None else None

@@ -7,6 +7,7 @@ import secrets
 import unicodedata
 from dataclasses import dataclass
 
+from mesh_nanollm.db import as_objects
 from mesh_nanollm.errors import Conflict, Forbidden, InvalidInput, NotFound
 from mesh_nanollm.peers.service import count_live_peers
 from mesh_nanollm.rooms.codes import new_code, normalize_code
@@ -39,10 +40,13 @@ def validate_room_name(name: str) -> dict[str, str]:
 async def list_visible_rooms(user: User) -> list[Room]:
     """Public rooms and the private rooms `user` belongs to (one query); the global room first,
     then the newest first."""
-    memberships = RoomMember.select(RoomMember.room).where(RoomMember.user == user.id)
-    rooms = await Room.objects().where(
-        (Room.is_private == False) | Room.id.is_in(memberships)
-    ).order_by(Room.created_at, ascending=False)
+    rows = await Room.raw(
+        "SELECT room.* FROM room WHERE NOT room.is_private"
+        ' OR room.id IN (SELECT room_member.room FROM room_member WHERE room_member."user" = {})'
+        " ORDER BY room.created_at DESC",
+        user.id,
+    )
+    rooms = as_objects(Room, rows)
     rooms.sort(key=lambda room: room.slug != GLOBAL_SLUG)
     return rooms
 
@@ -90,10 +94,16 @@ async def may_enter(user: User, room: Room) -> bool:
 
 async def get_room(user: User, slug: str) -> Room:
     """The room `slug` if `user` may see it; NotFound or Forbidden otherwise."""
-    room = await Room.objects().where(Room.slug == slug).first() if len(slug) <= 48 else None
-    if room is None:
+    rows = await Room.raw(
+        "SELECT room.*, EXISTS (SELECT 1 FROM room_member WHERE room_member.room = room.id"
+        ' AND room_member."user" = {}) AS is_member FROM room WHERE room.slug = {}',
+        user.id,
+        slug,
+    ) if len(slug) <= 48 else []
+    if not rows:
         raise NotFound(f"There is no room called “{slug[:48]}”.")
-    if not await may_enter(user, room):
+    room = as_objects(Room, rows)[0]
+    if room.is_private and not rows[0]["is_member"]:
         raise Forbidden("This room is private. Ask its owner for an invite code.")
     return room
 
