@@ -15,8 +15,6 @@ from litestar.middleware.session.server_side import (
 from litestar.stores.base import Store
 from litestar.types import Empty, Message, ScopeSession
 
-import msgspec
-
 from mesh_nanollm.db import as_objects
 from mesh_nanollm.security import SESSION_USER_KEY, remember_session_user
 from mesh_nanollm.tables import User, WebSession

@@ -111,7 +111,7 @@ class RoomPages(Controller):
         return Template("room_locked.html", context=context, status_code=status)
 
     @post("/{slug:str}/join", name="room_enter", status_code=200)
-    async def enter(self, request: HTMXRequest, user: NamedDependency[User], slug: FromPath[str], data: Form) -> Template | Redirect | ClientRedirect:
+    async def enter(self, request: HTMXRequest, user: NamedDependency[User], slug: FromPath[str], data: Form) -> Template | Redirect | HXLocation:
         """The code field of a private room's page: the right code makes the user a member."""
         code = data.get("code", "")
         try:
