@@ -80,6 +80,8 @@ class RegisterPage(AppPage):
         return self
 
     async def sign_up(self, username: str, password: str, lands_on: str = "/rooms") -> RoomsPage:
+        # A boosted link swaps the page in a moment after the click: fill this form, not the last one.
+        await expect(self.page.get_by_role("heading", name="Create an account")).to_be_visible()
         await self.page.get_by_label("Username").fill(username)
         await self.page.get_by_label("Password", exact=True).fill(password)
         await self.page.get_by_label("Repeat the password").fill(password)
