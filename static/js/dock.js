@@ -12,6 +12,8 @@ const part = (name) => dock.querySelector(`[data-testid="dock-${name}"]`);
 let served = null; // {job_id, at, tokens}
 
 const STATES = { loading: "loading a model", busy: "generating", idle: "idle" };
+// Why a paused tab serves nobody now (pause.js); its own prompts still run.
+const PAUSED = { sharing_off: "not sharing", hidden: "paused: tab hidden", battery: "paused: battery low", device_lost: "paused: GPU lost" };
 
 function servingText(work) {
   if (!work || !["queued", "running"].includes(work.state)) return "";
@@ -37,7 +39,8 @@ function render() {
   room.href = `/rooms/${encodeURIComponent(session.slug)}`;
   room.textContent = session.roomName || session.slug;
   const status = session.peer.status;
-  part("state").textContent = session.conn ? STATES[status.state] ?? status.state : "joining…";
+  const state = status.state === "paused" ? PAUSED[status.pause_reason] ?? "paused" : STATES[status.state] ?? status.state;
+  part("state").textContent = session.conn ? state : "joining…";
   dock.dataset.state = status.state;
   dock.dataset.peerId = session.conn?.peerId ?? "";
   part("model").textContent = status.models_warm.length ? `warm: ${status.models_warm.join(", ")}` : "no model warm";
