@@ -37,14 +37,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _user_of(data: bytes) -> object:
-    try:
-        session = msgspec.json.decode(data)
-    except msgspec.DecodeError:
-        return None
-    return session.get(SESSION_USER_KEY) if isinstance(session, dict) else None
-
-
 class DatabaseStore(Store):
     """A Litestar store over the `WebSession` table."""
 
@@ -98,7 +90,7 @@ class DatabaseStore(Store):
         rows = await WebSession.select(WebSession.key, WebSession.data).where(
             (WebSession.user == user_id) | WebSession.user.is_null()
         )
-        ended = [row["key"] for row in rows if row["key"] != keep and _user_of(bytes(row["data"])) == user_id]
+        ended = [row["key"] for row in rows if row["key"] != keep and _user_id(bytes(row["data"])) == user_id]
         for start in range(0, len(ended), 500):
             await WebSession.delete().where(WebSession.key.is_in(ended[start : start + 500]))
         return ended
