@@ -17,6 +17,7 @@ from conftest import start_server
 from support.accounts import create_room, sign_up
 
 from mesh_nanollm.settings import SettingsError, load_settings
+from mesh_nanollm.worker.mesh import Mesh
 
 SECRET = "coturn static-auth-secret"
 TURN_URLS = (
@@ -87,6 +88,35 @@ async def test_refresh_ice_hands_out_new_credentials_for_the_same_user(tmp_path:
     new_expiry, _, new_user = new["username"].partition(":")
     assert new_user == old_user and int(new_expiry) > int(old_expiry)
     assert new["credential"] == coturn_password(SECRET, new["username"]) != old["credential"]
+
+
+async def test_the_headless_worker_asks_for_new_credentials_before_its_expire(tmp_path: Path) -> None:
+    server = start_server(tmp_path, ICE_SERVERS=STUN, TURN_URLS=TURN_URLS, TURN_SECRET=SECRET, TURN_TTL="600")
+    client = socketio.AsyncClient(reconnection=False)
+    said: list[str] = []
+    mesh = Mesh(runner=None, sio=client, say=said.append)  # type: ignore[arg-type] -- no job comes
+    try:
+        account = await sign_up(server.url)
+        await client.connect(
+            server.url, headers={"Authorization": f"Bearer {account.token}"}, transports=["websocket"], wait_timeout=10
+        )
+        joined = await client.call("join_room", {"room": "global"}, timeout=10)
+        # As if these credentials lived 1.25 s: the worker asks for new ones a second later.
+        await mesh.room_event("joined", joined | {"ice_ttl_s": 1.25})
+        first = mesh.ice[1].username
+        async with asyncio.timeout(30):
+            while mesh.ice[1].username == first:
+                await asyncio.sleep(0.1)
+        await mesh.room_event("left", {})
+    finally:
+        await client.disconnect()
+        server.stop()
+
+    old_expiry, _, old_user = first.partition(":")
+    new_expiry, _, new_user = mesh.ice[1].username.partition(":")
+    assert new_user == old_user and int(new_expiry) > int(old_expiry)
+    assert mesh.ice[1].credential == coturn_password(SECRET, mesh.ice[1].username)
+    assert mesh.ice_refresh is None and said == []  # left the room: no more asking
 
 
 def test_without_turn_settings_peers_get_only_ice_servers(tmp_path: Path) -> None:

@@ -29,12 +29,15 @@ from mesh_nanollm.worker.runner import Refused, Runner
 
 VERSION = 1
 HEARTBEAT_S = 1.0
-SILENCE_S = 3.5  # as mesh.js: three missed heartbeats and the link is lost
+SILENCE_S = 3.5  # as link.js: three missed heartbeats and the link is lost
 RESERVATION_S = 5.0  # an accepted offer holds a place this long for its job_run
 MAX_MESSAGE_CHARS = 128 * 1024
 MAX_TEXT_CHARS = 60_000
 MAX_LINKS = 16
 MAX_TOKEN_CHARS = 4000  # a token message's text, as protocol.js caps it
+# New TURN credentials at 80 % of their lifetime, or again after 5 % of it (as ice-refresh.js).
+ICE_REFRESH_AT = 0.8
+ICE_RETRY_AT = 0.05
 # A newcomer offers at once; if its offer got lost anyway, the older peer offers after this long.
 ADOPT_AFTER_S = 3.0
 TASK = "text-generation"
@@ -109,12 +112,14 @@ class Mesh:
         self.links: dict[str, Link] = {}
         self.present: set[str] = set()  # the room's other peers, from the server's presence events
         self.heartbeat: asyncio.Task[None] | None = None
+        self.ice_refresh: asyncio.Task[None] | None = None
 
     async def room_event(self, name: str, data: dict[str, Any]) -> None:
         """WorkerPeer's listener: the room's joined / left / peer_left / signal events."""
         if name == "joined":
             self.peer_id = data["peer_id"]
             self.ice = ice_servers(data.get("ice_servers"))
+            self._keep_ice(data.get("ice_ttl_s"))
             if self.heartbeat is None:
                 self.heartbeat = asyncio.create_task(self._beat())
             self.present = {peer["peer_id"] for peer in data.get("peers", [])}
@@ -127,6 +132,7 @@ class Mesh:
         elif name == "left":
             self.peer_id = None
             self.present.clear()
+            self._keep_ice(None)
             for link in list(self.links.values()):
                 await self._lose(link)
             if self.heartbeat is not None:
@@ -223,6 +229,33 @@ class Mesh:
         for job_id in link.running:  # nobody is left to stream to: the requester fails over
             self.runner.cancel(job_id)
         await link.pc.close()
+
+    def _keep_ice(self, ttl_s: object) -> None:
+        """Credentials good for `ttl_s` seconds just came (none: nothing expires, or we left): ask
+        for new ones in time, since a worker outlives them and the links it makes later need valid
+        ones. Links already made keep theirs (aiortc has no setConfiguration)."""
+        if self.ice_refresh is not None:
+            self.ice_refresh.cancel()
+            self.ice_refresh = None
+        if isinstance(ttl_s, int | float) and ttl_s > 0:
+            self.ice_refresh = asyncio.create_task(self._refresh_ice(float(ttl_s)))
+
+    async def _refresh_ice(self, ttl_s: float) -> None:
+        wait = ttl_s * ICE_REFRESH_AT
+        while True:
+            await asyncio.sleep(max(1.0, wait))
+            try:
+                ack = await self.sio.call("refresh_ice", {}, timeout=10)
+            except (socketio.exceptions.SocketIOError, OSError) as exc:
+                ack = {"error": {"message": exc.__class__.__name__}}
+            if isinstance(ack, dict) and "error" not in ack and isinstance(ack.get("ice_ttl_s"), int | float):
+                self.ice = ice_servers(ack.get("ice_servers"))
+                ttl_s = float(ack["ice_ttl_s"])
+                wait = ttl_s * ICE_REFRESH_AT
+            else:
+                error = ack.get("error", {}) if isinstance(ack, dict) else {}
+                self.say(f"no new ICE credentials yet ({error.get('message', 'a malformed answer')}); asking again soon")
+                wait = ttl_s * ICE_RETRY_AT
 
     async def _beat(self) -> None:
         while True:
