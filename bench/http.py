@@ -11,6 +11,7 @@ from pathlib import Path
 # folder comes first on sys.path and `import httpx` would find this file instead.
 if sys.path and Path(sys.path[0] or ".").resolve() == Path(__file__).resolve().parent:
     del sys.path[0]
+sys.path.append(str(Path(__file__).resolve().parent))  # bench/launch.py, after the stdlib's http
 
 import argparse
 import asyncio
@@ -29,6 +30,7 @@ from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
+import launch
 
 from mesh_nanollm.jobs.service import encode_cursor
 from mesh_nanollm.settings import PROJECT_ROOT
@@ -137,14 +139,6 @@ async def ensure_database(url: str, reseed: bool) -> None:
         print("dropped the bench tables")
 
 
-def cli() -> str:
-    # The entry point installed beside this interpreter, i.e. the project's own `mesh-nanollm`.
-    path = Path(sys.executable).parent / "mesh-nanollm"
-    if not path.exists():
-        sys.exit("bench: `mesh-nanollm` is not installed; run this with `uv run python bench/http.py`")
-    return str(path)
-
-
 def server_env(database_url: str, port: int) -> dict[str, str]:
     return os.environ | {
         "DATABASE_URL": database_url,
@@ -156,36 +150,18 @@ def server_env(database_url: str, port: int) -> dict[str, str]:
     }
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_server(database_url: str, workdir: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
+    port = launch.free_port()
     env = server_env(database_url, port)
-    subprocess.run([cli(), "migrate"], env=env, cwd=workdir, check=True)
+    subprocess.run([launch.cli(), "migrate"], env=env, cwd=workdir, check=True)
     log_path = workdir / "server.log"
     process = subprocess.Popen(
-        [cli(), "serve", "--no-migrate", "--workers", "1"],
+        [launch.cli(), "serve", "--no-migrate", "--workers", "1"],
         env=env, cwd=workdir, stdout=log_path.open("w"), stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            sys.exit(f"bench: the server exited early:\n{log_path.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    process.terminate()
-    sys.exit(f"bench: the server did not become healthy:\n{log_path.read_text()[-3000:]}")
+    launch.wait_healthy(process, url, log_path, timeout=30)
+    return process, url
 
 
 def sign_in(url: str, username: str) -> str:
@@ -252,29 +228,6 @@ async def deep_cursor(database_url: str, username: str) -> str:
     return encode_cursor(row["created_at"], row["id"])
 
 
-def process_tree_cpu(pid: int) -> float:
-    """CPU seconds used so far by `pid` and its descendants (Granian runs its worker as a child)."""
-    parents: dict[int, int] = {}
-    times: dict[int, float] = {}
-    tick = os.sysconf("SC_CLK_TCK")
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        child = int(stat.parent.name)
-        parents[child] = int(fields[1])
-        times[child] = (int(fields[11]) + int(fields[12])) / tick
-    tree, frontier = {pid}, [pid]
-    while frontier:
-        current = frontier.pop()
-        for child, parent in parents.items():
-            if parent == current and child not in tree:
-                tree.add(child)
-                frontier.append(child)
-    return sum(times.get(p, 0.0) for p in tree)
-
-
 WRK_REPORT = """
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -329,7 +282,7 @@ def measure(args: argparse.Namespace, server: subprocess.Popen, target: str, use
             url: str, headers: dict[str, str], script: Path) -> Cell:
     if round_ == 1 and args.warmup > 0:
         load(args, url, headers, args.warmup, script)
-    server_before = process_tree_cpu(server.pid)
+    server_before = launch.cpu_seconds(launch.process_tree(server.pid))
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     own = time.process_time()
     result = load(args, url, headers, args.duration, script)
@@ -339,7 +292,7 @@ def measure(args: argparse.Namespace, server: subprocess.Popen, target: str, use
     return Cell(
         target=target, user=user, round=round_, requests=result["requests"],
         rps=result["requests"] / result["seconds"], p50_ms=result["p50_ms"], p99_ms=result["p99_ms"],
-        server_cpu=(process_tree_cpu(server.pid) - server_before) / result["seconds"],
+        server_cpu=(launch.cpu_seconds(launch.process_tree(server.pid)) - server_before) / result["seconds"],
         generator_cpu=generator_s / result["seconds"],
     )
 

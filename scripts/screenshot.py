@@ -6,17 +6,17 @@ Usage: uv run python scripts/screenshot.py   (writes docs/screenshot-rooms.png a
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
 from playwright.sync_api import Page, expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.append(str(ROOT / "bench"))  # bench/launch.py starts the app for the benchmarks too
+import launch
+
 DOCS = ROOT / "docs"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # Quiet on a closed network: no background traffic to Google's services.
@@ -31,15 +31,9 @@ CHROMIUM_ARGS = [
 VIEWPORT = {"width": 1280, "height": 800}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_app(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
     """`uv run mesh-nanollm`, the README's command, on a fresh SQLite file in `tmp`."""
-    port = free_port()
+    port = launch.free_port()
     env = os.environ | {
         "DATABASE_URL": f"sqlite:///{tmp / 'screenshot.sqlite'}",
         "SECRET_KEY_FILE": str(tmp / "secret"),
@@ -50,18 +44,8 @@ def start_app(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
     log = (tmp / "server.log").open("wb")
     server = subprocess.Popen(["uv", "run", "mesh-nanollm"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            sys.exit(f"the app exited early:\n{(tmp / 'server.log').read_text()}")
-        try:
-            if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
-                return server, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    server.terminate()
-    sys.exit(f"the app did not become healthy:\n{(tmp / 'server.log').read_text()}")
+    launch.wait_healthy(server, url, tmp / "server.log")
+    return server, url
 
 
 def sign_up(page: Page, url: str, username: str) -> None:

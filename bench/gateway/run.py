@@ -20,9 +20,7 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,11 +35,12 @@ import httpx
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # bench/launch.py; after the stdlib
+import launch
 from load import FakeWorker, Relayed, Stream, match, stream_chat
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench" / "results"
-TICK = os.sysconf("SC_CLK_TCK")
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/bench_gateway"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 PASSWORD = "benchmark password"
@@ -122,48 +121,11 @@ def quantile(values: list[float], q: int) -> float:
 # --- servers -------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def cli() -> str:
-    path = Path(sys.executable).parent / "mesh-nanollm"
-    if not path.exists():
-        sys.exit(
-            "bench: `mesh-nanollm` is not installed; run this with `uv run python bench/gateway/run.py`"
-        )
-    return str(path)
-
-
 def reset_postgres(url: str) -> None:
     """An empty schema in the benchmark's own database (created if missing), migrated."""
-    import asyncpg
-
-    base, _, name = url.rpartition("/")
-    if name in ("", "postgres", "test", "bench"):
-        sys.exit(
-            f"bench: refusing to wipe database {name!r}; point BENCH_DATABASE_URL at a scratch database"
-        )
-    dsn = base.replace("postgres://", "postgresql://", 1)
-
-    async def reset() -> None:
-        admin = await asyncpg.connect(f"{dsn}/postgres")
-        try:
-            if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-                await admin.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await admin.close()
-        conn = await asyncpg.connect(f"{dsn}/{name}")
-        try:
-            await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
-        finally:
-            await conn.close()
-
-    asyncio.run(reset())
+    launch.reset_postgres(url)
     subprocess.run(
-        [cli(), "migrate"],
+        [launch.cli(), "migrate"],
         env=os.environ | SERVER_ENV | {"DATABASE_URL": url},
         check=True,
         stdout=subprocess.DEVNULL,
@@ -176,33 +138,9 @@ class Server:
     url: str
     log: Path
 
-    def pids(self) -> list[int]:
-        """The server and its descendants (Granian runs the app in a child worker)."""
-        children: dict[int, list[int]] = {}
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                except OSError:
-                    continue
-                children.setdefault(ppid, []).append(int(entry.name))
-        found, todo = [], [self.process.pid]
-        while todo:
-            pid = todo.pop()
-            found.append(pid)
-            todo.extend(children.get(pid, []))
-        return found
-
     def cpu_s(self) -> float:
-        """CPU seconds (user + system) the server has used so far."""
-        total = 0
-        for pid in self.pids():
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += int(fields[11]) + int(fields[12])
-        return total / TICK
+        """CPU seconds (user + system) the server and its worker have used so far."""
+        return launch.cpu_seconds(launch.process_tree(self.process.pid))
 
     def stop(self) -> None:
         self.process.terminate()
@@ -214,53 +152,27 @@ class Server:
 
 
 def start_server(workdir: Path, cpu: str, database_url: str, redis_url: str | None) -> Server:
-    port = free_port()
+    port = launch.free_port()
     env = os.environ | SERVER_ENV | {"DATABASE_URL": database_url, "PORT": str(port)}
     env.pop("REDIS_URL", None)
     if redis_url:
         env["REDIS_URL"] = redis_url
     log = workdir / f"server-{port}.log"
     process = subprocess.Popen(
-        ["taskset", "-c", cpu, cli(), "serve", "--no-migrate", "--workers", "1"],
+        ["taskset", "-c", cpu, launch.cli(), "serve", "--no-migrate", "--workers", "1"],
         env=env,
         cwd=workdir,
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
     )
     server = Server(process, f"http://127.0.0.1:{port}", log)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            sys.exit(f"bench: a server exited early:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{server.url}/api/health", timeout=1).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    server.stop()
-    sys.exit(f"bench: a server did not become healthy:\n{log.read_text()[-3000:]}")
+    launch.wait_healthy(process, server.url, log)
+    return server
 
 
 def sign_up(url: str) -> str:
     """An account and an API token, made the way a person would; the token."""
-    with httpx.Client(base_url=url, follow_redirects=True, timeout=30) as http:
-        http.get("/register")
-        csrf = http.cookies["csrftoken"]
-        http.post(
-            "/register",
-            data={
-                "username": f"bench{int(time.time())}",
-                "password": PASSWORD,
-                "confirm": PASSWORD,
-                "_csrf_token": csrf,
-            },
-        )
-        page = http.post("/settings/tokens", data={"name": "bench", "_csrf_token": csrf}).text
-        token = re.search(r'data-testid="new-token">([^<]+)<', page)
-        if not token:
-            sys.exit(f"bench: could not make an API token:\n{page[:500]}")
-        return token.group(1)
+    return launch.sign_up(url, f"bench{int(time.time())}", PASSWORD)
 
 
 async def create_room(http: httpx.AsyncClient, url: str, token: str, name: str) -> str:

@@ -17,7 +17,6 @@ import asyncio
 import json
 import os
 import re
-import socket
 import sys
 import tempfile
 import tracemalloc
@@ -28,18 +27,15 @@ import httpx
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+sys.path.append(str(HERE.parent))  # bench/launch.py; after the stdlib
 
-from run import room_for, start, rss_kib as tree_rss_kib  # noqa: E402
+from launch import free_port
+from run import room_for, start
+from run import rss_kib as tree_rss_kib
 
 
 def rss_kib() -> int:
     return int(re.search(r"VmRSS:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 async def hold(url: str, token: str, room: str, peers: int, seconds: int, connected: asyncio.Event) -> None:

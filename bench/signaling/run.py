@@ -26,35 +26,12 @@ from pathlib import Path
 
 import httpx
 
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # bench/launch.py; after the stdlib
+import launch
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 RESULTS = ROOT / "bench" / "results"
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def tree(pid: int) -> list[int]:
-    """`pid` and all its descendants (Granian runs the app in a child worker)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        found.append(p)
-        todo.extend(children.get(p, []))
-    return found
 
 
 def rss_kib(pids: list[int]) -> int:
@@ -67,17 +44,6 @@ def rss_kib(pids: list[int]) -> int:
         if match := re.search(r"VmRSS:\s+(\d+) kB", status):
             total += int(match.group(1))
     return total
-
-
-def cpu_s(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])
-    return total / TICK
 
 
 @dataclass
@@ -111,58 +77,19 @@ def wait_listening(port: int, process: subprocess.Popen, log: Path) -> None:
     raise RuntimeError(f"server did not listen:\n{log.read_text()[-3000:]}")
 
 
-def sign_up(url: str) -> str:
-    """A user and an API token on our server, made the way a person would."""
-    with httpx.Client(base_url=url, follow_redirects=True, timeout=30) as http:
-        http.get("/register")
-        csrf = http.cookies["csrftoken"]
-        password = "benchmark password"
-        http.post("/register", data={"username": "bench", "password": password, "confirm": password, "_csrf_token": csrf})
-        page = http.post("/settings/tokens", data={"name": "bench", "_csrf_token": csrf}).text
-        token = re.search(r'data-testid="new-token">([^<]+)<', page)
-        assert token, page[:500]
-        return token.group(1)
-
-
 def is_ours(name: str) -> bool:
     return name == "ours" or name.startswith("ours@")
 
 
-def reset_postgres(url: str) -> None:
-    """An empty schema in the benchmark's own Postgres database (created if missing)."""
-    import asyncio
-
-    import asyncpg
-
-    base, _, name = url.rpartition("/")
-    if name in ("", "postgres", "test", "bench"):
-        sys.exit(f"refusing to wipe database {name!r}: give the signaling benchmark a database of its own")
-
-    async def reset() -> None:
-        admin = await asyncpg.connect(base.replace("postgres://", "postgresql://", 1) + "/postgres")
-        try:
-            if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-                await admin.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await admin.close()
-        conn = await asyncpg.connect(url.replace("postgres://", "postgresql://", 1))
-        try:
-            await conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
-        finally:
-            await conn.close()
-
-    asyncio.run(reset())
-
-
 def start(name: str, cpu: str, sources: dict[str, str], database_url: str | None = None) -> Server:
-    port = free_port()
+    port = launch.free_port()
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
     log = workdir / "server.log"
     pin = ["taskset", "-c", cpu]
     env = os.environ | {"PYTHONUNBUFFERED": "1"}
     if is_ours(name):
         if database_url:
-            reset_postgres(database_url)
+            launch.reset_postgres(database_url)
         if name in sources:  # another checkout of this project, e.g. an earlier commit
             env["PYTHONPATH"] = str(Path(sources[name]) / "src")
         env |= {
@@ -190,12 +117,12 @@ def start(name: str, cpu: str, sources: dict[str, str], database_url: str | None
     try:
         wait_listening(port, process, log)
         if is_ours(name):
-            server.token = sign_up(server.url)
+            server.token = launch.sign_up(server.url, "bench", "benchmark password")
     except Exception:
         server.stop()
         raise
     time.sleep(1)
-    server.pids = tree(process.pid)
+    server.pids = launch.process_tree(process.pid)
     return server
 
 
@@ -225,7 +152,7 @@ def run_one(server: Server, peers: int, args: argparse.Namespace) -> dict[str, f
         line = line.strip()
         if line.startswith("PHASE "):
             phase = line.split()[1]
-            samples[f"cpu_{phase}"] = cpu_s(server.pids)
+            samples[f"cpu_{phase}"] = launch.cpu_seconds(server.pids)
             samples[f"t_{phase}"] = time.monotonic()
             if phase == "connected":
                 samples["rss_connected"] = rss_kib(server.pids)

@@ -8,13 +8,10 @@ import errno
 import ipaddress
 import logging
 import socket
-import sqlite3
 import sys
 import warnings
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
-
-import asyncpg
 
 from mesh_nanollm import db
 from mesh_nanollm.settings import Settings, SettingsError, load_settings
@@ -80,7 +77,7 @@ def _on_database(settings: Settings, work: Callable[[], Coroutine[Any, Any, T]])
         db.bind(settings.database_url)
     try:
         return asyncio.run(work())
-    except (OSError, sqlite3.Error, asyncpg.PostgresError) as exc:
+    except db.DB_ERRORS as exc:
         raise CannotStart(f"cannot use the database in DATABASE_URL ({exc.__class__.__name__}: {exc})") from exc
 
 

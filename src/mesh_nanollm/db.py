@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import functools
 import os
+import sqlite3
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import asyncpg
 from piccolo.apps.migrations.commands.base import BaseMigrationManager
 from piccolo.apps.migrations.tables import Migration
 from piccolo.engine.base import Engine
@@ -19,6 +21,10 @@ from mesh_nanollm.piccolo_app import APP_CONFIG
 from mesh_nanollm.settings import load_database_url
 
 T = TypeVar("T", bound=Table)
+
+# What using the database can raise: no server or a refused connection (OSError, TimeoutError
+# included), and each driver's own errors, asyncpg's pool and protocol ones among them.
+DB_ERRORS = (OSError, sqlite3.Error, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 # Piccolo's tables keep their engine in class attributes, so the engine in use is process-wide;
 # bind() is the one place that sets it, and piccolo_conf hands it to Piccolo's migrations.

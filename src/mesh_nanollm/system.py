@@ -11,7 +11,7 @@ from litestar.openapi import ResponseSpec
 from litestar.response import Redirect
 
 from mesh_nanollm.catalogue import Catalogue, ModelEntry
-from mesh_nanollm.db import pending_migrations
+from mesh_nanollm.db import DB_ERRORS, pending_migrations
 from mesh_nanollm.security import provide_optional_user
 from mesh_nanollm.tables import User
 
@@ -39,7 +39,7 @@ async def health() -> Response[Health]:
     """Whether this instance can use its database: reachable and fully migrated (503 if not)."""
     try:
         pending = await pending_migrations()
-    except Exception:  # any driver error means "down" to the health check
+    except DB_ERRORS:  # whatever the driver says, the health check says "down"
         detail = "The database does not answer; check DATABASE_URL and the database server."
         return Response(Health(status="degraded", database="unreachable", detail=detail), status_code=503)
     if pending:

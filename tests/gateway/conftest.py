@@ -13,8 +13,9 @@ import openai
 import pytest
 import pytest_asyncio
 import socketio
-from conftest import LiveServer, start_server
+from conftest import LiveServer
 from support.accounts import Account, create_room, sign_up
+from support.servers import serving
 
 MODEL = "tiny-gpt2"
 # Short waits, so "no peer" and "the worker went silent" are quick to see.
@@ -105,9 +106,8 @@ class FakePeer:
 
 @pytest.fixture(scope="module")
 def gateway_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    server = start_server(tmp_path_factory.mktemp("gateway"), **GATEWAY_ENV)
-    yield server
-    server.stop()
+    with serving(tmp_path_factory.mktemp("gateway"), **GATEWAY_ENV) as server:
+        yield server
 
 
 @dataclass

@@ -6,19 +6,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from conftest import (
-    TEST_DATABASE_URL,
-    TEST_REDIS_URL,
-    LiveServer,
-    postgres_reachable,
-    redis_reachable,
-    require,
-    start_server,
-)
-from realtime.test_instances import own_database
+from conftest import LiveServer
+from support import servers
 from support.accounts import create_room, sign_up
 
 from gateway.conftest import GATEWAY_ENV, MODEL, Room, Script, job_id_of
@@ -29,20 +20,9 @@ CHAT = [{"role": "user", "content": "Say hello"}]
 
 @pytest.fixture(scope="module")
 def two_instances(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, LiveServer]]:
-    problem = asyncio.run(postgres_reachable(TEST_DATABASE_URL)) or redis_reachable(TEST_REDIS_URL)
-    require(problem is None, problem or "")
-    name = TEST_DATABASE_URL.rsplit("/", 1)[1] + "_gateway"
-    database_url = asyncio.run(own_database(TEST_DATABASE_URL, name))
-    tmp: Path = tmp_path_factory.mktemp("gateway-instances")
-    first = start_server(tmp, database_url, REDIS_URL=TEST_REDIS_URL, **GATEWAY_ENV)
-    try:
-        second = start_server(tmp, database_url, REDIS_URL=TEST_REDIS_URL, **GATEWAY_ENV)
-    except Exception:
-        first.stop()
-        raise
-    yield first, second
-    second.stop()
-    first.stop()
+    tmp = tmp_path_factory.mktemp("gateway-instances")
+    with servers.two_instances(tmp, "_gateway", **GATEWAY_ENV) as both:
+        yield both
 
 
 async def test_a_request_on_one_instance_is_served_by_a_peer_on_the_other(two_instances) -> None:

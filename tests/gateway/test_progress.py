@@ -6,8 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from conftest import LiveServer, start_server
+from conftest import LiveServer
 from support.accounts import create_room, sign_up
+from support.servers import serving
 
 from gateway.conftest import GATEWAY_ENV, MODEL, Room, Script, job_id_of
 
@@ -19,9 +20,8 @@ def short_abandon_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[L
     # Abandoned after 3 s untouched: a running job's record is then refreshed every second. A
     # worker may pause a minute before it counts as stalled, so the test can look at leisure.
     env = GATEWAY_ENV | {"JOB_ABANDON_AFTER": "3", "GATEWAY_STALL_TIMEOUT": "60"}
-    server = start_server(tmp_path_factory.mktemp("progress"), **env)
-    yield server
-    server.stop()
+    with serving(tmp_path_factory.mktemp("progress"), **env) as server:
+        yield server
 
 
 async def test_a_running_api_job_records_its_text_so_far(short_abandon_server: LiveServer) -> None:

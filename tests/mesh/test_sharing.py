@@ -55,10 +55,6 @@ async def open_page(browser: Browser, live_server: LiveServer, slug: str, accoun
     return peer
 
 
-def run_flash(peer: RoomPage):
-    return peer.page.locator("#run-flash")
-
-
 async def received(peer: RoomPage) -> list[str]:
     return await peer.page.evaluate("() => window.meshReceived ?? []")
 
@@ -88,13 +84,13 @@ async def test_a_page_that_does_not_share_is_never_offered_a_job_until_it_turns_
 
     meshed = await alice.run_and_wait(PROMPT, 16, "mesh")
     assert meshed["status"] == "succeeded" and meshed["workers"] == ["local"]  # ran in alice's browser
-    await expect(run_flash(alice)).to_contain_text(f"{bob_account.username}'s browser: sharing is off")
+    await expect(alice.flash).to_contain_text(f"{bob_account.username}'s browser: sharing is off")
     assert "job_offer" not in await received(bob)
     await expect(bob.serving).to_be_hidden()
 
     # Bob turns sharing on from the room page: the server keeps it, the room sees him serve.
     await share.check()
-    await expect(bob.page.locator("#sharing").get_by_text("Saved.")).to_be_visible()
+    await expect(bob.sharing_message).to_have_text("Saved.")
     await expect(bob.backend).to_have_attribute("data-state", "idle")
     await expect(alice.peer_row(bob_id).get_by_test_id("peer-paused")).to_have_count(0)
     meshed = await alice.run_and_wait(PROMPT, 16, "mesh")
@@ -119,7 +115,7 @@ async def test_a_hidden_tab_pauses_and_serves_again_once_visible(
     before = len(await received(bob))
     meshed = await alice.run_and_wait(PROMPT, 16, "mesh")
     assert meshed["workers"] == ["local"]
-    await expect(run_flash(alice)).to_contain_text(f"{bob_account.username}'s browser: paused, its tab is hidden")
+    await expect(alice.flash).to_contain_text(f"{bob_account.username}'s browser: paused, its tab is hidden")
     assert "job_offer" not in (await received(bob))[before:]
 
     await bob.page.evaluate(SET_VISIBILITY, "visible")

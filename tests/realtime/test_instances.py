@@ -4,19 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from conftest import (
-    TEST_DATABASE_URL,
-    TEST_REDIS_URL,
-    LiveServer,
-    postgres_reachable,
-    redis_reachable,
-    require,
-    reset_postgres,
-    start_server,
-)
+from conftest import LiveServer
+from support import servers
 from support.accounts import create_room, room_peers, sign_up
 
 from realtime.conftest import offer
@@ -25,38 +16,10 @@ from realtime.test_credentials import revoke_token, sign_out
 pytestmark = pytest.mark.slow
 
 
-async def own_database(base_url: str, name: str) -> str:
-    """A database of our own beside the HTTP tests' one, so neither resets the other's tables."""
-    import asyncpg
-
-    admin = await asyncpg.connect(base_url.replace("postgres://", "postgresql://", 1))
-    try:
-        if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
-            await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    url = base_url.rsplit("/", 1)[0] + "/" + name
-    await reset_postgres(url)
-    return url
-
-
 @pytest.fixture(scope="module")
 def two_instances(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServer, LiveServer]]:
-    problem = asyncio.run(postgres_reachable(TEST_DATABASE_URL)) or redis_reachable(TEST_REDIS_URL)
-    require(problem is None, problem or "")
-    # Named after the test database, so runs against different test databases never share it.
-    name = TEST_DATABASE_URL.rsplit("/", 1)[1] + "_realtime"
-    database_url = asyncio.run(own_database(TEST_DATABASE_URL, name))
-    tmp: Path = tmp_path_factory.mktemp("instances")
-    first = start_server(tmp, database_url, REDIS_URL=TEST_REDIS_URL)
-    try:
-        second = start_server(tmp, database_url, REDIS_URL=TEST_REDIS_URL)
-    except Exception:
-        first.stop()
-        raise
-    yield first, second
-    second.stop()
-    first.stop()
+    with servers.two_instances(tmp_path_factory.mktemp("instances"), "_realtime") as both:
+        yield both
 
 
 async def test_peers_on_two_instances_see_presence_and_relay(two_instances, peers) -> None:

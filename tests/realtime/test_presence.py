@@ -7,8 +7,9 @@ import asyncio
 from collections.abc import Iterator
 
 import pytest
-from conftest import LiveServer, start_server
+from conftest import LiveServer
 from support.accounts import create_room, room_peers, sign_up
+from support.servers import serving
 
 from realtime.conftest import Peer
 
@@ -17,9 +18,8 @@ BUSY = {"state": "busy", "backend": "wasm", "models_warm": [], "queue": 0, "tok_
 
 @pytest.fixture(scope="module")
 def slow_tick_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    server = start_server(tmp_path_factory.mktemp("slow-tick"), PRESENCE_INTERVAL_MS="3600000")
-    yield server
-    server.stop()
+    with serving(tmp_path_factory.mktemp("slow-tick"), PRESENCE_INTERVAL_MS="3600000") as server:
+        yield server
 
 
 def seen(peer: Peer, peer_id: str) -> list[tuple[str, list[str], float]]:

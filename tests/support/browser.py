@@ -23,11 +23,17 @@ CHROMIUM_ARGS = [
 ]
 SWIFTSHADER_ARGS = [*CHROMIUM_ARGS, "--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader"]
 VIEWPORT = {"width": 1280, "height": 900}
+PHONE_VIEWPORT = {"width": 390, "height": 844}  # a common phone, in CSS pixels
 
 
-async def new_context(browser: Browser, base_url: str | None = None, session_cookie: str | None = None) -> BrowserContext:
+async def new_context(
+    browser: Browser,
+    base_url: str | None = None,
+    session_cookie: str | None = None,
+    viewport: dict | None = None,
+) -> BrowserContext:
     """A fresh context (own cookies and caches), signed in when given a session cookie."""
-    context = await browser.new_context(viewport=VIEWPORT)
+    context = await browser.new_context(viewport=viewport or VIEWPORT)
     if session_cookie is not None:
         assert base_url, "a session cookie needs the server's URL"
         await sign_in(context, base_url, session_cookie)

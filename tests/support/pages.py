@@ -150,6 +150,16 @@ class RoomPage(AppPage):
         return self.page.get_by_role("heading", level=1)
 
     @property
+    def flash(self) -> Locator:
+        """The run's messages. The sharing card on the same page keeps its own (sharing_message)."""
+        return self.page.locator('[data-testid="flash"]:not(#sharing [data-testid="flash"])')
+
+    @property
+    def sharing_message(self) -> Locator:
+        """The sharing card's one message ("Saved." or what was wrong), not its fields' errors."""
+        return self.page.locator('#sharing form > [data-testid="flash"]')
+
+    @property
     def slug(self) -> str:
         return self.page.url.rsplit("/", 1)[-1]
 

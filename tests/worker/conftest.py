@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from conftest import LiveServer, start_server
+from conftest import LiveServer
 from support.accounts import Account, create_room, sign_up
+from support.servers import serving
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 MODEL = "tiny-gpt2"
@@ -76,9 +77,8 @@ class Worker:
 
 @pytest.fixture(scope="module")
 def worker_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    server = start_server(tmp_path_factory.mktemp("worker"), **GATEWAY_ENV)
-    yield server
-    server.stop()
+    with serving(tmp_path_factory.mktemp("worker"), **GATEWAY_ENV) as server:
+        yield server
 
 
 @dataclass

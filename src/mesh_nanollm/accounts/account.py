@@ -3,13 +3,14 @@ the current password, and a wrong one counts like a failed sign-in."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from litestar import Controller, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import URLEncodedBody
 from litestar.plugins.htmx import HTMXRequest, HTMXTemplate
 from litestar.response import Redirect, Template
+from litestar.types import Dependencies
 
 from mesh_nanollm.accounts import service
 from mesh_nanollm.accounts.routes import settings_context
@@ -36,7 +37,7 @@ async def check_current_password(request: HTMXRequest, throttle: Throttles, user
 class AccountSettings(Controller):
     path = "/settings/account"
     include_in_schema = False  # HTML for browsers; /schema documents the JSON API
-    dependencies = {"user": Provide(provide_user)}
+    dependencies: ClassVar[Dependencies] = {"user": Provide(provide_user)}
 
     async def _answer(self, request: HTMXRequest, user: User, status: int, **account: Any) -> Template:
         context = await settings_context(user, **account)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from litestar import Controller, get, post
 from litestar.datastructures import Cookie
@@ -10,6 +10,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, FromQuery, URLEncodedBody
 from litestar.plugins.htmx import HTMXRequest, HTMXTemplate
 from litestar.response import Redirect, Template
+from litestar.types import Dependencies
 
 from mesh_nanollm.accounts import service
 from mesh_nanollm.errors import ServiceError
@@ -65,7 +66,7 @@ def too_many(template: str, context: dict, message: str, exc: Throttled) -> Temp
 
 class AccountController(Controller):
     include_in_schema = False  # HTML for browsers; /schema documents the JSON API
-    dependencies = {"user": Provide(provide_optional_user)}
+    dependencies: ClassVar[Dependencies] = {"user": Provide(provide_optional_user)}
 
     @get("/login", name="login")
     async def login_page(self, user: NamedDependency[User | None], next: FromQuery[str | None] = None) -> Template | Redirect:
@@ -146,7 +147,7 @@ async def settings_context(user: User, **extra: Any) -> dict[str, Any]:
 class SettingsController(Controller):
     include_in_schema = False
     path = "/settings"
-    dependencies = {"user": Provide(provide_user)}
+    dependencies: ClassVar[Dependencies] = {"user": Provide(provide_user)}
 
     @get("/", name="settings")
     async def settings_page(self, user: NamedDependency[User]) -> Template:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, ClassVar
 
 import anyio
 import msgspec
@@ -16,6 +16,7 @@ from litestar.exceptions import HTTPException, NotAuthorizedException, Validatio
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, JSONBody
 from litestar.response import Stream
+from litestar.types import Dependencies, ExceptionHandlersMap
 
 from mesh_nanollm.catalogue import Catalogue, ModelEntry, runs_on
 from mesh_nanollm.errors import Forbidden, NotFound, ServiceError
@@ -265,10 +266,10 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 class GatewayApi(Controller):
     path = "/api/rooms/{slug:str}/v1"
-    tags = ["openai"]
+    tags: ClassVar[list[str]] = ["openai"]
     security = BEARER
-    dependencies = {"user": Provide(provide_token_user)}
-    exception_handlers = {Exception: answer_error}
+    dependencies: ClassVar[Dependencies] = {"user": Provide(provide_token_user)}
+    exception_handlers: ClassVar[ExceptionHandlersMap] = {Exception: answer_error}
 
     @get("/models", summary="List the room's models (OpenAI)", responses=openai_errors(400, 401, 404))
     async def list_models(self, user: NamedDependency[User], slug: FromPath[str],

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, get_args
+from typing import Annotated, ClassVar, get_args
 from uuid import UUID
 
 from litestar import Controller, get, patch, post
@@ -10,6 +10,7 @@ from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.plugins.htmx import HTMXRequest, HTMXTemplate
 from litestar.response import Template
+from litestar.types import Dependencies
 
 from mesh_nanollm.errors import InvalidInput
 from mesh_nanollm.jobs import service
@@ -36,7 +37,7 @@ def job_filter(status: str | None, room: str | None, model: str | None) -> servi
 class JobPages(Controller):
     path = "/jobs"
     include_in_schema = False  # HTML for browsers; /schema documents the JSON API
-    dependencies = {"user": Provide(provide_user)}
+    dependencies: ClassVar[Dependencies] = {"user": Provide(provide_user)}
 
     @get("/", name="jobs")
     async def history(
@@ -69,9 +70,9 @@ class JobPages(Controller):
 
 class JobApi(Controller):
     path = "/api/jobs"
-    tags = ["jobs"]
+    tags: ClassVar[list[str]] = ["jobs"]
     security = BEARER
-    dependencies = {"user": Provide(provide_user)}
+    dependencies: ClassVar[Dependencies] = {"user": Provide(provide_user)}
 
     @get("/", summary="List jobs", responses=errors(400, 401, 422))
     async def list_jobs(

@@ -34,7 +34,7 @@ class LeanSocket(AsyncSocket):
         while True:
             try:
                 data = await ws.wait()
-            except Exception:  # the ASGI server reports a closed websocket as an error
+            except (OSError, RuntimeError):  # closed: engine.io's ASGI wrapper, or the server's flow error
                 break
             if data is None or len(data) > limit:
                 break
@@ -70,7 +70,7 @@ class LeanSocket(AsyncSocket):
                 break
             try:
                 await ws.send(pkt.encode())
-            except Exception:
+            except (OSError, RuntimeError):  # the websocket closed under us (as in the reader)
                 break
             if pkt.packet_type == packet.CLOSE:
                 break

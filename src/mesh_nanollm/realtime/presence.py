@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from mesh_nanollm.db import DB_ERRORS
 from mesh_nanollm.peers import service as peers
 from mesh_nanollm.peers.schemas import PeerView
 from mesh_nanollm.peers.service import PeerJoin
@@ -102,7 +103,7 @@ class Presence:
                 batch, self._opening = self._opening, []
                 try:
                     ids = await peers.open_peer_sessions([join for join, _ in batch])
-                except Exception:
+                except DB_ERRORS:
                     # One bad row (its room deleted meanwhile) must not fail the other joins.
                     await self._open_each(batch)
                     continue
@@ -117,7 +118,7 @@ class Presence:
         for join, future in batch:
             try:
                 [peer_id] = await peers.open_peer_sessions([join])
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 — handed on: the join awaiting it raises it
                 if not future.done():
                     future.set_exception(exc)
             else:

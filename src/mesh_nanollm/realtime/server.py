@@ -120,9 +120,12 @@ class SignalingServer(socketio.AsyncServer):
             # the last one arrives (a count the client picks): refuse it here, hold nothing.
             await self._answer(eio_sid, "binary", BINARY_REFUSED)
             return
+        # Deliberately broad: a hostile packet makes the library's decoding and dispatch raise
+        # whatever it trips over (ValueError, KeyError, TypeError, RecursionError from deep nesting,
+        # ...), and the contract is an `error` event on a connection that stays up, whatever it was.
         try:
             await super()._handle_eio_message(eio_sid, data)
-        except Exception as exc:  # anything escaping here came from decoding the client's packet
+        except Exception as exc:  # noqa: BLE001 — any of them is a malformed packet (see above)
             log.debug("malformed packet: %s", exc.__class__.__name__)
             await self._answer(eio_sid, "malformed", "That packet could not be decoded as a Socket.IO event.")
             return

@@ -3,12 +3,13 @@ member leaves it. Plain forms that redirect back (or re-render with their error)
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, URLEncodedBody
 from litestar.response import Redirect, Template
+from litestar.types import Dependencies
 
 from mesh_nanollm.errors import Forbidden, ServiceError
 from mesh_nanollm.realtime.notify import notify_access_lost
@@ -39,7 +40,7 @@ async def settings_context(user: User, room: Room) -> dict[str, Any]:
 class RoomSettingsPages(Controller):
     path = "/rooms/{slug:str}/settings"
     include_in_schema = False  # HTML for browsers; /schema documents the JSON API
-    dependencies = {"user": Provide(provide_user)}
+    dependencies: ClassVar[Dependencies] = {"user": Provide(provide_user)}
 
     async def _invalid(self, user: User, slug: str, exc: ServiceError, values: dict[str, str]) -> Template:
         context = await settings_context(user, await service.get_room(user, slug))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from litestar import Controller, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody, URLEncodedBody
 from litestar.plugins.htmx import HTMXRequest, HTMXTemplate, HXLocation
 from litestar.response import Redirect, Template
+from litestar.types import Dependencies
 
 from mesh_nanollm.catalogue import Catalogue
 from mesh_nanollm.errors import Forbidden, ServiceError
@@ -45,7 +46,7 @@ def go_to(request: HTMXRequest, path: str) -> Redirect | HXLocation:
 class RoomPages(Controller):
     path = "/rooms"
     include_in_schema = False  # HTML for browsers; /schema documents the JSON API
-    dependencies = {"user": Provide(provide_user)}
+    dependencies: ClassVar[Dependencies] = {"user": Provide(provide_user)}
 
     async def _list_page(self, user: NamedDependency[User], **extra: Any) -> dict[str, Any]:
         return {"user": user, "rooms": await service.list_rooms(user), "errors": {}, "values": {}} | extra
@@ -132,9 +133,9 @@ class RoomPages(Controller):
 
 class RoomApi(Controller):
     path = "/api/rooms"
-    tags = ["rooms"]
+    tags: ClassVar[list[str]] = ["rooms"]
     security = BEARER
-    dependencies = {"user": Provide(provide_user)}
+    dependencies: ClassVar[Dependencies] = {"user": Provide(provide_user)}
 
     @get("/", summary="List rooms", responses=errors(401))
     async def list_rooms(self, user: NamedDependency[User]) -> list[RoomView]:

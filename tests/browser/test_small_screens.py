@@ -1,0 +1,160 @@
+"""The app on a phone-sized screen (390 CSS pixels wide) in headless Chromium: no page scrolls
+sideways, the history shows each job as a card, the room's prompt controls stay on one row and
+its peers are one tap away instead of under the whole output. Each page's screenshot is saved
+under the test's tmp_path, to look at."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from conftest import LiveServer
+from playwright.async_api import Browser, Page, expect
+from support.accounts import Account, create_room, sign_up
+from support.browser import PHONE_VIEWPORT, new_context
+from support.pages import MODEL, RoomPage
+
+pytestmark = pytest.mark.browser
+
+LONG_PROMPT = (
+    "A prompt that goes on for a while, with a_rather_long_unbroken_identifier_in_it, " * 3
+)
+
+# Elements whose right edge passes the viewport's: what to look at when a page scrolls sideways.
+TOO_WIDE = """() => {
+  const width = document.documentElement.clientWidth;
+  return [...document.body.querySelectorAll("*")]
+    .filter((element) => element.getBoundingClientRect().right > width + 0.5)
+    .slice(0, 5)
+    .map((element) => `${element.tagName.toLowerCase()}${element.id ? "#" + element.id : ""}.${element.className}`);
+}"""
+
+
+async def record_jobs(server: LiveServer, account: Account, count: int) -> list[str]:
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        headers = {"Authorization": f"Bearer {account.token}"}
+        ids = []
+        for _ in range(count):
+            response = await http.post(
+                "/api/jobs",
+                json={"room": "global", "model": MODEL, "prompt": LONG_PROMPT},
+                headers=headers,
+            )
+            assert response.status_code == 201, response.text
+            ids.append(response.json()["id"])
+        return ids
+
+
+async def sideways_overflow(page: Page) -> tuple[int, int, list[str]] | None:
+    """None when the page fits its width; otherwise its scroll width, its width and what sticks out."""
+    scroll, client = await page.evaluate(
+        "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+    )
+    return None if scroll <= client else (scroll, client, await page.evaluate(TOO_WIDE))
+
+
+async def test_no_page_scrolls_sideways_at_390px(
+    live_server: LiveServer, browser: Browser, tmp_path
+) -> None:
+    base = live_server.url
+    owner = await sign_up(base, "owner")
+    visitor = await sign_up(base, "visitor")
+    room = await create_room(
+        base, owner, "A private room with a name long enough to wrap", private=True
+    )
+    job_ids = await record_jobs(live_server, owner, 3)
+    async with httpx.AsyncClient(
+        base_url=base, headers={"Authorization": f"Bearer {owner.token}"}
+    ) as http:
+        invite_code = (await http.get(f"/api/rooms/{room['slug']}")).json()["invite_code"]
+
+    anonymous = await new_context(browser, viewport=PHONE_VIEWPORT)
+    as_owner = await new_context(browser, base, owner.session_cookie, viewport=PHONE_VIEWPORT)
+    as_visitor = await new_context(browser, base, visitor.session_cookie, viewport=PHONE_VIEWPORT)
+    heading = "main h1, main .status-code"
+    pages = [
+        ("login", anonymous, "/login", heading),
+        ("register", anonymous, "/register", heading),
+        ("rooms", as_owner, "/rooms", heading),
+        ("room", as_owner, "/rooms/global", f'[data-testid="backend"]:has-text("warm: {MODEL}")'),
+        ("private room", as_owner, f"/rooms/{room['slug']}", '[data-testid="invite-link"]'),
+        ("room settings", as_owner, f"/rooms/{room['slug']}/settings", heading),
+        ("invitation", as_visitor, f"/rooms/join/{invite_code}", heading),
+        ("403", as_visitor, f"/rooms/{room['slug']}", heading),
+        ("404", as_owner, "/no-such-page", heading),
+        ("history", as_owner, "/jobs", '[data-testid="job-row"]'),
+        ("job", as_owner, f"/jobs/{job_ids[0]}", heading),
+        ("settings", as_owner, "/settings", heading),
+        ("API reference", as_owner, "/schema/docs", "#api-reference .opblock"),
+    ]
+    overflowing = {}
+    for name, context, path, ready in pages:
+        page = await context.new_page()
+        await page.goto(f"{base}{path}")
+        await expect(page.locator(ready).first).to_be_visible(timeout=30_000)
+        await page.screenshot(path=str(tmp_path / f"{name.replace(' ', '-')}.png"), full_page=True)
+        if problem := await sideways_overflow(page):
+            overflowing[name] = problem
+        await page.close()
+    for context in (anonymous, as_owner, as_visitor):
+        await context.close()
+    assert overflowing == {}
+
+
+async def test_history_shows_each_job_as_a_card_with_its_prompt_at_390px(
+    live_server: LiveServer, browser: Browser
+) -> None:
+    account = await sign_up(live_server.url)
+    job_ids = await record_jobs(live_server, account, 2)
+    context = await new_context(
+        browser, live_server.url, account.session_cookie, viewport=PHONE_VIEWPORT
+    )
+    page = await context.new_page()
+    await page.goto(f"{live_server.url}/jobs")
+    main = await page.locator("main").bounding_box()
+    for job_id in job_ids:
+        card = page.locator(f'[data-testid="job-row"][data-job-id="{job_id}"]')
+        # What the wide table hides on a phone is on the card, each figure named.
+        await expect(card.get_by_text(LONG_PROMPT[:30])).to_be_visible()
+        # (The names are drawn by CSS: in the accessible name and on screen, not in the text content.)
+        await expect(card.get_by_role("cell", name="Room global")).to_be_visible()
+        await expect(card.get_by_role("cell", name="Tokens 0")).to_be_visible()
+        box = await card.bounding_box()
+        # A card across the page, not a cell squeezed into a column.
+        assert main and box and box["width"] > main["width"] * 0.8
+        await expect(card.get_by_role("link")).to_be_visible()
+    await (
+        page.locator(f'[data-testid="job-row"][data-job-id="{job_ids[0]}"]')
+        .get_by_role("link")
+        .click()
+    )
+    await expect(page).to_have_url(f"{live_server.url}/jobs/{job_ids[0]}")
+    await context.close()
+
+
+async def test_room_keeps_prompt_controls_on_one_row_and_peers_one_tap_away_at_390px(
+    live_server: LiveServer, browser: Browser
+) -> None:
+    account = await sign_up(live_server.url)
+    context = await new_context(
+        browser, live_server.url, account.session_cookie, viewport=PHONE_VIEWPORT
+    )
+    page = await context.new_page()
+    room = await RoomPage(page, live_server.url, account=account).open()
+    await room.wait_until_warm()
+
+    controls = [page.get_by_label("Max tokens"), room.cancel, page.get_by_test_id("run")]
+    boxes = [await control.bounding_box() for control in controls]
+    assert all(boxes)
+    middles = [box["y"] + box["height"] / 2 for box in boxes if box]
+    assert max(middles) - min(middles) < 4, boxes  # one row
+    assert await sideways_overflow(page) is None
+
+    # The peers panel is below the output on a phone; a link above the prompt leads straight to it.
+    output = await room.output.bounding_box()
+    peers = await room.peers.bounding_box()
+    assert output and peers and peers["y"] > output["y"] + output["height"]
+    jump = page.get_by_role("navigation", name="On this page").get_by_role("link", name="Peers")
+    await expect(jump).to_be_in_viewport()
+    await jump.click()
+    await expect(room.peers).to_be_in_viewport()
+    await context.close()
