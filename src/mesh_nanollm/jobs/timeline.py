@@ -1,0 +1,192 @@
+"""A job's trace laid out for the job page: one row per attempt with its phases (queue, load,
+prefill, decode) as bars, tokens over time with the first token marked, and every event in words
+for the table beside the drawing. Geometry only; templates/_timeline.html draws it as SVG."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mesh_nanollm.jobs.trace import Trace, TraceEvent
+
+WIDTH = 1000  # the drawings' x axis, in viewBox units
+COLOURS = 6  # attempt colours in app.css (.attempt-0 … .attempt-5), reused past the sixth
+PHASES = ("queue", "load", "prefill", "decode")
+ENDS = ("failover", "done", "error", "cancel")
+
+
+@dataclass
+class Bar:
+    phase: str
+    x: float
+    width: float
+    start_ms: float
+    end_ms: float
+
+
+@dataclass
+class Row:
+    attempt: int
+    worker: str
+    colour: int
+    outcome: str
+    bars: list[Bar] = field(default_factory=list)
+
+
+@dataclass
+class Column:
+    x: float
+    width: float
+    height: float  # 0..100, of the tallest bucket
+    tok_s: float
+
+
+@dataclass
+class Timeline:
+    span_ms: float
+    rows: list[Row]
+    columns: list[Column]
+    peak_tok_s: float
+    first_token_x: float | None
+    first_token_ms: float | None
+    events: list[tuple[float, str]]  # (t, what happened), for the table
+
+
+def _x(t: float, span: float) -> float:
+    return round(t * WIDTH / span, 2)
+
+
+def _kb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
+
+
+def describe(event: TraceEvent, name: str) -> str:
+    """One event in the words of the job page's table; `name` is who `event.peer` is."""
+    kind = event.kind
+    if kind == "created":
+        return "Job created"
+    if kind == "offered":
+        return f"Offered to {name}"
+    if kind == "accepted":
+        eta = f", could start in {event.eta_ms:.0f} ms" if event.eta_ms is not None else ""
+        return f"{name} accepted{eta}"
+    if kind == "declined":
+        return f"{name} declined: {event.reason or 'no reason given'}"
+    if kind == "dispatched":
+        return f"Attempt {event.attempt} sent to {name}"
+    if kind == "load_started":
+        return "Model load started"
+    if kind == "load_ready":
+        how = "cached" if event.cached else "downloaded" if event.cached is False else "loaded"
+        size = f", {_kb(event.bytes)}" if event.bytes else ""
+        return f"Model ready ({how}{size})"
+    if kind == "first_token":
+        return "First token"
+    if kind == "failover":
+        return f"Failed over from {name}: {event.reason or 'no reason given'}"
+    if kind == "cancel":
+        return "Cancelled"
+    if kind == "error":
+        return f"Failed: {event.reason or 'no reason given'}"
+    parts = [f"{event.tokens} tokens"] if event.tokens is not None else []
+    if event.ttft_ms is not None:
+        parts.append(f"first token after {event.ttft_ms:.0f} ms")
+    if event.tok_s is not None:
+        parts.append(f"{event.tok_s:.1f} tok/s")
+    worker = f" (as {name} measured it: {', '.join(parts[1:])})" if len(parts) > 1 else ""
+    return f"Done{': ' + parts[0] if parts else ''}{worker}"
+
+
+def lay_out(trace: Trace, names: dict[str, str], here: str) -> Timeline:
+    """`names`: username behind each peer id; `here`: who runs an attempt that names no peer."""
+
+    def name(event: TraceEvent) -> str:
+        if event.peer is None:
+            return here
+        peer = str(event.peer)
+        return f"{names[peer]}'s browser" if peer in names else "a peer no longer on record"
+
+    events = trace.events
+    series = trace.tokens
+    end_of_tokens = series.start_ms + series.bucket_ms * len(series.counts) if series else 0.0
+    span = max([1.0, end_of_tokens, *(event.t for event in events)])
+
+    rows: list[Row] = []
+    waiting_since = 0.0  # when the attempt to come began to wait: the job's start, or a failover
+    marks: dict[str, float] = {}
+    worker = ""
+
+    def close(at: float, outcome: str) -> None:
+        row = rows[-1]
+        spans = {
+            "load": (
+                marks.get("load_started"),
+                marks.get("load_ready", at) if "load_started" in marks else None,
+            ),
+            "prefill": (marks.get("load_ready", marks["dispatched"]), marks.get("first_token", at)),
+            "decode": (marks.get("first_token"), at if "first_token" in marks else None),
+        }
+        for phase, (start, stop) in spans.items():
+            if start is not None and stop is not None and stop > start:
+                row.bars.append(
+                    Bar(phase, _x(start, span), max(_x(stop - start, span), 1.0), start, stop)
+                )
+        row.outcome = outcome
+
+    for event in events:
+        if event.kind == "dispatched":
+            if rows and rows[-1].outcome == "running":
+                close(event.t, "given up")
+            worker = name(event)
+            row = Row(event.attempt or len(rows) + 1, worker, len(rows) % COLOURS, "running")
+            if event.t > waiting_since:
+                row.bars.append(
+                    Bar(
+                        "queue",
+                        _x(waiting_since, span),
+                        max(_x(event.t - waiting_since, span), 1.0),
+                        waiting_since,
+                        event.t,
+                    )
+                )
+            rows.append(row)
+            marks = {"dispatched": event.t}
+        elif event.kind in ("load_started", "load_ready", "first_token") and rows:
+            marks.setdefault(event.kind, event.t)
+        elif event.kind in ENDS and rows and rows[-1].outcome == "running":
+            outcome = {
+                "failover": f"failed over: {event.reason}",
+                "done": "finished",
+                "error": "failed",
+                "cancel": "cancelled",
+            }
+            close(event.t, outcome[event.kind])
+            waiting_since = event.t
+    if rows and rows[-1].outcome == "running":
+        close(span, "unfinished")
+
+    columns: list[Column] = []
+    peak = 0.0
+    if series and series.counts:
+        rates = [count * 1000 / series.bucket_ms for count in series.counts]
+        peak = max(rates)
+        for i, rate in enumerate(rates):
+            if rate:
+                start = series.start_ms + i * series.bucket_ms
+                columns.append(
+                    Column(
+                        _x(start, span),
+                        max(_x(series.bucket_ms, span) - 0.5, 0.5),
+                        round(rate * 100 / peak, 2),
+                        rate,
+                    )
+                )
+    first = next((event.t for event in events if event.kind == "first_token"), None)
+    return Timeline(
+        span_ms=span,
+        rows=rows,
+        columns=columns,
+        peak_tok_s=peak,
+        first_token_x=_x(first, span) if first is not None else None,
+        first_token_ms=first,
+        events=[(event.t, describe(event, name(event))) for event in events],
+    )
