@@ -27,14 +27,29 @@ def failover_trace(first: str, second: str) -> dict:
             {"t": 11, "kind": "declined", "peer": second, "reason": "busy"},
             {"t": 12, "kind": "dispatched", "attempt": 1, "peer": first},
             {"t": 40, "kind": "first_token", "attempt": 1},
-            {"t": 300, "kind": "failover", "attempt": 1, "peer": first, "reason": "closed", "tokens": 30},
+            {
+                "t": 300,
+                "kind": "failover",
+                "attempt": 1,
+                "peer": first,
+                "reason": "closed",
+                "tokens": 30,
+            },
             {"t": 302, "kind": "offered", "peer": second},
             {"t": 310, "kind": "accepted", "peer": second, "eta_ms": 0},
             {"t": 311, "kind": "dispatched", "attempt": 2, "peer": second},
             {"t": 320, "kind": "load_started", "attempt": 2},
             {"t": 420, "kind": "load_ready", "attempt": 2, "cached": False, "bytes": 402_000},
             {"t": 450, "kind": "first_token", "attempt": 2},
-            {"t": 700, "kind": "done", "attempt": 2, "peer": second, "tokens": 60, "ttft_ms": 31, "tok_s": 220.5},
+            {
+                "t": 700,
+                "kind": "done",
+                "attempt": 2,
+                "peer": second,
+                "tokens": 60,
+                "ttft_ms": 31,
+                "tok_s": 220.5,
+            },
         ],
         "tokens": {"start_ms": 40, "bucket_ms": 100, "counts": [10, 12, 8, 0, 9, 11, 10]},
     }
@@ -47,12 +62,16 @@ async def run_on(client: AsyncTestClient, job_id: str, *patches: dict) -> dict:
     return response.json()
 
 
-async def test_failover_trace_is_kept_and_drawn_with_both_attempts(user_client: AsyncTestClient) -> None:
+async def test_failover_trace_is_kept_and_drawn_with_both_attempts(
+    user_client: AsyncTestClient,
+) -> None:
     first = await own_peer(user_client)
     # A second peer of the same user (another tab): the page names each peer by its user.
     user = await User.objects().order_by(User.id, ascending=False).first()
     room = await Room.objects().where(Room.slug == "global").first()
-    [second] = await open_peer_sessions([PeerJoin(room.id, user.id, "sid2", Capabilities(backend="wasm"))])
+    [second] = await open_peer_sessions(
+        [PeerJoin(room.id, user.id, "sid2", Capabilities(backend="wasm"))]
+    )
     job = await create_job(user_client, mode="mesh", params={"max_new_tokens": 64})
     trace = failover_trace(first, str(second))
     await run_on(
@@ -61,7 +80,14 @@ async def test_failover_trace_is_kept_and_drawn_with_both_attempts(user_client: 
         {"status": "running", "worker_peer": first},
         {"status": "queued"},
         {"status": "running", "worker_peer": str(second)},
-        {"status": "succeeded", "output": "x", "token_count": 60, "decode_ms": 660, "decode_tokens": 59, "trace": trace},
+        {
+            "status": "succeeded",
+            "output": "x",
+            "token_count": 60,
+            "decode_ms": 660,
+            "decode_tokens": 59,
+            "trace": trace,
+        },
     )
 
     stored = (await user_client.get(f"/api/jobs/{job['id']}/trace")).json()
@@ -87,14 +113,23 @@ async def test_failover_trace_is_kept_and_drawn_with_both_attempts(user_client: 
     assert "89.4 tok/s" in page  # 59 tokens in 660 ms, on the requester's clock
 
 
-async def test_short_run_shows_no_speed_rather_than_a_huge_one(user_client: AsyncTestClient) -> None:
+async def test_short_run_shows_no_speed_rather_than_a_huge_one(
+    user_client: AsyncTestClient,
+) -> None:
     job = await create_job(user_client, params={"max_new_tokens": 8})
     # 7 tokens after the first, all in one burst 0.6 ms long: 11,667 tok/s if taken at face value.
     done = await run_on(
         user_client,
         job["id"],
         {"status": "running"},
-        {"status": "succeeded", "output": "tiny", "token_count": 8, "ttft_ms": 3, "decode_ms": 0.6, "decode_tokens": 7},
+        {
+            "status": "succeeded",
+            "output": "tiny",
+            "token_count": 8,
+            "ttft_ms": 3,
+            "decode_ms": 0.6,
+            "decode_tokens": 7,
+        },
     )
     assert done["tokens_per_s"] is None and done["decode_ms"] == pytest.approx(0.6)
     page = (await user_client.get(f"/jobs/{job['id']}")).text
@@ -104,7 +139,9 @@ async def test_short_run_shows_no_speed_rather_than_a_huge_one(user_client: Asyn
     assert 'title="too short to measure">short<' in row[: row.index("</tr>")]
 
 
-async def test_speed_is_never_taken_from_when_requests_arrived(user_client: AsyncTestClient) -> None:
+async def test_speed_is_never_taken_from_when_requests_arrived(
+    user_client: AsyncTestClient,
+) -> None:
     # A run recorded without its own decode clock has no speed, whatever its timestamps say.
     job = await create_job(user_client)
     done = await run_on(
@@ -118,7 +155,9 @@ async def test_speed_is_never_taken_from_when_requests_arrived(user_client: Asyn
 
 async def test_decode_tokens_over_the_jobs_limit_are_422(user_client: AsyncTestClient) -> None:
     job = await create_job(user_client, params={"max_new_tokens": 8})
-    response = await user_client.patch(f"/api/jobs/{job['id']}", json={"status": "running", "decode_tokens": 9})
+    response = await user_client.patch(
+        f"/api/jobs/{job['id']}", json={"status": "running", "decode_tokens": 9}
+    )
     assert response.status_code == 422 and "decode_tokens 9" in response.json()["detail"]
 
 
@@ -135,14 +174,30 @@ def event(t: float, kind: str = "created", **fields: object) -> dict:
         ({"events": [event(0, reason="r" * 201)]}, 400, "reason"),
         ({"events": [event(0, colour="red")]}, 400, "colour"),
         ({"events": [event(0)] * 401}, 400, "events"),
-        ({"events": [], "tokens": {"start_ms": 0, "bucket_ms": 100, "counts": [1] * 601}}, 400, "counts"),
+        (
+            {"events": [], "tokens": {"start_ms": 0, "bucket_ms": 100, "counts": [1] * 601}},
+            400,
+            "counts",
+        ),
         ({"events": [], "tokens": {"start_ms": 0, "bucket_ms": 1, "counts": []}}, 400, "bucket_ms"),
         ({"events": [event(5), event(4, "done")]}, 422, "order"),
-        ({"events": [event(i, reason="r" * 200) for i in range(300)]}, 422, f"at most {MAX_TRACE_BYTES} are kept"),
+        (
+            {"events": [event(i, reason="r" * 200) for i in range(300)]},
+            422,
+            f"at most {MAX_TRACE_BYTES} are kept",
+        ),
     ],
     ids=[
-        "unknown-kind", "negative-time", "malformed-peer", "over-long-reason", "unknown-field",
-        "too-many-events", "too-many-buckets", "tiny-buckets", "out-of-order", "over-the-byte-cap",
+        "unknown-kind",
+        "negative-time",
+        "malformed-peer",
+        "over-long-reason",
+        "unknown-field",
+        "too-many-events",
+        "too-many-buckets",
+        "tiny-buckets",
+        "out-of-order",
+        "over-the-byte-cap",
     ],
 )
 async def test_bad_traces_are_rejected_and_nothing_is_stored(
@@ -150,7 +205,9 @@ async def test_bad_traces_are_rejected_and_nothing_is_stored(
 ) -> None:
     job = await create_job(user_client)
     await run_on(user_client, job["id"], {"status": "running"})
-    response = await user_client.patch(f"/api/jobs/{job['id']}", json={"status": "succeeded", "trace": trace})
+    response = await user_client.patch(
+        f"/api/jobs/{job['id']}", json={"status": "succeeded", "trace": trace}
+    )
     assert response.status_code == status, response.text
     assert set(response.json()) == {"error", "detail"} and fragment in response.json()["detail"]
     assert (await user_client.get(f"/api/jobs/{job['id']}")).json()["status"] == "running"
