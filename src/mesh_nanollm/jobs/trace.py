@@ -4,7 +4,8 @@ says when a run was long enough to give an honest tok/s. docs/inference.md, "Tra
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import time
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 import msgspec
@@ -90,3 +91,64 @@ def tokens_per_s(decode_ms: float | None, decode_tokens: int) -> float | None:
     if decode_ms is None or decode_ms < MIN_DECODE_MS or decode_tokens < MIN_DECODE_TOKENS:
         return None
     return decode_tokens * 1000 / decode_ms
+
+
+BUCKET_MS = 100
+_ENDS = {"done", "error", "cancel"}
+
+
+class Recorder:
+    """A trace as the server witnesses an API job (static/js/job-trace.js is the page's twin):
+    events as they happen, tokens per BUCKET_MS as they arrive, and the decode clock."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.events: list[TraceEvent] = [TraceEvent(t=0.0, kind="created")]
+        self.series: TokenSeries | None = None
+        self.first_at: float | None = None  # when the first tokens arrived, and how many they were
+        self.first_tokens = 0
+        self.last_at: float | None = None
+        self.tokens = 0
+
+    def _ms(self) -> float:
+        return round((time.monotonic() - self.t0) * 1000, 1)
+
+    def add(self, kind: Kind, **fields: Any) -> None:
+        # The last slot is kept for the end, so a long job that used up the cap still says how it ended.
+        if len(self.events) < MAX_EVENTS - (0 if kind in _ENDS else 1):
+            reason = fields.get("reason")
+            if reason is not None:
+                fields["reason"] = reason[:200]
+            self.events.append(TraceEvent(t=self._ms(), kind=kind, **fields))
+
+    def tokens_arrived(self, n: int) -> None:
+        t = self._ms()
+        self.tokens += n
+        if self.first_at is None:
+            self.first_at, self.first_tokens = t, n
+            self.series = TokenSeries(start_ms=t, bucket_ms=BUCKET_MS, counts=[])
+        self.last_at = t
+        series = self.series
+        assert series is not None
+        i = int((t - series.start_ms) // series.bucket_ms)
+        while i >= MAX_BUCKETS:  # neighbouring buckets merge, each twice as wide
+            series.counts = [sum(series.counts[j : j + 2]) for j in range(0, len(series.counts), 2)]
+            series.bucket_ms *= 2
+            i = int((t - series.start_ms) // series.bucket_ms)
+        series.counts.extend([0] * (i + 1 - len(series.counts)))
+        series.counts[i] += n
+
+    def decode(self) -> tuple[float | None, int]:
+        """First token to last as they arrived here, and the tokens after the first arrival."""
+        if self.first_at is None or self.last_at is None:
+            return None, 0
+        return self.last_at - self.first_at, self.tokens - self.first_tokens
+
+    def encoded(self) -> bytes | None:
+        """The stored form; past the byte cap without the offers and their answers, then none."""
+        for events in (self.events, [e for e in self.events if e.kind not in ("offered", "accepted", "declined")]):
+            try:
+                return encode(Trace(events=events, tokens=self.series))
+            except InvalidInput:
+                continue
+        return None
