@@ -73,17 +73,7 @@ class JobPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
         "ttft_ms": 160.0,
         "decode_ms": 280.0,
         "decode_tokens": 10,
-        "trace": {
-            "events": [
-                {"t": 0, "kind": "created"},
-                {"t": 4, "kind": "dispatched", "attempt": 1},
-                {"t": 5, "kind": "load_started", "attempt": 1},
-                {"t": 120, "kind": "load_ready", "attempt": 1, "cached": True, "bytes": 402_000},
-                {"t": 160, "kind": "first_token", "attempt": 1},
-                {"t": 440, "kind": "done", "attempt": 1, "tokens": 11, "ttft_ms": 38.0, "tok_s": 36.2},
-            ],
-            "tokens": {"start_ms": 160, "bucket_ms": 100, "counts": [3, 4, 4]},
-        },
+        "trace": Trace.openapi_example,
     }
 
 

@@ -5,7 +5,7 @@ says when a run was long enough to give an honest tok/s. docs/inference.md, "Tra
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from uuid import UUID
 
 import msgspec
@@ -65,6 +65,18 @@ class TokenSeries(msgspec.Struct, forbid_unknown_fields=True):
 class Trace(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     events: Annotated[list[TraceEvent], msgspec.Meta(max_length=MAX_EVENTS)]
     tokens: TokenSeries | None = None
+
+    openapi_example: ClassVar[dict[str, Any]] = {
+        "events": [
+            {"t": 0, "kind": "created"},
+            {"t": 4, "kind": "dispatched", "attempt": 1},
+            {"t": 5, "kind": "load_started", "attempt": 1},
+            {"t": 120, "kind": "load_ready", "attempt": 1, "cached": False, "bytes": 402_000},
+            {"t": 160, "kind": "first_token", "attempt": 1},
+            {"t": 440, "kind": "done", "attempt": 1, "tokens": 11, "ttft_ms": 38.0, "tok_s": 36.2},
+        ],
+        "tokens": {"start_ms": 160, "bucket_ms": 100, "counts": [3, 4, 4]},
+    }
 
 
 _encoder = msgspec.json.Encoder()
