@@ -220,3 +220,37 @@ async def test_job_without_a_trace_has_no_timeline(user_client: AsyncTestClient)
     assert 'data-testid="timeline"' not in page
     response = await user_client.get(f"/api/jobs/{job['id']}/trace")
     assert response.status_code == 404 and "no trace" in response.json()["detail"]
+
+
+async def test_local_run_draws_its_model_load_before_the_attempt(
+    user_client: AsyncTestClient,
+) -> None:
+    # A local run loads its model before its one attempt starts: the load is that attempt's.
+    job = await create_job(user_client)
+    trace = {
+        "events": [
+            event(0),
+            event(1, "load_started", attempt=1),
+            event(50, "load_ready", attempt=1, cached=False, bytes=2_500_000),
+            event(51, "dispatched", attempt=1),
+            event(60, "first_token", attempt=1),
+            event(100, "done", attempt=1, tokens=9),
+        ]
+    }
+    done = {"status": "succeeded", "token_count": 9, "trace": trace}
+    await run_on(user_client, job["id"], {"status": "running"}, done)
+    page = (await user_client.get(f"/jobs/{job['id']}")).text
+    row = page[
+        page.index('class="timeline-row"') : page.index(
+            "</svg>", page.index('class="timeline-row"')
+        )
+    ]
+    assert "Attempt 1 · your browser" in row
+    bars = re.findall(r'class="phase-(\w+)" x="([\d.]+)" y="0" width="([\d.]+)"', row)
+    assert [(phase, float(x), float(width)) for phase, x, width in bars] == [
+        ("queue", 0.0, 10.0),
+        ("load", 10.0, 490.0),
+        ("prefill", 510.0, 90.0),
+        ("decode", 600.0, 400.0),
+    ]
+    assert "Model ready (downloaded, 2.5 MB)" in page

@@ -11,7 +11,6 @@ from mesh_nanollm.jobs.trace import Trace, TraceEvent
 WIDTH = 1000  # the drawings' x axis, in viewBox units
 COLOURS = 6  # attempt colours in app.css (.attempt-0 … .attempt-5), reused past the sixth
 PHASES = ("queue", "load", "prefill", "decode")
-ENDS = ("failover", "done", "error", "cancel")
 
 
 @dataclass
@@ -112,54 +111,47 @@ def lay_out(trace: Trace, names: dict[str, str], here: str) -> Timeline:
 
     rows: list[Row] = []
     waiting_since = 0.0  # when the attempt to come began to wait: the job's start, or a failover
-    marks: dict[str, float] = {}
-    worker = ""
+    marks: dict[str, float] = {}  # the running attempt's moments
+    pending: dict[str, float] = {}  # a load before its attempt was sent (a local run loads first)
+    outcomes = {
+        "failover": "failed over: {}",
+        "done": "finished",
+        "error": "failed",
+        "cancel": "cancelled",
+    }
+
+    def bar(phase: str, start: float, stop: float) -> Bar:
+        return Bar(phase, _x(start, span), max(_x(stop - start, span), 1.0), start, stop)
 
     def close(at: float, outcome: str) -> None:
         row = rows[-1]
+        sent = marks["dispatched"]
+        loaded = marks.get("load_ready", at) if "load_started" in marks else None
         spans = {
-            "load": (
-                marks.get("load_started"),
-                marks.get("load_ready", at) if "load_started" in marks else None,
-            ),
-            "prefill": (marks.get("load_ready", marks["dispatched"]), marks.get("first_token", at)),
+            "load": (marks.get("load_started"), loaded),
+            "prefill": (max(marks.get("load_ready", sent), sent), marks.get("first_token", at)),
             "decode": (marks.get("first_token"), at if "first_token" in marks else None),
         }
         for phase, (start, stop) in spans.items():
             if start is not None and stop is not None and stop > start:
-                row.bars.append(
-                    Bar(phase, _x(start, span), max(_x(stop - start, span), 1.0), start, stop)
-                )
+                row.bars.append(bar(phase, start, stop))
         row.outcome = outcome
 
     for event in events:
+        running = bool(rows) and rows[-1].outcome == "running"
         if event.kind == "dispatched":
-            if rows and rows[-1].outcome == "running":
+            if running:
                 close(event.t, "given up")
-            worker = name(event)
-            row = Row(event.attempt or len(rows) + 1, worker, len(rows) % COLOURS, "running")
-            if event.t > waiting_since:
-                row.bars.append(
-                    Bar(
-                        "queue",
-                        _x(waiting_since, span),
-                        max(_x(event.t - waiting_since, span), 1.0),
-                        waiting_since,
-                        event.t,
-                    )
-                )
+            row = Row(event.attempt or len(rows) + 1, name(event), len(rows) % COLOURS, "running")
+            queued_until = min(event.t, pending.get("load_started", event.t))
+            if queued_until > waiting_since:
+                row.bars.append(bar("queue", waiting_since, queued_until))
             rows.append(row)
-            marks = {"dispatched": event.t}
-        elif event.kind in ("load_started", "load_ready", "first_token") and rows:
-            marks.setdefault(event.kind, event.t)
-        elif event.kind in ENDS and rows and rows[-1].outcome == "running":
-            outcome = {
-                "failover": f"failed over: {event.reason}",
-                "done": "finished",
-                "error": "failed",
-                "cancel": "cancelled",
-            }
-            close(event.t, outcome[event.kind])
+            marks, pending = {**pending, "dispatched": event.t}, {}
+        elif event.kind in ("load_started", "load_ready", "first_token"):
+            (marks if running else pending).setdefault(event.kind, event.t)
+        elif event.kind in outcomes and running:
+            close(event.t, outcomes[event.kind].format(event.reason))
             waiting_since = event.t
     if rows and rows[-1].outcome == "running":
         close(span, "unfinished")
