@@ -106,7 +106,15 @@ def lay_out(trace: Trace, names: dict[str, str], here: str) -> Timeline:
 
     events = trace.events
     series = trace.tokens
-    end_of_tokens = series.start_ms + series.bucket_ms * len(series.counts) if series else 0.0
+    last = events[-1] if events else None
+    # A finished run's drawing ends with it, its last token bucket cut there; an unfinished one's
+    # runs to the end of its tokens.
+    end_of_tokens = 0.0
+    if series and series.counts:
+        ended = last is not None and last.kind in ("done", "error", "cancel")
+        end_of_tokens = series.start_ms + series.bucket_ms * (
+            len(series.counts) - (1 if ended else 0)
+        )
     span = max([1.0, end_of_tokens, *(event.t for event in events)])
 
     rows: list[Row] = []
@@ -126,6 +134,12 @@ def lay_out(trace: Trace, names: dict[str, str], here: str) -> Timeline:
     def close(at: float, outcome: str) -> None:
         row = rows[-1]
         sent = marks["dispatched"]
+        # Waiting where it was sent (in transit, in that worker's queue) before its model is
+        # loading or ready counts as queue too.
+        waited = marks.get("load_started", marks.get("load_ready", sent))
+        if waited > sent:
+            queued = row.bars.pop() if row.bars and row.bars[-1].end_ms == sent else None
+            row.bars.append(bar("queue", queued.start_ms if queued else sent, waited))
         loaded = marks.get("load_ready", at) if "load_started" in marks else None
         spans = {
             "load": (marks.get("load_started"), loaded),
@@ -159,7 +173,14 @@ def lay_out(trace: Trace, names: dict[str, str], here: str) -> Timeline:
     columns: list[Column] = []
     peak = 0.0
     if series and series.counts:
-        rates = [count * 1000 / series.bucket_ms for count in series.counts]
+        # The last bucket, cut where the run ended, over what is left of it (at least half a bucket,
+        # so two tokens just before the end do not read as a burst).
+        widths = [float(series.bucket_ms)] * len(series.counts)
+        widths[-1] = max(
+            min(series.bucket_ms, span - (series.start_ms + series.bucket_ms * (len(widths) - 1))),
+            series.bucket_ms / 2,
+        )
+        rates = [count * 1000 / width for count, width in zip(series.counts, widths, strict=True)]
         peak = max(rates)
         for i, rate in enumerate(rates):
             if rate:
@@ -167,7 +188,7 @@ def lay_out(trace: Trace, names: dict[str, str], here: str) -> Timeline:
                 columns.append(
                     Column(
                         _x(start, span),
-                        max(_x(series.bucket_ms, span) - 0.5, 0.5),
+                        max(_x(widths[i], span) - 0.5, 0.5),
                         round(rate * 100 / peak, 2),
                         rate,
                     )
