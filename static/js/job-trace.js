@@ -5,7 +5,6 @@
 import { JOB_LIMITS } from "/static/js/protocol.js";
 
 const BUCKET_MS = 100;
-const MAX_ATTEMPT = 64;
 const ENDS = new Set(["done", "error", "cancel"]);
 const OFFERS = new Set(["offered", "accepted", "declined"]);
 
@@ -29,7 +28,7 @@ export class JobTrace {
    * the job's end, so a long run that used up the cap still says how it finished. */
   add(kind, fields = {}, at = performance.now()) {
     if (this.events.length >= JOB_LIMITS.trace_max_events - (ENDS.has(kind) ? 0 : 1)) return;
-    if (fields.attempt > MAX_ATTEMPT) return; // as jobs/trace.py takes them
+    if (fields.attempt > JOB_LIMITS.trace_max_attempt) return;
     const event = { t: this.#ms(at), kind };
     for (const [key, value] of Object.entries(fields)) if (value !== undefined && value !== null) event[key] = value;
     if (typeof event.reason === "string") event.reason = event.reason.slice(0, 200);

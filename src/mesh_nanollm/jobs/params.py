@@ -31,6 +31,7 @@ def job_limits() -> dict[str, float]:
         # A job's trace (jobs/trace.py, static/js/job-trace.js): its caps, and the shortest run
         # whose tok/s the page and the history show.
         "trace_max_events": trace.MAX_EVENTS,
+        "trace_max_attempt": trace.MAX_ATTEMPT,
         "trace_max_buckets": trace.MAX_BUCKETS,
         "trace_max_bytes": trace.MAX_TRACE_BYTES,
         "speed_min_decode_ms": trace.MIN_DECODE_MS,

@@ -18,6 +18,7 @@ MIN_DECODE_MS = 50.0
 MIN_DECODE_TOKENS = 4
 
 MAX_EVENTS = 400
+MAX_ATTEMPT = 64
 MAX_BUCKETS = 600
 MAX_TRACE_BYTES = 48 * 1024
 
@@ -41,7 +42,7 @@ Kind = Literal[
 class TraceEvent(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     t: Ms  # milliseconds since the job was created, on the witness's clock
     kind: Kind
-    attempt: Annotated[int, msgspec.Meta(ge=1, le=64)] | None = None
+    attempt: Annotated[int, msgspec.Meta(ge=1, le=MAX_ATTEMPT)] | None = None
     peer: UUID | None = None
     eta_ms: Ms | None = None
     reason: Annotated[str, msgspec.Meta(max_length=200)] | None = None
