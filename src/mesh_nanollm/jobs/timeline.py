@@ -48,6 +48,10 @@ class Timeline:
     first_token_x: float | None
     first_token_ms: float | None
     events: list[tuple[float, str]]  # (t, what happened), for the table
+    made_tok_s: float | None = (
+        None  # the speed where the tokens were made, as their worker measured it
+    )
+    made_by: str = ""
 
 
 def _x(t: float, span: float) -> float:
@@ -194,7 +198,10 @@ def lay_out(trace: Trace, names: dict[str, str], here: str) -> Timeline:
                     )
                 )
     first = next((event.t for event in events if event.kind == "first_token"), None)
+    done = next((event for event in reversed(events) if event.kind == "done"), None)
     return Timeline(
+        made_tok_s=done.tok_s if done else None,
+        made_by=name(done) if done else "",
         span_ms=span,
         rows=rows,
         columns=columns,
