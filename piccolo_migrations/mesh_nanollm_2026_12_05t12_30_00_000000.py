@@ -44,9 +44,7 @@ def _params(**overrides):
 
 
 async def forwards():
-    manager = MigrationManager(
-        migration_id=ID, app_name="mesh_nanollm", description=DESCRIPTION
-    )
+    manager = MigrationManager(migration_id=ID, app_name="mesh_nanollm", description=DESCRIPTION)
 
     manager.add_column(
         table_class_name="Job",
@@ -70,9 +68,7 @@ async def forwards():
         schema=None,
     )
 
-    manager.add_table(
-        class_name="JobTrace", tablename="job_trace", schema=None, columns=None
-    )
+    manager.add_table(class_name="JobTrace", tablename="job_trace", schema=None, columns=None)
 
     manager.add_column(
         table_class_name="JobTrace",

@@ -159,7 +159,10 @@ class Recorder:
 
     def encoded(self) -> bytes | None:
         """The stored form; past the byte cap without the offers and their answers, then none."""
-        for events in (self.events, [e for e in self.events if e.kind not in ("offered", "accepted", "declined")]):
+        for events in (
+            self.events,
+            [e for e in self.events if e.kind not in ("offered", "accepted", "declined")],
+        ):
             try:
                 return encode(Trace(events=events, tokens=self.series))
             except InvalidInput:
