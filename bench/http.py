@@ -52,7 +52,8 @@ RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
 SEED_SQL = """
 INSERT INTO job (id, room, requester, requester_peer, worker_peer, model_id, task, mode, prompt,
                  params, status, output, error, attempts, workers, token_count,
-                 created_at, started_at, first_token_at, finished_at, updated_at)
+                 created_at, started_at, first_token_at, finished_at, updated_at,
+                 decode_ms, decode_tokens)
 SELECT gen_random_uuid(), s.room, $1, s.peer, s.worker, s.model, 'text-generation', s.mode,
        'Prompt ' || s.i || ': ' || (ARRAY['Write a haiku about meshes.',
            'Summarise the licence in one sentence.', 'Continue the story: the browser woke up',
@@ -67,7 +68,8 @@ SELECT gen_random_uuid(), s.room, $1, s.peer, s.worker, s.model, 'text-generatio
        (CASE WHEN s.worker IS NULL THEN '["local"]' ELSE '["' || s.worker || '"]' END)::json,
        s.tokens, s.created_at, s.created_at + interval '40 ms',
        s.created_at + interval '90 ms', s.created_at + s.tokens * interval '12 ms',
-       s.created_at + s.tokens * interval '12 ms'
+       s.created_at + s.tokens * interval '12 ms',
+       (s.tokens - 1) * 12.0, s.tokens - 1
 FROM (
     SELECT i,
            (SELECT array_agg(id ORDER BY id) FROM room WHERE slug = ANY($2::text[]))[1 + i % cardinality($2::text[])] AS room,
@@ -81,6 +83,22 @@ FROM (
            $4::timestamptz + ($5::float8 * i + random() * $5::float8) * interval '1 second' AS created_at
     FROM generate_series($6::int, $7::int) AS i
 ) AS s
+"""
+
+# Every job gets a trace like a one-attempt run's (created, offered, accepted, dispatched, first
+# token, done, tokens per 100 ms): about 500 bytes, in job_trace, which the history never reads.
+# One INSERT ... SELECT per user, built by Postgres from the job rows themselves.
+SEED_TRACES_SQL = """
+INSERT INTO job_trace (job, events)
+SELECT j.id, convert_to(format(
+    '{"events":[{"t":0,"kind":"created"},{"t":2,"kind":"offered","peer":"%1$s"},'
+    '{"t":9,"kind":"accepted","peer":"%1$s","eta_ms":12},{"t":10,"kind":"dispatched","attempt":1,"peer":"%1$s"},'
+    '{"t":90,"kind":"first_token","attempt":1},'
+    '{"t":%2$s,"kind":"done","attempt":1,"peer":"%1$s","tokens":%3$s,"ttft_ms":31.5,"tok_s":83.3}],'
+    '"tokens":{"start_ms":90,"bucket_ms":100,"counts":%4$s}}',
+    coalesce(j.worker_peer, j.requester_peer), 90 + (j.token_count - 1) * 12, j.token_count,
+    array_to_json(array_fill(8, ARRAY[1 + (j.token_count * 12) / 100]))), 'UTF8')
+FROM job j WHERE j.requester = $1
 """
 
 
@@ -193,8 +211,11 @@ async def seed(database_url: str) -> None:
         for username, count in USERS.items():
             user_id = await conn.fetchval("SELECT id FROM app_user WHERE username = $1", username)
             have = await conn.fetchval("SELECT count(*) FROM job WHERE requester = $1", user_id)
-            if have == count:
-                print(f"{username}: reusing {have:,} jobs")
+            traced = await conn.fetchval(
+                "SELECT count(*) FROM job_trace t JOIN job j ON j.id = t.job WHERE j.requester = $1", user_id
+            )
+            if have == count == traced:
+                print(f"{username}: reusing {have:,} jobs and their traces")
                 continue
             await conn.execute("DELETE FROM job WHERE requester = $1", user_id)
             started = time.perf_counter()
@@ -206,10 +227,12 @@ async def seed(database_url: str) -> None:
                     SEED_SQL, user_id, list(ROOMS), model_ids,
                     datetime.fromtimestamp(since, UTC), step_s, first, last,
                 )
-            print(f"{username}: seeded {count:,} jobs in {time.perf_counter() - started:.1f} s")
+            await conn.execute(SEED_TRACES_SQL, user_id)
+            print(f"{username}: seeded {count:,} jobs and their traces in {time.perf_counter() - started:.1f} s")
             seeded = True
         if seeded:
             await conn.execute("VACUUM ANALYZE job")
+            await conn.execute("VACUUM ANALYZE job_trace")
     finally:
         await conn.close()
 

@@ -124,14 +124,17 @@ async def test_record_sent_after_the_run_keeps_the_runs_own_timing(user_client: 
     await user_client.patch(f"/api/jobs/{job_id}", json={"status": "running", "age_ms": 1910})
     job = (await user_client.patch(
         f"/api/jobs/{job_id}",
-        json={"status": "succeeded", "output": "a short one", "token_count": 101, "ttft_ms": 10, "age_ms": 0},
+        json={
+            "status": "succeeded", "output": "a short one", "token_count": 101, "ttft_ms": 10,
+            "decode_ms": 1880, "decode_tokens": 100, "age_ms": 0,
+        },
     )).json()
     created, started, finished = (datetime.fromisoformat(job[key]) for key in ("created_at", "started_at", "finished_at"))
     assert 1500 <= (sent - created).total_seconds() * 1000 <= 2000
     assert 1900 <= (finished - started).total_seconds() * 1000 <= 2400
     assert job["ttft_ms"] == pytest.approx(10, abs=0.01)
-    # 100 tokens after the first, in the ~1.9 s between first token and finish.
-    assert 40 < job["tokens_per_s"] < 53
+    # 100 tokens after the first, in the 1.88 s the page measured between first and last token.
+    assert job["tokens_per_s"] == pytest.approx(100 / 1.88, abs=0.01)
 
 
 async def test_age_never_dates_a_change_before_the_job(user_client: AsyncTestClient) -> None:

@@ -55,8 +55,23 @@ UNRECORDED = """(() => {
     ? Promise.resolve(Response.json({ id: `unrecorded-${n++}` }))
     : fetch(url, init);
 })()"""
+# For the breakdown only: the room page with job-trace.js answered by a version that records nothing
+# (the same speed rule, no events, no token buckets), which shows what tracing costs a run.
+UNTRACED = """import { JOB_LIMITS } from "/static/js/protocol.js";
+export function honestTokS(decodeMs, decodeTokens) {
+  if (decodeMs < JOB_LIMITS.speed_min_decode_ms || decodeTokens < JOB_LIMITS.speed_min_decode_tokens) return null;
+  return (decodeTokens * 1000) / decodeMs;
+}
+export class JobTrace {
+  events = [];
+  add() {}
+  tokens() {}
+  at() { return 0; }
+  toJSON() { return { events: [{ t: 0, kind: "created" }] }; }
+}
+"""
 RATIO_TARGET, TTFT_BUDGET_MS = 0.97, 10.0
-STEADY_KINDS = ("ours", "ours-unrecorded", "bare", "bare-worker")
+STEADY_KINDS = ("ours", "ours-unrecorded", "ours-untraced", "bare", "bare-worker")
 # Runs the room page's form and resolves once the run is recorded (the metrics line links its job).
 RUN_IN_PAGE = """async () => {
   const metrics = document.querySelector("#metrics");
@@ -72,7 +87,7 @@ RUN_IN_PAGE = """async () => {
   await recorded;
   const m = metrics.dataset;
   return { ttft_ms: Number(m.ttftMs), tok_s: Number(m.tokS), tokens: Number(m.tokens),
-           text: document.querySelector("#output").textContent };
+           text: document.querySelector("#output").textContent, job_id: metrics.querySelector("a").dataset.jobId };
 }"""
 
 
@@ -99,7 +114,7 @@ async def sign_up(base_url: str) -> tuple[str, dict[str, str]]:
         response = await http.post("/register", data=form)
         assert response.url.path == "/rooms", response.text[:300]
         rooms = {}
-        for kind in ("ours", "ours-unrecorded"):
+        for kind in ("ours", "ours-unrecorded", "ours-untraced"):
             created = await http.post("/api/rooms", json={"name": f"bench {kind}", "private": True},
                                       headers={"x-csrftoken": http.cookies["csrftoken"]})
             assert created.is_success, created.text[:300]
@@ -125,10 +140,14 @@ class Pages:
         self.bare_urls = {kind: f"{base_url}{BARE_PATH}#{quote(json.dumps(config | {'worker': kind == 'bare-worker'}))}"
                           for kind in ("bare", "bare-worker")}
 
-    async def new_context(self, browser: Browser, unrecorded: bool = False) -> BrowserContext:
+    async def new_context(self, browser: Browser, unrecorded: bool = False, untraced: bool = False) -> BrowserContext:
         context = await browser.new_context()
         if unrecorded:
             await context.add_init_script(UNRECORDED)
+        if untraced:
+            headers = {"content-type": "text/javascript; charset=utf-8", **ISOLATION}
+            await context.route(f"{self.base_url}/static/js/job-trace.js*",
+                                lambda route: route.fulfill(body=UNTRACED, headers=headers))
         await context.add_cookies([{"name": "mesh_session", "value": self.session, "url": self.base_url}])
         for suffix, (name, content_type) in BARE_FILES.items():
             await context.route(f"{self.base_url}{BARE_PATH}{suffix}", serve(name, content_type))
@@ -179,7 +198,8 @@ async def steady_state(browser: Browser, pages: Pages, rounds: int, tokens: int)
     """Warm model: take turns generating on each page, after one warm-up run each."""
     opened: dict[str, Page] = {}
     for kind in STEADY_KINDS:
-        page = await (await pages.new_context(browser, unrecorded=kind == "ours-unrecorded")).new_page()
+        context = await pages.new_context(browser, unrecorded=kind == "ours-unrecorded", untraced=kind == "ours-untraced")
+        page = await context.new_page()
         await pages.open(page, kind)
         await pages.generate(page, kind, tokens)  # the first run of a session pays ORT's warm-up
         opened[kind] = page
@@ -188,13 +208,23 @@ async def steady_state(browser: Browser, pages: Pages, rounds: int, tokens: int)
     for round_ in range(rounds):
         for kind in STEADY_KINDS if round_ % 2 == 0 else STEADY_KINDS[::-1]:
             runs[kind].append(await pages.generate(opened[kind], kind, tokens))
+    # The room page traces every run (docs/inference.md, "Traces"): each measured run's trace was recorded.
+    recorded = 0
+    for run in runs["ours"]:
+        response = await opened["ours"].request.get(f"{pages.base_url}/api/jobs/{run['job_id']}/trace")
+        events = (await response.json())["events"] if response.ok else []
+        recorded += any(event["kind"] == "done" and event.get("tokens") == run["tokens"] for event in events)
     for page in opened.values():
         await page.context.close()
     texts = {kind: {run["text"] for run in results} for kind, results in runs.items()}
     # Each ours/bare pair ran back to back, so their ratio cancels slow drifts in the machine's load.
     paired = [o["tok_s"] / b["tok_s"] for o, b in zip(runs["ours"], runs["bare"], strict=True)]
+    # Tracing's own cost: ours against ours with a job-trace.js that records nothing, pair by pair.
+    traced = [o["tok_s"] / u["tok_s"] for o, u in zip(runs["ours"], runs["ours-untraced"], strict=True)]
     return {
+        "traced_tok_s_ratio": summary(traced) | {"ci95": median_interval(traced)},
         "isolated": isolated,
+        "ours_traced": f"{recorded}/{len(runs['ours'])}",
         "paired_tok_s_ratio": summary(paired) | {"ci95": median_interval(paired)},
         "runs": {kind: [{"tok_s": r["tok_s"], "ttft_ms": r["ttft_ms"]} for r in results] for kind, results in runs.items()},
         "same_text": len(set.union(*texts.values())) == 1,
@@ -252,6 +282,11 @@ def report(results: dict[str, Any]) -> str:
             lines.append(f"| {threads} | ours ÷ bare, {label} | **{ratio:.3f}×** | **{delta:+.1f}** | {verdict} the target | |")
         low, high = result["steady"]["paired_tok_s_ratio"]["ci95"]
         lines.append(f"| {threads} | median of pairs, 95% interval | {low:.3f}–{high:.3f}× | | | |")
+        traced = result["steady"]["traced_tok_s_ratio"]
+        low, high = traced["ci95"]
+        lines.append(f"| {threads} | ours ÷ ours-untraced, median of pairs (95% interval) "
+                     f"| {traced['median']:.3f}× ({low:.3f}–{high:.3f}×) | | | |")
+        lines.append(f"| {threads} | ours' runs with their trace recorded | {result['steady']['ours_traced']} | | | |")
     return "\n".join(lines)
 
 

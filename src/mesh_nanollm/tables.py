@@ -124,6 +124,18 @@ class Job(Table):
     first_token_at = Timestamptz(null=True, default=None)
     finished_at = Timestamptz(null=True, default=None)
     updated_at = Timestamptz()
+    # The run's own clock where its tokens arrived (the requester's page, or the server for API
+    # jobs): first token to last, and the tokens after the first. tok/s comes from these alone.
+    decode_ms = Real(null=True, default=None)
+    decode_tokens = Integer(default=0)
 
 
-ALL_TABLES: list[type[Table]] = [User, WebSession, ThrottleHit, ApiToken, Room, RoomMember, PeerSession, Job]
+class JobTrace(Table):
+    """A job's timestamped events (docs/inference.md, "Traces"): msgspec JSON, capped in size, kept
+    apart from Job so history pages never read it."""
+
+    job = ForeignKey(references=Job, null=False, unique=True, on_delete=OnDelete.cascade)
+    events = Bytea()
+
+
+ALL_TABLES: list[type[Table]] = [User, WebSession, ThrottleHit, ApiToken, Room, RoomMember, PeerSession, Job, JobTrace]

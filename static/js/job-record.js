@@ -60,7 +60,7 @@ export class JobRecord {
   }
 
   #leave() {
-    const { output = "", token_count: tokens = 0 } = this.#sofar();
+    const { output = "", token_count: tokens = 0, trace } = this.#sofar();
     const patch = { status: "cancelled", error: "The page was closed before the run finished.", output, token_count: tokens };
     let body = JSON.stringify(patch);
     // A long answer is cut to what a keepalive request may carry, rather than not recorded at all.
@@ -68,6 +68,9 @@ export class JobRecord {
       patch.output = patch.output.slice(0, Math.floor(patch.output.length / 2));
       body = JSON.stringify(patch);
     }
+    // The trace so far goes too, where it still fits.
+    const traced = trace ? JSON.stringify({ ...patch, trace }) : "";
+    if (traced && traced.length <= KEEPALIVE_MAX) body = traced;
     fetch(`/api/jobs/${this.job.id}`, {
       method: "PATCH",
       headers: { "content-type": "application/json", accept: "application/json", "x-csrftoken": this.#csrf },

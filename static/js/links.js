@@ -90,6 +90,7 @@ export class Links {
   lose(link, why, { quiet = false } = {}) {
     if (this.map.get(link.peerId) !== link) return;
     this.map.delete(link.peerId);
+    link.lostWhy = why.startsWith("silent") ? "silent" : "closed"; // a job's trace says which
     const wasOpen = link.state === "open";
     link.close();
     if (!quiet) console.info(`mesh: link to ${link.peerId} ${wasOpen ? "lost" : "not made"}: ${why}`);

@@ -6,6 +6,7 @@
  * metrics set), recorded (job set, or flash says why not). */
 
 import { JobRecord } from "/static/js/job-record.js";
+import { JobTrace, honestTokS } from "/static/js/job-trace.js";
 
 /** Where an answer came from, when not (only) from this browser. */
 function whereItRan({ attempts }) {
@@ -28,6 +29,7 @@ export class PageRun extends EventTarget {
   metrics = null; // {ttft, tokS, tokens, reason, where} once over (none if it failed)
   job = null; // its record, once recorded
   flash = null; // {kind, text}: the last thing said about it
+  trace = new JobTrace(); // what happened when, sent with the record's last step
 
   #session;
   #handle = null;
@@ -44,6 +46,7 @@ export class PageRun extends EventTarget {
 
   cancel() {
     if (!this.running) return;
+    this.trace.add("cancel");
     this.#handle?.cancel();
     this.#cancel("cancelled");
   }
@@ -58,14 +61,21 @@ export class PageRun extends EventTarget {
     const recordAttempts = () => {
       for (const worker of workers.slice(record.attempts)) record.start(worker);
     };
-    const newRecord = () => new JobRecord(job, this.#session.csrf, () => ({ output: this.text, token_count: this.tokens }));
+    const trace = this.trace;
+    const newRecord = () => new JobRecord(job, this.#session.csrf, () => ({ output: this.text, token_count: this.tokens, trace }));
+    let attempt = 0; // the attempt running now, and whether its first token has come
+    let attemptStarted = false;
+    let attemptWorker = null;
     let first = 0; // when the first token arrived here, and how many tokens that message counted
     let firstSeq = 0;
     let last = 0;
     let outcome;
     try {
       // A run here needs the model first; on the mesh, the peer that takes the job loads it.
+      if (mode === "local") trace.add("load_started", { attempt: 1 });
+      const warm = peer.status.models_warm.includes(entry.id);
       const ready = mode === "local" ? await Promise.race([peer.load(entry), this.cancelled]) : null;
+      if (ready && ready !== "cancelled") trace.add("load_ready", { attempt: 1, cached: warm, bytes: warm ? null : entry.size });
       if (ready === "cancelled") {
         outcome = { patch: { status: "cancelled" }, metrics: { ttft: null, tokS: null, tokens: 0, reason: "cancelled" } };
       } else {
@@ -76,14 +86,24 @@ export class PageRun extends EventTarget {
           mode,
           onAttempt: ({ worker }) => {
             workers.push(worker);
+            attempt += 1;
+            attemptStarted = false;
+            attemptWorker = worker;
+            trace.add("dispatched", { attempt, peer: worker });
             if (record) recordAttempts();
           },
+          onTrace: (kind, fields) => trace.add(kind, fields),
           onToken: (answer, seq) => {
             last = performance.now();
             if (!first) {
               first = last;
               firstSeq = seq;
             }
+            if (!attemptStarted) {
+              attemptStarted = true;
+              trace.add("first_token", { attempt }, last);
+            }
+            if (seq > this.tokens) trace.tokens(seq - this.tokens, last);
             this.tokens = seq;
             this.text = answer;
             this.#emit("token");
@@ -93,17 +113,22 @@ export class PageRun extends EventTarget {
         record = newRecord();
         recordAttempts();
         const result = await this.#handle.done;
-        // Measured here, where the person sees it: offers, worker, messaging and page included.
+        // Measured here, where the person sees it: offers, worker, messaging and page included; a
+        // run too short to time honestly has no speed (the history says so too).
         const ttft = first ? first - sent : null;
-        const tokS = this.tokens > firstSeq && last > first ? ((this.tokens - firstSeq) * 1000) / (last - first) : null;
+        const decodeMs = first ? last - first : null;
+        const decodeTokens = first ? Math.max(0, this.tokens - firstSeq) : 0;
+        const tokS = first ? honestTokS(decodeMs, decodeTokens) : null;
+        this.#traceEnd(result, attempt, attemptWorker);
         this.text = result.text;
         this.tokens = result.tokens;
         const patch = { status: result.reason === "cancelled" ? "cancelled" : "succeeded", output: result.text, token_count: result.tokens };
-        if (ttft !== null) patch.ttft_ms = ttft;
+        if (ttft !== null) Object.assign(patch, { ttft_ms: ttft, decode_ms: decodeMs, decode_tokens: decodeTokens });
         outcome = { patch, metrics: { ttft, tokS, tokens: result.tokens, reason: result.reason, where: whereItRan(result) } };
         if (result.fallback) this.#say("info", [FALLBACK[result.fallback], result.declined].filter(Boolean).join(" "));
       }
     } catch (error) {
+      trace.add("error", { attempt: attempt || null, peer: attemptWorker, reason: error.message });
       this.#say("error", `The model could not run: ${error.message}`);
       outcome = { patch: { status: "failed", error: error.message.slice(0, 2000), output: this.text, token_count: this.tokens } };
     }
@@ -112,10 +137,26 @@ export class PageRun extends EventTarget {
     this.#emit("end");
     record ??= newRecord();
     recordAttempts();
-    const { job: recorded, error } = await record.finish(outcome.patch);
+    const { job: recorded, error } = await record.finish({ ...outcome.patch, trace });
     this.job = recorded ?? null;
     if (error) this.#say("error", `This run was not recorded in your history: ${error.message}`);
     this.#emit("recorded");
+  }
+
+  /** The last attempt's end in the trace; where it ran elsewhere, the model wait its worker reported,
+   * placed just before the worker started generating (its own clock gives durations, not times). */
+  #traceEnd(result, attempt, worker) {
+    const end = performance.now();
+    if (this.fields.mode !== "local" && result.load_ms !== null && result.total_ms !== null) {
+      const generating = end - result.total_ms;
+      const loading = generating - result.load_ms;
+      const dispatched = this.trace.events.findLast((event) => event.kind === "dispatched")?.t ?? 0;
+      const clamp = (at) => Math.max(at, this.trace.at(dispatched));
+      if (!result.warm) this.trace.add("load_started", { attempt }, clamp(loading));
+      this.trace.add("load_ready", { attempt, cached: result.warm }, clamp(generating));
+    }
+    if (result.reason === "cancelled") return;
+    this.trace.add("done", { attempt, peer: worker, tokens: result.tokens, ttft_ms: result.ttft_ms, tok_s: result.tok_s }, end);
   }
 
   #say(kind, text) {

@@ -95,9 +95,13 @@ export class Peer {
       sharing: () => this.sharing,
       paused: () => this.pauseReason,
       generate: async (job, onToken) => {
+        const loading = performance.now();
+        const warm = this.status.models_warm.includes(job.model);
         await this.load(this.#catalogue.entry(job.model));
         if (cancelled.delete(job.id)) return { text: "", tokens: 0, reason: "cancelled" };
-        const done = await this.#client.generate(job, onToken);
+        // The wait for the model travels with the answer, for the requester's trace of the job.
+        const loaded = { load_ms: performance.now() - loading, warm };
+        const done = { ...(await this.#client.generate(job, onToken)), ...loaded };
         // The worker's own decoding speed, for this page's jobs and other peers' alike: the cost
         // model compares it with the speeds other pages measure the same way.
         if (done.tok_s) this.update({ tok_s: done.tok_s });

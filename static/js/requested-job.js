@@ -39,7 +39,7 @@ export class RequestedJob {
   fallback = ""; // why a mesh job ran here: no_peers | declined
   local = false;
 
-  #hooks; // onToken, onAttempt, usernameOf, cancelHere
+  #hooks; // onToken, onAttempt, onTrace(kind, fields), usernameOf, cancelHere
   #offers = null; // {waiting: Map link → true, answers: [], resolve}
   #attempt = null; // {link, seq, resolve}
   #cancelTimer = null;
@@ -56,12 +56,17 @@ export class RequestedJob {
     return new Promise((resolve) => {
       const finish = () => {
         clearTimeout(timer);
+        for (const link of this.#offers.waiting) this.#hooks.onTrace("declined", { peer: link.peerId, reason: "no answer in time" });
         const answers = this.#offers.answers;
         this.#offers = null;
         resolve(answers);
       };
       this.#offers = { waiting: new Set(), answers: [], finish };
-      for (const link of links) if (link.send({ type: "job_offer", ...message })) this.#offers.waiting.add(link);
+      for (const link of links) {
+        if (!link.send({ type: "job_offer", ...message })) continue;
+        this.#offers.waiting.add(link);
+        this.#hooks.onTrace("offered", { peer: link.peerId });
+      }
       const timer = setTimeout(finish, OFFER_TIMEOUT_MS);
       if (!this.#offers.waiting.size) finish();
     });
@@ -73,8 +78,10 @@ export class RequestedJob {
     if (message.type === "job_accept" || message.type === "job_decline") {
       if (!offers?.waiting.has(link)) return false;
       offers.waiting.delete(link);
-      if (message.type === "job_accept") offers.answers.push({ link, eta: message.eta_ms });
-      else this.declined(link.peerId, message);
+      if (message.type === "job_accept") {
+        offers.answers.push({ link, eta: message.eta_ms });
+        this.#hooks.onTrace("accepted", { peer: link.peerId, eta_ms: message.eta_ms });
+      } else this.declined(link.peerId, message);
       if (!offers.waiting.size) offers.finish();
       return true;
     }
@@ -97,6 +104,7 @@ export class RequestedJob {
   /** `peerId` will not take this job (it declined, or its hello says it is paused), and why. */
   declined(peerId, { reason, limit_mb }) {
     this.declines.set(peerId, { username: this.#hooks.usernameOf(peerId), reason, limit_mb });
+    this.#hooks.onTrace("declined", { peer: peerId, reason: limit_mb === undefined ? reason : `${reason} (${limit_mb} MB)` });
     if (FINAL_DECLINES.has(reason)) this.refused.add(peerId);
   }
 
@@ -144,6 +152,7 @@ export class RequestedJob {
   failedOver(link, why) {
     this.tried.add(link.peerId);
     this.attempts.at(-1).outcome = why;
+    this.#hooks.onTrace("failover", { attempt: this.attempts.length, peer: link.peerId, reason: why, tokens: this.seqBefore + this.seq });
     // The streamed text ends where the worker's streamer last printed, usually after a space.
     // Re-tokenising a trailing space would give the model a token it never produced, so the next
     // attempt resumes from the last whole word and regenerates the space itself.
@@ -209,6 +218,10 @@ export class RequestedJob {
       declined: this.fallback ? this.whyNobody() : "",
       ttft_ms: done.ttft_ms ?? null,
       tok_s: done.tok_s ?? null,
+      // How the last attempt's worker spent its time (inference.js "done", peer.js load_ms and warm).
+      load_ms: done.load_ms ?? null,
+      warm: done.warm ?? null,
+      total_ms: done.total_ms ?? null,
     };
   }
 }

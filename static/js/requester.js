@@ -23,10 +23,11 @@ export class Requester {
   }
 
   /** See Mesh.run. */
-  run(job, { mode = "auto", onToken = () => {}, onAttempt = () => {} } = {}) {
+  run(job, { mode = "auto", onToken = () => {}, onAttempt = () => {}, onTrace = () => {} } = {}) {
     const requested = new RequestedJob(job, mode, {
       onToken,
       onAttempt,
+      onTrace,
       usernameOf: this.#hooks.usernameOf,
       cancelHere: () => this.#local.cancel(job.id),
     });
@@ -56,7 +57,8 @@ export class Requester {
       if (outcome.error && !RETRYABLE.has(outcome.error.code)) {
         throw Object.assign(new Error(outcome.error.message), { code: outcome.error.code, partial: requested.text });
       }
-      requested.failedOver(choice, outcome.error ? `${outcome.error.code}: ${outcome.error.message}` : "left");
+      // Why: its channel closed, it went silent (links.js), or it answered with an error.
+      requested.failedOver(choice, outcome.error ? `error: ${outcome.error.code}: ${outcome.error.message}` : choice.lostWhy ?? "closed");
     }
   }
 

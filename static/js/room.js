@@ -111,6 +111,7 @@ function showMetrics({ ui }, { ttft, tokS, tokens, reason, where = "" }, job) {
   const parts = [];
   if (ttft !== null) parts.push(`first token ${ttft.toFixed(0)} ms`);
   if (tokS !== null) parts.push(`${tokS.toFixed(1)} tok/s`);
+  else if (ttft !== null && tokens > 1) parts.push("too short to measure a speed");
   parts.push(`${tokens} token${tokens === 1 ? "" : "s"}`);
   if (where) parts.push(where);
   if (reason === "context") parts.push("stopped at the model's context limit");

@@ -164,8 +164,8 @@ export class Serving {
   }
 
   #metricsOf(done) {
-    const { tokens = 0, resumed_tokens = 0, prompt_tokens = null, ttft_ms = null, tok_s = null, total_ms = null, reason = "" } = done;
-    return { tokens, resumed_tokens, prompt_tokens, ttft_ms, tok_s, total_ms, reason, backend: this.#local.backend() };
+    const { tokens = 0, resumed_tokens = 0, prompt_tokens = null, ttft_ms = null, tok_s = null, total_ms = null, load_ms = null, warm = null, reason = "" } = done;
+    return { tokens, resumed_tokens, prompt_tokens, ttft_ms, tok_s, total_ms, load_ms, warm, reason, backend: this.#local.backend() };
   }
 
   #cancelService(service) {

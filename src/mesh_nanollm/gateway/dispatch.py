@@ -16,6 +16,7 @@ from uuid import UUID
 from mesh_nanollm.catalogue import ModelEntry, runs_on
 from mesh_nanollm.gateway import service
 from mesh_nanollm.gateway.stops import StopCutter
+from mesh_nanollm.jobs.trace import Recorder
 from mesh_nanollm.peers.service import list_peer_sockets
 from mesh_nanollm.realtime.jobs import Inbox, JobRelay
 from mesh_nanollm.realtime.presence import Presence
@@ -226,6 +227,9 @@ class Run:
     cut_off: bool = False
     reader: asyncio.Task[Any] | None = None
     cutter: StopCutter = field(init=False)
+    # The server witnesses API jobs: their trace and decode clock are recorded here (docs/gateway.md).
+    trace: Recorder = field(default_factory=Recorder)
+    attempts: int = 0
 
     def __post_init__(self) -> None:
         self.cutter = StopCutter(self.spec.stop)
@@ -278,13 +282,21 @@ class Run:
     async def _offer(self, peer: Candidate) -> bool:
         gateway = self.gateway
         gateway.busy.add(peer.peer_id)
+        peer_id = UUID(peer.peer_id)
+        self.trace.add("offered", peer=peer_id)
         ack = await gateway.relay.run_on(peer.sid, self.payload(), gateway.settings.gateway_ack_timeout_s)
         if ack is not None and ack.ok:
             self.peer = peer
             self.attempt_tokens, self.attempt_text = 0, ""
+            self.first_token_seen = False
+            self.attempts += 1
+            self.trace.add("accepted", peer=peer_id)
+            self.trace.add("dispatched", attempt=self.attempts, peer=peer_id)
             await service.record_attempt(self.job_id, peer.peer_id)
             return True
         gateway.release(peer.peer_id)
+        reason = "no answer in time" if ack is None else ack.error.code if ack.error else "declined"
+        self.trace.add("declined", peer=peer_id, reason=reason)
         if ack is None:  # it may yet start the job late: make sure it does not
             await gateway.relay.cancel_on(peer.sid, self.id)
             self.declined[peer.peer_id] = time.monotonic()
@@ -297,7 +309,10 @@ class Run:
     async def _no_peer(self, why: str) -> None:
         self.failed = True
         room, model = self.spec.room_slug, self.spec.model.id
-        await service.record_finished(self.job_id, "failed", self.cutter.text, self.tokens, None, f"No peer available: {why}.")
+        self.trace.add("error", reason=f"no peer available: {why}")
+        await service.record_finished(
+            self.job_id, "failed", self.cutter.text, self.tokens, None, f"No peer available: {why}.", self.trace
+        )
         retry = max(1, min(self.gateway.settings.gateway_queue_wait_s, 30))
         raise GatewayError(
             503, f"No peer in room “{room}” can run model “{model}” now ({why}). Open the room on a "
@@ -313,7 +328,7 @@ class Run:
         while self.outcome is None:
             event = await self.inbox.get(stall)
             if event is None:
-                await self._fail_over(f"the worker sent nothing for {stall} s")
+                await self._fail_over(f"the worker sent nothing for {stall} s", "silent")
                 continue
             if self.peer is None or event.peer_id != self.peer.peer_id:
                 if event.kind != "gone":
@@ -326,14 +341,18 @@ class Run:
                 if out := await self._done(event.data):
                     yield out
             else:
-                why = "its socket closed" if event.kind == "gone" else f"{event.data.get('code')}: {event.data.get('message')}"
-                await self._fail_over(f"the worker stopped ({why})")
+                error = f"{event.data.get('code')}: {event.data.get('message')}"
+                why = "its socket closed" if event.kind == "gone" else error
+                await self._fail_over(f"the worker stopped ({why})", "closed" if event.kind == "gone" else f"error: {error}")
 
     async def _token(self, data: dict[str, Any]) -> str:
         if not self.first_token_seen:
             self.first_token_seen = True
-            await service.record_first_token(self.job_id)
+            self.trace.add("first_token", attempt=self.attempts)
+            await service.record_first_token(self.job_id)  # the job's first; later ones change nothing
             self.recorded_at = time.monotonic()
+        if data["seq"] > self.attempt_tokens:
+            self.trace.tokens_arrived(data["seq"] - self.attempt_tokens)
         self.attempt_tokens = max(self.attempt_tokens, data["seq"])
         out = self._add(data["text"])
         # A record nobody touches for JOB_ABANDON_AFTER is swept as abandoned: a long job keeps
@@ -361,20 +380,24 @@ class Run:
             self.outcome.prompt_tokens = metrics.get("prompt_tokens") or 0
             return out
         if metrics.get("reason") == "cancelled":
-            await self._fail_over("the worker cancelled the job")
+            await self._fail_over("the worker cancelled the job", "error: cancelled by the worker")
             return out
         self.attempt_tokens = max(self.attempt_tokens, metrics.get("tokens") or 0)
+        # The worker's own clock, where the tokens were made (the decode clock here is where they arrived).
+        worker = {key: metrics[key] for key in ("ttft_ms", "tok_s") if isinstance(metrics.get(key), (int, float))}
+        self.trace.add("done", attempt=self.attempts, peer=UUID(self.peer.peer_id), tokens=self.tokens, **worker)
         out += self.cutter.flush()
         self.outcome = Outcome(
             "length" if metrics.get("reason") == "length" else "stop", self.tokens, metrics.get("prompt_tokens") or 0
         )
         return out
 
-    async def _fail_over(self, why: str) -> None:
+    async def _fail_over(self, why: str, reason: str) -> None:
         """The worker is gone or stuck: cancel it there, record the attempt, find another peer
-        that continues from the text so far."""
+        that continues from the text so far. `reason`, for the trace: closed | silent | error: …."""
         old = self.peer
         assert old is not None
+        self.trace.add("failover", attempt=self.attempts, peer=UUID(old.peer_id), reason=reason, tokens=self.tokens)
         self.peer = None
         self.shunned.add(old.peer_id)
         self.gateway.release(old.peer_id)
@@ -400,8 +423,10 @@ class Run:
         free the peer and the client's slot."""
         try:
             if self.outcome is not None:
+                if self.trace.events[-1].kind != "done":  # a stop string ended it, here
+                    self.trace.add("done", attempt=self.attempts, tokens=self.tokens)
                 await service.record_finished(
-                    self.job_id, "succeeded", self.cutter.text, self.tokens, self.outcome.finish_reason
+                    self.job_id, "succeeded", self.cutter.text, self.tokens, self.outcome.finish_reason, "", self.trace
                 )
                 if self.cutter.stopped and self.peer is not None:
                     await self.gateway.relay.cancel_on(self.peer.sid, self.id)
@@ -409,7 +434,10 @@ class Run:
                 if self.peer is not None:
                     await self.gateway.relay.cancel_on(self.peer.sid, self.id)
                 why = "the client stopped reading" if self.cut_off else "the client closed the connection"
-                await service.record_finished(self.job_id, "cancelled", self.cutter.text, self.tokens, None, f"Cancelled: {why}.")
+                self.trace.add("cancel", reason=why)
+                await service.record_finished(
+                    self.job_id, "cancelled", self.cutter.text, self.tokens, None, f"Cancelled: {why}.", self.trace
+                )
         finally:
             if self.peer is not None:
                 self.gateway.release(self.peer.peer_id)

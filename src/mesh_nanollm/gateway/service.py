@@ -9,6 +9,8 @@ from uuid import UUID
 
 import msgspec
 
+from mesh_nanollm.jobs.service import save_trace
+from mesh_nanollm.jobs.trace import Recorder
 from mesh_nanollm.peers import service as peers
 from mesh_nanollm.tables import Job
 
@@ -75,10 +77,19 @@ async def record_requeued(job_id: UUID, output: str, tokens: int, reason: str) -
 
 
 async def record_finished(
-    job_id: UUID, status: str, output: str, tokens: int, finish_reason: str | None, error: str = ""
+    job_id: UUID,
+    status: str,
+    output: str,
+    tokens: int,
+    finish_reason: str | None,
+    error: str = "",
+    trace: Recorder | None = None,
 ) -> None:
-    """The end of the job: `succeeded` (with its finish reason), `failed` or `cancelled`; the
-    worker of a succeeded job is credited, in the same transaction."""
+    """The end of the job: `succeeded` (with its finish reason), `failed` or `cancelled`, with
+    the trace and decode clock the server witnessed; the worker of a succeeded job is credited,
+    in the same transaction."""
+    decode_ms, decode_tokens = trace.decode() if trace else (None, 0)
+    events = trace.encoded() if trace else None
     row = await Job.select(Job.params, Job.worker_peer).where(Job.id == job_id).first()
     if row is None:
         return
@@ -94,7 +105,11 @@ async def record_finished(
                 Job.params: params | {"finish_reason": finish_reason} if finish_reason else params,
                 Job.finished_at: now,
                 Job.updated_at: now,
+                Job.decode_ms: decode_ms,
+                Job.decode_tokens: decode_tokens,
             }
         ).where(Job.id == job_id, Job.status.is_in(UNFINISHED)).returning(Job.id)
+        if updated and events is not None:
+            await save_trace(job_id, events)
         if updated and status == "succeeded" and row["worker_peer"] is not None:
             await peers.credit_peer(row["worker_peer"], tokens)

@@ -11,6 +11,8 @@ clients expect."""
 
 from __future__ import annotations
 
+from mesh_nanollm.jobs import trace
+
 PAGE_MAX_NEW_TOKENS = 2048
 API_MAX_NEW_TOKENS = 4096
 TEMPERATURE_MAX = 2.0
@@ -26,4 +28,12 @@ def job_limits() -> dict[str, float]:
         "temperature_max": TEMPERATURE_MAX,
         "top_k_max": TOP_K_MAX,
         "repetition_penalty_max": REPETITION_PENALTY_MAX,
+        # A job's trace (jobs/trace.py, static/js/job-trace.js): its caps, and the shortest run
+        # whose tok/s the page and the history show.
+        "trace_max_events": trace.MAX_EVENTS,
+        "trace_max_attempt": trace.MAX_ATTEMPT,
+        "trace_max_buckets": trace.MAX_BUCKETS,
+        "trace_max_bytes": trace.MAX_TRACE_BYTES,
+        "speed_min_decode_ms": trace.MIN_DECODE_MS,
+        "speed_min_decode_tokens": trace.MIN_DECODE_TOKENS,
     }

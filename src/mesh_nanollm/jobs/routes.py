@@ -12,10 +12,12 @@ from litestar.plugins.htmx import HTMXRequest, HTMXTemplate
 from litestar.response import Template
 from litestar.types import Dependencies
 
-from mesh_nanollm.errors import InvalidInput
-from mesh_nanollm.jobs import service
+from mesh_nanollm.errors import InvalidInput, NotFound
+from mesh_nanollm.jobs import service, timeline
 from mesh_nanollm.jobs.schemas import JobCreate, JobPage, JobPatch, JobView, Status
+from mesh_nanollm.jobs.trace import Trace
 from mesh_nanollm.openapi import BEARER, errors
+from mesh_nanollm.peers import service as peers
 from mesh_nanollm.rooms.service import list_visible_rooms
 from mesh_nanollm.security import provide_user
 from mesh_nanollm.tables import User
@@ -65,7 +67,13 @@ class JobPages(Controller):
     async def detail(self, user: NamedDependency[User], job_id: FromPath[UUID]) -> Template:
         job = await service.get_job(user, job_id)
         workers = await service.describe_workers(job)
-        return Template("job.html", context={"user": user, "job": job, "workers": workers})
+        trace = await service.get_trace(job_id)
+        drawing = None
+        if trace is not None:
+            names = await peers.peer_usernames({event.peer for event in trace.events if event.peer})
+            drawing = timeline.lay_out(trace, names, "your browser")
+        context = {"user": user, "job": job, "workers": workers, "timeline": drawing}
+        return Template("job.html", context=context)
 
 
 class JobApi(Controller):
@@ -97,6 +105,15 @@ class JobApi(Controller):
     async def get_job(self, user: NamedDependency[User], job_id: FromPath[UUID]) -> JobView:
         """One of the caller's jobs, with its output, timings and the peers that worked on it."""
         return await service.get_job(user, job_id)
+
+    @get("/{job_id:uuid}/trace", summary="Get a job's trace", responses=errors(400, 401, 404))
+    async def get_trace(self, user: NamedDependency[User], job_id: FromPath[UUID]) -> Trace:
+        """The job's timestamped events and tokens over time, as whoever witnessed the run recorded them."""
+        await service.get_job(user, job_id)
+        trace = await service.get_trace(job_id)
+        if trace is None:
+            raise NotFound("This job has no trace: it was recorded without one, or has not finished yet.")
+        return trace
 
     @patch("/{job_id:uuid}", summary="Update a job", responses=errors(400, 401, 403, 404, 409, 413, 422))
     async def update_job(self, user: NamedDependency[User], job_id: FromPath[UUID], data: JSONBody[JobPatch]) -> JobView:

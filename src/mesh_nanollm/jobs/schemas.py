@@ -14,6 +14,7 @@ from mesh_nanollm.jobs.params import (
     TEMPERATURE_MAX,
     TOP_K_MAX,
 )
+from mesh_nanollm.jobs.trace import Trace
 
 # How long before its request a change happened, for records sent after the fact: the requester's
 # page sends a short run's record once the run is over, so recording never competes with it.
@@ -57,7 +58,12 @@ class JobPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
     error: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
     token_count: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] | None = None
     ttft_ms: Annotated[float, msgspec.Meta(ge=0, le=86_400_000)] | None = None
+    # The run's own clock where the tokens arrived: first token to last, and the tokens after the
+    # first; tok/s comes from these alone (none when the run is too short to measure).
+    decode_ms: Annotated[float, msgspec.Meta(ge=0, le=86_400_000)] | None = None
+    decode_tokens: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] | None = None
     worker_peer: UUID | None = None
+    trace: Trace | None = None
     age_ms: AgeMs = 0.0
 
     openapi_example: ClassVar[dict[str, Any]] = {
@@ -65,6 +71,9 @@ class JobPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
         "output": " there was a small model that ran in a browser.",
         "token_count": 11,
         "ttft_ms": 160.0,
+        "decode_ms": 280.0,
+        "decode_tokens": 10,
+        "trace": Trace.openapi_example,
     }
 
 
@@ -89,7 +98,9 @@ class JobView(msgspec.Struct):
     first_token_at: datetime | None
     finished_at: datetime | None
     ttft_ms: float | None
-    tokens_per_s: float | None
+    decode_ms: float | None
+    decode_tokens: int
+    tokens_per_s: float | None  # none when not measured, or too short to measure honestly
 
     openapi_example: ClassVar[dict[str, Any]] = {
         "id": "5f0c2a3e-8b1d-4e6f-a2c4-9d7e1b3f6a80",
@@ -112,7 +123,9 @@ class JobView(msgspec.Struct):
         "first_token_at": "2026-12-01T09:40:00.210000Z",
         "finished_at": "2026-12-01T09:40:00.520000Z",
         "ttft_ms": 160.0,
-        "tokens_per_s": 35.5,
+        "decode_ms": 310.0,
+        "decode_tokens": 10,
+        "tokens_per_s": 32.3,
     }
 
 

@@ -13,10 +13,11 @@ import msgspec
 from piccolo.query import WhereRaw
 
 from mesh_nanollm.errors import Conflict, InvalidInput, NotFound, ServiceError
+from mesh_nanollm.jobs import trace
 from mesh_nanollm.jobs.schemas import JobCreate, JobParams, JobPatch, JobView
 from mesh_nanollm.peers import service as peers
 from mesh_nanollm.rooms.service import get_room
-from mesh_nanollm.tables import Job, Room, User
+from mesh_nanollm.tables import Job, JobTrace, Room, User
 
 UNFINISHED = ("queued", "running")
 TERMINAL = ("succeeded", "failed", "cancelled", "abandoned")
@@ -58,12 +59,9 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
 
 
 def to_view(row: dict[str, Any], room_slug: str) -> JobView:
-    ttft_ms = tok_s = None
+    ttft_ms = None
     if row["started_at"] and row["first_token_at"]:
         ttft_ms = (row["first_token_at"] - row["started_at"]).total_seconds() * 1000
-    if row["first_token_at"] and row["finished_at"] and row["token_count"] > 1:
-        decode_s = (row["finished_at"] - row["first_token_at"]).total_seconds()
-        tok_s = (row["token_count"] - 1) / decode_s if decode_s > 0 else None
     return JobView(
         id=row["id"],
         room=room_slug,
@@ -85,7 +83,10 @@ def to_view(row: dict[str, Any], room_slug: str) -> JobView:
         first_token_at=row["first_token_at"],
         finished_at=row["finished_at"],
         ttft_ms=ttft_ms,
-        tokens_per_s=tok_s,
+        decode_ms=row["decode_ms"],
+        decode_tokens=row["decode_tokens"],
+        # Never from when requests reached the server: from the run's own clock, or nothing.
+        tokens_per_s=trace.tokens_per_s(row["decode_ms"], row["decode_tokens"]),
     )
 
 
@@ -219,12 +220,19 @@ async def update_job(user: User, job_id: UUID, patch: JobPatch) -> JobView:
     if patch.ttft_ms is not None:
         started = values.get(Job.started_at, current["started_at"]) or at
         values[Job.first_token_at] = started + timedelta(milliseconds=patch.ttft_ms)
+    if patch.decode_ms is not None:
+        values[Job.decode_ms] = patch.decode_ms
+    if patch.decode_tokens is not None:
+        values[Job.decode_tokens] = patch.decode_tokens
+    events = trace.encode(patch.trace) if patch.trace is not None else None
     # One transaction: a job never ends up succeeded without its peer credited, or the reverse.
     async with Job._meta.db.transaction():
         # Compare-and-set on the status, so two writers cannot both win a transition.
         updated = await Job.update(values).where(Job.id == job_id, Job.status == status).returning(Job.id)
         if not updated:
             raise Conflict("The job changed while you were updating it; reload and try again.")
+        if events is not None:
+            await save_trace(job_id, events)
         if values.get(Job.status) == "succeeded":
             # The peer that ran it, or the requester's own page when it ran locally.
             peer = values.get(Job.worker_peer, current["worker_peer"]) or current["requester_peer"]
@@ -243,11 +251,25 @@ async def _check_claims(current: dict[str, Any], patch: JobPatch) -> None:
             "name the peer that ran it, as the room's presence lists it."
         )
     limit = _json(current["params"]).get("max_new_tokens", JobParams().max_new_tokens)
-    if patch.token_count is not None and patch.token_count > limit:
-        raise InvalidInput(
-            f"token_count {patch.token_count} is more than this job can produce "
-            f"(its params.max_new_tokens is {limit})."
-        )
+    for field in ("token_count", "decode_tokens"):
+        value = getattr(patch, field)
+        if value is not None and value > limit:
+            raise InvalidInput(
+                f"{field} {value} is more than this job can produce (its params.max_new_tokens is {limit})."
+            )
+
+
+async def save_trace(job_id: UUID, events: bytes) -> None:
+    """Store (or replace) the job's trace, already encoded by trace.encode."""
+    updated = await JobTrace.update({JobTrace.events: events}).where(JobTrace.job == job_id).returning(JobTrace.id)
+    if not updated:
+        await JobTrace.insert(JobTrace(job=job_id, events=events))
+
+
+async def get_trace(job_id: UUID) -> trace.Trace | None:
+    """The trace of a job the caller may already see (get_job checked), or None if none was sent."""
+    row = await JobTrace.select(JobTrace.events).where(JobTrace.job == job_id).first()
+    return trace.decode(row["events"]) if row else None
 
 
 async def abandon_stale_jobs(after_s: int) -> int:
