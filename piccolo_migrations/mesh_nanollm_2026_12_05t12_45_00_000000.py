@@ -1,10 +1,17 @@
+"""Peers report their links and the jobs they serve (two JSON columns), and a room's jobs are
+found by time (the statistics page and the peers panel's sparklines): raw SQL, as Piccolo's auto
+migrations make only single-column indexes."""
+
 from piccolo.apps.migrations.auto.migration_manager import MigrationManager
 from piccolo.columns.column_types import JSON
 from piccolo.columns.indexes import IndexMethod
+from piccolo.engine import engine_finder
+
+ROOM_TIME_INDEX = "CREATE INDEX IF NOT EXISTS job_room_time_idx ON job (room, created_at DESC)"
 
 ID = "2026-12-05T12:45:00:000000"
 VERSION = "1.38.0"
-DESCRIPTION = "peers report their links and whom they serve"
+DESCRIPTION = "peers report their links and whom they serve; a room's jobs by time"
 
 
 async def forwards():
@@ -34,4 +41,8 @@ async def forwards():
             schema=None,
         )
 
+    async def run():
+        await engine_finder().run_ddl(ROOM_TIME_INDEX)
+
+    manager.add_raw(run)
     return manager

@@ -29,6 +29,11 @@ DEFAULT_PERIOD = "24h"
 SPEED_SAMPLE_CAP = 20_000
 # The record columns the speed figures need (each job's own TTFT and tok/s come from the same code
 # as its record, jobs.service.to_view); the large text ones are left out.
+# The peers panel's sparklines: each peer's latest succeeded jobs of the last day, read from at most
+# SPARK_ROWS of the room's.
+SPARK_JOBS = 20
+SPARK_ROWS = 1000
+SPARK_SPAN = timedelta(hours=24)
 _SKIPPED = {"prompt": "", "output": "", "error": "", "params": {}}
 _SPEED_COLUMNS = Job.all_columns(exclude=[Job.prompt, Job.output, Job.error, Job.params])
 
@@ -178,3 +183,22 @@ async def _describe_peers(peer_ids: set[uuid.UUID]) -> dict[uuid.UUID, dict[str,
             }
         )
     return described
+
+
+async def recent_speeds(room: Room, peer_ids: list[str], now: datetime | None = None) -> dict[str, list[float]]:
+    """Tokens/s of each peer's latest succeeded jobs in `room` (at most SPARK_JOBS), oldest first."""
+    if not peer_ids:
+        return {}
+    since = (now or datetime.now(UTC)) - SPARK_SPAN
+    rows = await Job.select(*_SPEED_COLUMNS).where(
+        Job.room == room.id, Job.created_at >= since, Job.status == "succeeded"
+    ).order_by(Job.created_at, ascending=False).limit(SPARK_ROWS)
+    wanted = set(peer_ids)
+    speeds: dict[str, list[float]] = defaultdict(list)
+    for row in rows:
+        peer = str(_ran_on(row))
+        if peer in wanted and len(speeds[peer]) < SPARK_JOBS:
+            tok_s = to_view(row | _SKIPPED, room.slug).tokens_per_s
+            if tok_s is not None:
+                speeds[peer].append(tok_s)
+    return {peer: values[::-1] for peer, values in speeds.items()}
