@@ -32,7 +32,7 @@ SPEED_SAMPLE_CAP = 20_000
 # The peers panel's sparklines: each peer's latest succeeded jobs of the last day, read from at most
 # SPARK_ROWS of the room's.
 SPARK_JOBS = 20
-SPARK_ROWS = 1000
+SPARK_ROWS = 500
 SPARK_SPAN = timedelta(hours=24)
 _SKIPPED = {"prompt": "", "output": "", "error": "", "params": {}}
 _SPEED_COLUMNS = Job.all_columns(exclude=[Job.prompt, Job.output, Job.error, Job.params])
