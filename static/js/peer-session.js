@@ -180,13 +180,19 @@ class PeerSession extends EventTarget {
     }
   }
 
-  /** Tell the room this page's links: a link made or lost at once, round trips every few seconds
-   * at most (each pong moves them a little). */
+  /** Tell the room this page's links: a link made or lost at once; round trips every few seconds
+   * at most, and only when one moved noticeably (each pong moves them a little, and every report
+   * makes each page of the room reload its peers panel). */
   #reportLinks(mesh) {
     const { links } = mesh.report;
+    const last = this.peer.status.links;
     const ids = (list) => list.map((link) => link.peer_id).join();
     const now = performance.now();
-    if (ids(links) === ids(this.peer.status.links) && now - this.#linksAt < LINKS_REPORT_MS) return;
+    if (ids(links) === ids(last)) {
+      if (now - this.#linksAt < LINKS_REPORT_MS) return;
+      const moved = links.some((link, i) => Math.abs(link.rtt_ms - last[i].rtt_ms) > Math.max(1, last[i].rtt_ms / 4));
+      if (!moved) return;
+    }
     this.#linksAt = now;
     this.peer.update({ links });
   }
