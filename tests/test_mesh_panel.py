@@ -10,6 +10,8 @@ from html import unescape
 from conftest import unique_name
 from litestar.testing import AsyncTestClient
 
+from mesh_nanollm.peers.schemas import LinkRtt, PeerView, Served
+from mesh_nanollm.peers.topology import MAX_DRAWN, draw_mesh
 from mesh_nanollm.tables import Job, PeerSession, Room, User
 
 HTMX = {"HX-Request": "true"}
@@ -80,7 +82,9 @@ async def test_panel_draws_links_round_trips_and_who_serves_whom(
     assert f"Serving now: {username} runs tiny-gpt2 for {username}." in caption
     assert caption.count("ms") == 2 and "3.0 ms" in caption and "7.5 ms" in caption
     assert "3 peers, 2 links with a measured round trip, 1 job served now" in drawing
-    row_a = re.search(rf'data-testid="peer" data-peer-id="{a}".*?</li>', fragment, re.DOTALL).group(0)
+    row_a = re.search(rf'data-testid="peer" data-peer-id="{a}".*?</li>', fragment, re.DOTALL).group(
+        0
+    )
     assert "serving" in text(
         re.search(r'data-testid="peer-serving">(.*?)</div>', row_a, re.DOTALL).group(1)
     )
@@ -114,7 +118,9 @@ async def test_peer_rows_show_recent_speed_as_a_sparkline(user_client: AsyncTest
 
     fragment = (await user_client.get(f"/rooms/{slug}/peers", headers=HTMX)).text
 
-    row = re.search(rf'data-testid="peer" data-peer-id="{fast}".*?</li>', fragment, re.DOTALL).group(0)
+    row = re.search(
+        rf'data-testid="peer" data-peer-id="{fast}".*?</li>', fragment, re.DOTALL
+    ).group(0)
     label = re.search(r'data-testid="peer-spark".*?aria-label="([^"]+)"', row, re.DOTALL).group(1)
     assert label == "Speed of its last 3 jobs: 10.0 to 40.0 tok/s, latest 20.0"
     points = [
@@ -134,3 +140,22 @@ async def test_a_lone_peer_is_drawn_alone_and_said_so(user_client: AsyncTestClie
     page = (await user_client.get(f"/rooms/{slug}")).text
     assert 'data-testid="topology"' in page and page.count('data-testid="topology-peer"') == 1
     assert "Nobody is serving anyone right now." in text(page)
+
+
+def test_a_crowd_is_drawn_up_to_the_cap_and_the_rest_counted() -> None:
+    crowd = [
+        PeerView(f"00000000-0000-4000-8000-{n:012d}", f"p{n}", "wasm", "idle", [], 0, 0.0)
+        for n in range(MAX_DRAWN + 6)
+    ]
+    # The last peer links to the first, and serves it: neither the link nor the arrow is drawn
+    # (one end is not), but the serving is still said in words.
+    crowd[-1].links = [LinkRtt(crowd[0].peer_id, 3.0)]
+    crowd[-1].serving = [Served("tiny-gpt2", crowd[0].peer_id)]
+
+    mesh = draw_mesh(crowd)
+
+    assert (len(mesh.nodes), mesh.hidden, mesh.edges) == (MAX_DRAWN, 6, [])
+    assert [(s.server, s.requester) for s in mesh.serving] == [(f"p{MAX_DRAWN + 5}", "p0")]
+    positions = {(node.x, node.y) for node in mesh.nodes}
+    assert len(positions) == MAX_DRAWN  # nobody drawn over anybody
+    assert all(0 < x < mesh.width and 0 < y < mesh.height for x, y in positions)
