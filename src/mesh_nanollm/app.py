@@ -51,6 +51,7 @@ from mesh_nanollm.security import BearerAwareCSRFMiddleware, limit_password_hash
 from mesh_nanollm.sessions import DatabaseStore, QuietSessionConfig
 from mesh_nanollm.settings import PROJECT_ROOT, Settings, load_settings
 from mesh_nanollm.static import answer_not_modified
+from mesh_nanollm.stats.routes import StatsApi, StatsPages
 from mesh_nanollm.system import health, home, models
 from mesh_nanollm.throttle import Throttles, delete_expired
 from mesh_nanollm.vendor import load_vendor_manifest, vendor_router
@@ -299,6 +300,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         RoomPages,
         RoomSettingsPages,
         RoomApi,
+        StatsPages,
+        StatsApi,
         JobPages,
         JobApi,
         GatewayApi,

@@ -94,6 +94,8 @@ class PeerSession(Table):
     models_warm = JSON(default=[])
     queue = Integer(default=0)
     tok_s = Real(default=0.0)
+    links = JSON(default=[])  # [{peer_id, rtt_ms}]: its open data channels, as it last reported them
+    serving = JSON(default=[])  # [{model, requester}]: the jobs it runs now
     connected_at = Timestamptz()
     last_seen_at = Timestamptz()
     disconnected_at = Timestamptz(null=True, default=None)

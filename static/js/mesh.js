@@ -105,6 +105,11 @@ export class Mesh extends EventTarget {
     for (const link of this.links.values()) if (link.state === "open") link.send(this.#hello());
   }
 
+  /** This page's status as it last published it ({state, pause_reason, ...}). */
+  get status() {
+    return this.#status;
+  }
+
   /** Whether this page's inference worker is generating, for whoever. */
   get computing() {
     return this.#lane.computing;
@@ -113,6 +118,15 @@ export class Mesh extends EventTarget {
   /** Jobs of other peers that wait in this page's lane or hold a reservation on it. */
   get queue() {
     return this.#serving.queue;
+  }
+
+  /** What this page tells the room about its part of the mesh (docs/realtime.md, "The mesh seen
+   * from the room"): its open links with their round trips, and the jobs it runs for others. */
+  get report() {
+    const links = [...this.links.values()]
+      .filter((link) => link.state === "open" && link.rtt !== null)
+      .map((link) => ({ peer_id: link.peerId, rtt_ms: Math.round(link.rtt * 10) / 10 }));
+    return { links, serving: this.#serving.running };
   }
 
   usernameOf(peerId) {

@@ -17,7 +17,11 @@ import { watchPause } from "/static/js/pause.js";
 import { Peer } from "/static/js/peer.js";
 import { connectRoom } from "/static/js/signaling.js";
 
+// How often at most the room hears new round trips of the same links.
+const LINKS_REPORT_MS = 5000;
+
 class PeerSession extends EventTarget {
+  #linksAt = 0;
   slug = null; // the room whose mesh this tab is in (or joining)
   roomName = "";
   pending = null; // {slug, name}: the room to join once this page's own run is over
@@ -140,11 +144,19 @@ class PeerSession extends EventTarget {
     this.peer.mesh = mesh;
     mesh.addEventListener("work", (event) => {
       this.work = event.detail;
-      if (this.peer.status.queue !== mesh.queue) this.peer.update({ queue: mesh.queue });
+      // A job that starts here makes this peer busy and its requester served, in one status that
+      // goes out before its first token does.
+      const { serving } = mesh.report;
+      if (this.peer.status.queue !== mesh.queue || JSON.stringify(serving) !== JSON.stringify(this.peer.status.serving)) {
+        this.peer.update({ queue: mesh.queue, serving, state: this.peer.state });
+      }
       this.#emit("work", event.detail);
     });
     mesh.addEventListener("lane", () => this.peer.update({ state: this.peer.state }));
-    mesh.addEventListener("link", () => this.#emit("link"));
+    mesh.addEventListener("link", () => {
+      this.#reportLinks(mesh);
+      this.#emit("link");
+    });
     this.#emit("membership");
     const status = this.peer.status;
     const capabilities = {
@@ -166,6 +178,23 @@ class PeerSession extends EventTarget {
       // A refusal is on the connection line already; this is for a client that failed to load.
       if (this.mesh === mesh && !error.refused) this.#say(`This page could not join the room's mesh (${error.message}); prompts run in this browser only.`);
     }
+  }
+
+  /** Tell the room this page's links: a link made or lost at once; round trips every few seconds
+   * at most, and only when one moved noticeably (each pong moves them a little, and every report
+   * makes each page of the room reload its peers panel). */
+  #reportLinks(mesh) {
+    const { links } = mesh.report;
+    const last = this.peer.status.links;
+    const ids = (list) => list.map((link) => link.peer_id).join();
+    const now = performance.now();
+    if (ids(links) === ids(last)) {
+      if (now - this.#linksAt < LINKS_REPORT_MS) return;
+      const moved = links.some((link, i) => Math.abs(link.rtt_ms - last[i].rtt_ms) > Math.max(1, last[i].rtt_ms / 4));
+      if (!moved) return;
+    }
+    this.#linksAt = now;
+    this.peer.update({ links });
   }
 
   #disconnect() {

@@ -3,7 +3,7 @@
  * LocalRunner it lends mesh.js to run jobs here, its own and others'. */
 
 export class Peer {
-  status = { state: "loading", backend: "", models_warm: [], queue: 0, tok_s: 0, pause_reason: null };
+  status = { state: "loading", backend: "", models_warm: [], queue: 0, tok_s: 0, pause_reason: null, links: [], serving: [] };
   mesh = null; // the Mesh, once made: it publishes the status to the room
   // Whether and how this page serves others (pause.js): nobody's jobs until the user shares.
   sharing = { share: false, download_mb: 0, max_jobs: 1 };

@@ -199,6 +199,7 @@ function mount(el) {
   on(session, "status", (e) => {
     showStatus(v, e.detail.status);
     setRunning(v);
+    if (session.mesh) showLinks(session.mesh, e.detail.status.state);
   });
   on(session, "progress", (e) => showProgress(v, e.detail));
   on(session, "loaded", (e) => showLoaded(v, e.detail));

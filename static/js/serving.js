@@ -33,6 +33,11 @@ export class Serving {
     this.#hooks = hooks;
   }
 
+  /** The jobs this page runs now: {model, requester} (requester null: an API job from the server). */
+  get running() {
+    return [...this.#jobs.values()].filter((s) => s.state === "running").map((s) => ({ model: s.model, requester: s.requester }));
+  }
+
   /** Jobs of other peers that wait in this page's lane or hold a reservation on it. */
   get queue() {
     return [...this.#jobs.values()].filter((s) => s.state !== "running").length;

@@ -18,6 +18,8 @@
 import { IceRefresh } from "/static/js/ice-refresh.js";
 
 const STATUS_DEBOUNCE_MS = 250;
+// The status fields whose change the room hears at once (the server's rule too, presence.matters).
+const STATUS_AT_ONCE = ["state", "pause_reason", "serving", "backend", "models_warm"];
 // The panel reloads at most once a second, and more rarely in big rooms, where every reload is
 // one request per peer to the server.
 const PANEL_MIN_INTERVAL_MS = 1000;
@@ -237,9 +239,19 @@ export class RoomConnection extends EventTarget {
     return ack;
   }
 
-  /** Tell the room this peer's state; fields left out keep their last value. Debounced. */
+  /** Tell the room this peer's state; fields left out keep their last value. A change the room
+   * must see at once (what the peer does, whom it serves: docs/realtime.md) goes now, ahead of
+   * anything this page sends after it; speed, queue and link round trips are debounced. */
   updateStatus(status) {
+    const last = this.#status;
     this.#status = { state: "idle", backend: "", models_warm: [], queue: 0, tok_s: 0, ...this.#status, ...status };
+    const urgent = !last || STATUS_AT_ONCE.some((key) => JSON.stringify(last[key]) !== JSON.stringify(this.#status[key]));
+    if (urgent) {
+      clearTimeout(this.#statusTimer);
+      this.#statusTimer = null;
+      if (this.joined) this.#socket.emit("status", this.#status);
+      return;
+    }
     if (this.#statusTimer) return;
     this.#statusTimer = setTimeout(() => {
       this.#statusTimer = null;

@@ -8,6 +8,20 @@ from typing import Any, ClassVar
 import msgspec
 
 
+class LinkRtt(msgspec.Struct):
+    """One of a peer's open data channels, to `peer_id`, and its smoothed round trip."""
+
+    peer_id: str
+    rtt_ms: float
+
+
+class Served(msgspec.Struct):
+    """A job a peer runs now, for `requester` (a peer of the room) or an API client (null)."""
+
+    model: str
+    requester: str | None = None
+
+
 class PeerView(msgspec.Struct, omit_defaults=True):
     """A peer in a room. What the peer reports (backend, state, warm models, queue, tok/s) is always
     there; the record fields (times and counters) come only from the database — the peers API and
@@ -22,6 +36,10 @@ class PeerView(msgspec.Struct, omit_defaults=True):
     queue: int
     tok_s: float
     pause_reason: str = ""  # with state `paused`: hidden, battery, device_lost or sharing_off
+    # Its open links and their round trips, and the jobs it runs now (docs/realtime.md, "The mesh
+    # seen from the room"); as the peer reported them last.
+    links: list[LinkRtt] = []
+    serving: list[Served] = []
     connected_at: datetime | None = None
     last_seen_at: datetime | None = None
     jobs_run: int | None = None
@@ -35,6 +53,8 @@ class PeerView(msgspec.Struct, omit_defaults=True):
         "models_warm": ["tiny-gpt2"],
         "queue": 0,
         "tok_s": 38.5,
+        "links": [{"peer_id": "7d2e9a41-3c5b-4f60-8e1d-2a9b4c6f0e35", "rtt_ms": 1.8}],
+        "serving": [{"model": "tiny-gpt2", "requester": "7d2e9a41-3c5b-4f60-8e1d-2a9b4c6f0e35"}],
         "connected_at": "2026-12-01T09:31:02Z",
         "last_seen_at": "2026-12-01T09:45:40Z",
         "jobs_run": 12,

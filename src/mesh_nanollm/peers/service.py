@@ -83,7 +83,7 @@ async def open_peer_sessions(joins: Sequence[PeerJoin]) -> list[str]:
 async def list_live_peers(room: Room, exclude: str | None = None) -> list[PeerView]:
     """The room's live peers on every instance, oldest first."""
     rows = await PeerSession.raw(_LIVE_PEERS_SQL, room.id)
-    return [_view(row | {"models_warm": msgspec.json.decode(row["models_warm"])})
+    return [_view(row | {column: msgspec.json.decode(row[column]) for column in ("models_warm", "links", "serving")})
             for row in rows if str(row["peer_id"]) != exclude]
 
 
@@ -120,6 +120,8 @@ async def save_statuses(statuses: dict[str, Status], at: datetime) -> None:
                     PeerSession.models_warm: s.models_warm,
                     PeerSession.queue: s.queue,
                     PeerSession.tok_s: s.tok_s,
+                    PeerSession.links: msgspec.to_builtins(s.links),
+                    PeerSession.serving: msgspec.to_builtins(s.serving),
                     PeerSession.last_seen_at: at,
                 }
             ).where(PeerSession.peer_id == uuid.UUID(peer_id))

@@ -3,6 +3,8 @@ events (job_token, job_done, job_error), disconnect."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -49,6 +51,8 @@ from mesh_nanollm.tables import User
 log = logging.getLogger("mesh_nanollm.realtime")
 REFUSED = "Sign in first: the connection needs a valid session cookie or Bearer token."
 CODES = {403: "forbidden", 404: "not_found"}
+# How long a status change that matters holds its socket's next events until the room heard it.
+ANNOUNCE_WAIT_S = 2.0
 
 
 @dataclass(slots=True)
@@ -240,9 +244,11 @@ def register_events(sio: socketio.AsyncServer, presence: Presence, relay: JobRel
 
     @event
     async def status(sid: str, data: object = None, *extra: object) -> None:
-        """A peer's state, backend, warm models, queue and speed; written and announced
-        (`peer_updated`) in a presence batch: at once if state, backend or warm models changed,
-        else at the next tick."""
+        """A peer's state, backend, warm models, queue, speed, links and the jobs it serves;
+        written and announced (`peer_updated`) in a presence batch: at once if state, pause reason,
+        jobs served, backend or warm models changed, else at the next tick. For a change at once,
+        the peer's next event is handled only after the room has heard it (handlers run in the
+        socket's reader): a worker's `busy` reaches the room before its first `job_token`."""
         conn = await admitted(sid)
         if conn is None:
             return
@@ -254,7 +260,11 @@ def register_events(sio: socketio.AsyncServer, presence: Presence, relay: JobRel
         except msgspec.ValidationError as exc:
             await notify_error(sio, sid, "invalid", _problem(exc))
             return
-        presence.update(conn.peer, update)
+        announced = presence.update(conn.peer, update)
+        if announced is not None:
+            # Bounded: a stuck database must not stop this socket's reader (and its pongs).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(announced), ANNOUNCE_WAIT_S)
 
     async def job_event(sid: str, kind: str, data: object, shape: type[JobToken | JobDone | JobError]) -> None:
         conn = await admitted(sid)

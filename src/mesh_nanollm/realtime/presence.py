@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from mesh_nanollm.db import DB_ERRORS
 from mesh_nanollm.peers import service as peers
-from mesh_nanollm.peers.schemas import PeerView
+from mesh_nanollm.peers.schemas import LinkRtt, PeerView, Served
 from mesh_nanollm.peers.service import PeerJoin
 from mesh_nanollm.realtime.schemas import Status
 
@@ -38,7 +38,9 @@ class LocalPeer:
     def entry(self) -> PeerView:
         s = self.status
         return PeerView(
-            self.peer_id, self.username, s.backend, s.state, s.models_warm, s.queue, s.tok_s, s.pause_reason or ""
+            self.peer_id, self.username, s.backend, s.state, s.models_warm, s.queue, s.tok_s, s.pause_reason or "",
+            [LinkRtt(link.peer_id, link.rtt_ms) for link in s.links],
+            [Served(job.model, job.requester) for job in s.serving],
         )
 
 
@@ -54,10 +56,10 @@ class RoomChanges:
 
 def matters(old: Status, new: Status) -> bool:
     """Whether a status change is one the room should hear at once: what the peer is doing (or why
-    it paused), where it runs, which models it has warm. Queue length and speed drift all the time;
-    they wait."""
+    it paused), whom it serves, where it runs, which models it has warm. Queue length, speed and
+    link round trips drift all the time; they wait."""
     return (
-        old.state != new.state or old.pause_reason != new.pause_reason
+        old.state != new.state or old.pause_reason != new.pause_reason or old.serving != new.serving
         or old.backend != new.backend or old.models_warm != new.models_warm
     )
 
@@ -78,6 +80,7 @@ class Presence:
         self.stale_after_s = stale_after_s
         self._urgent = False
         self._wake: asyncio.Future[None] | None = None  # what `wait` sleeps on
+        self._announced: asyncio.Future[None] | None = None  # done once the next flush is announced
         self._joined: dict[str, set[str]] = {}
         self._updated: dict[str, set[str]] = {}
         self._left: dict[str, set[str]] = {}
@@ -144,13 +147,27 @@ class Presence:
         there (fresher than the database, which hears of leaves at the next flush)."""
         return [peer.entry() for peer_id, peer in self.rooms.get(room_slug, {}).items() if peer_id != exclude]
 
-    def update(self, peer: LocalPeer, status: Status) -> None:
-        if matters(peer.status, status):
-            self._urgent = True
-            if self._wake is not None and not self._wake.done():
-                self._wake.set_result(None)
+    def update(self, peer: LocalPeer, status: Status) -> asyncio.Future[None] | None:
+        """Keep `status` for the next flush. For a change that matters, wake the presence loop and
+        return what is done once the room has heard it (`announce_next`)."""
+        urgent = matters(peer.status, status)
         peer.status = status
         self._updated.setdefault(peer.room_slug, set()).add(peer.peer_id)
+        if not urgent:
+            return None
+        self._urgent = True
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+        if self._announced is None:
+            self._announced = asyncio.get_running_loop().create_future()
+        return self._announced
+
+    def announce_next(self) -> asyncio.Future[None] | None:
+        """Taken just before a flush: what to mark done once that flush's changes are announced.
+        The flush takes its snapshot before its first await, so every update that returned this
+        future is in it."""
+        announced, self._announced = self._announced, None
+        return announced
 
     def remove(self, peer_id: str) -> LocalPeer | None:
         peer = self.peers.pop(peer_id, None)

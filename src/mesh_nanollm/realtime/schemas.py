@@ -52,6 +52,27 @@ class JoinRoom(msgspec.Struct):
     capabilities: Capabilities = msgspec.field(default_factory=Capabilities)
 
 
+# A page links to at most 16 peers (links.js) and serves at most as many jobs as it holds links
+# (its user's max_jobs is far lower); the caps keep a status a few hundred bytes.
+LINKS_MAX = 16
+SERVING_MAX = 16
+
+
+class LinkReport(msgspec.Struct, forbid_unknown_fields=True):
+    """One of the reporting peer's open data channels and its smoothed round trip (ping/pong)."""
+
+    peer_id: PeerId
+    rtt_ms: Annotated[float, msgspec.Meta(ge=0, le=60_000)]
+
+
+class ServedReport(msgspec.Struct, forbid_unknown_fields=True):
+    """A job the reporting peer runs now: for `requester` (a peer of the room), or for an API
+    client of the server (`requester` null)."""
+
+    model: ModelId
+    requester: PeerId | None = None
+
+
 class Status(msgspec.Struct):
     state: PeerState = "idle"
     backend: Backend = ""
@@ -59,6 +80,8 @@ class Status(msgspec.Struct):
     queue: Annotated[int, msgspec.Meta(ge=0, le=100_000)] = 0
     tok_s: Annotated[float, msgspec.Meta(ge=0, le=1_000_000)] = 0.0
     pause_reason: PauseReason | None = None
+    links: Annotated[list[LinkReport], msgspec.Meta(max_length=LINKS_MAX)] = []
+    serving: Annotated[list[ServedReport], msgspec.Meta(max_length=SERVING_MAX)] = []
 
     def __post_init__(self) -> None:
         check_pause(self.state, self.pause_reason)

@@ -194,11 +194,16 @@ class Realtime:
 
     async def flush(self) -> None:
         """Write pending presence, then tell each room what changed: one batch per room per tick."""
-        for changes in await self.presence.flush():
-            try:
-                await notify_room_changes(self.sio, changes)
-            except Exception:  # e.g. Redis away for a moment; the database already has the truth
-                log.exception("announcing presence in %s failed", changes.room_slug)
+        announced = self.presence.announce_next()
+        try:
+            for changes in await self.presence.flush():
+                try:
+                    await notify_room_changes(self.sio, changes)
+                except Exception:  # e.g. Redis away for a moment; the database already has the truth
+                    log.exception("announcing presence in %s failed", changes.room_slug)
+        finally:
+            if announced is not None and not announced.done():
+                announced.set_result(None)
 
     async def revoke(self, credential: str) -> None:
         """Close the sockets opened with `credential` here, and have every other instance close

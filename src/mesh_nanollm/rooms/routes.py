@@ -16,10 +16,12 @@ from mesh_nanollm.errors import Forbidden, ServiceError
 from mesh_nanollm.openapi import BEARER, errors
 from mesh_nanollm.peers.schemas import PeerView
 from mesh_nanollm.peers.service import list_live_peers
+from mesh_nanollm.peers.topology import draw_mesh
 from mesh_nanollm.rooms import service
 from mesh_nanollm.rooms.codes import format_code
 from mesh_nanollm.rooms.schemas import RoomCreate, RoomView
 from mesh_nanollm.security import provide_user
+from mesh_nanollm.stats.service import recent_speeds
 from mesh_nanollm.tables import Room, User
 
 Form = URLEncodedBody[dict[str, str]]
@@ -99,6 +101,7 @@ class RoomPages(Controller):
             "user": user,
             "room": room,
             "peers": peers,
+            "mesh": draw_mesh(peers, await recent_speeds(room, [p.peer_id for p in peers])),
             "models": catalogue.entries,
             "is_owner": room.owner == user.id,
             "invite_code": format_code(room.invite_code) if room.invite_code else None,
@@ -128,7 +131,8 @@ class RoomPages(Controller):
     async def peers(self, user: NamedDependency[User], slug: FromPath[str]) -> Template:
         room = await service.get_room(user, slug)
         peers = await list_live_peers(room)
-        return HTMXTemplate(template_name="_peers.html", context={"user": user, "room": room, "peers": peers})
+        mesh = draw_mesh(peers, await recent_speeds(room, [p.peer_id for p in peers]))
+        return HTMXTemplate(template_name="_peers.html", context={"user": user, "room": room, "peers": peers, "mesh": mesh})
 
 
 class RoomApi(Controller):

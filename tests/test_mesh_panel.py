@@ -1,0 +1,161 @@
+"""The peers panel draws the room's mesh from what peers reported: links with their round trips,
+who serves whom, and each peer's recent speed as a sparkline, with the same in words."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from html import unescape
+
+from conftest import unique_name
+from litestar.testing import AsyncTestClient
+
+from mesh_nanollm.peers.schemas import LinkRtt, PeerView, Served
+from mesh_nanollm.peers.topology import MAX_DRAWN, draw_mesh
+from mesh_nanollm.tables import Job, PeerSession, Room, User
+
+HTMX = {"HX-Request": "true"}
+
+
+async def make_room(client: AsyncTestClient) -> tuple[str, int, int, str]:
+    response = await client.post(
+        "/rooms", data={"name": unique_name("mesh")}, follow_redirects=False
+    )
+    slug = response.headers["location"].removeprefix("/rooms/")
+    room = (await Room.select(Room.id).where(Room.slug == slug).first())["id"]
+    me = await User.select(User.id, User.username).order_by(User.id, ascending=False).first()
+    return slug, room, me["id"], me["username"]
+
+
+async def add_peer(room: int, user: int, **status: object) -> str:
+    now = datetime.now(UTC)
+    peer = PeerSession(
+        room=room, user=user, backend="wasm", connected_at=now, last_seen_at=now, **status
+    )
+    await peer.save()
+    return str(peer.peer_id)
+
+
+def text(html: str) -> str:
+    return unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))).strip()
+
+
+async def test_panel_draws_links_round_trips_and_who_serves_whom(
+    user_client: AsyncTestClient,
+) -> None:
+    slug, room, user, username = await make_room(user_client)
+    a = await add_peer(room, user, state="busy")
+    b = await add_peer(room, user)
+    c = await add_peer(room, user)
+    # a and b both measured their link (2 ms and 4 ms: drawn as 3.0); c reported a link to a only.
+    await PeerSession.update(
+        {
+            PeerSession.links: [{"peer_id": b, "rtt_ms": 2.0}, {"peer_id": c, "rtt_ms": 7.5}],
+            PeerSession.serving: [{"model": "tiny-gpt2", "requester": b}],
+        }
+    ).where(PeerSession.peer_id == a)
+    await PeerSession.update({PeerSession.links: [{"peer_id": a, "rtt_ms": 4.0}]}).where(
+        PeerSession.peer_id == b
+    )
+
+    fragment = (await user_client.get(f"/rooms/{slug}/peers", headers=HTMX)).text
+
+    drawing = re.search(
+        r'<figure class="topology" data-testid="topology".*?</figure>', fragment, re.DOTALL
+    ).group(0)
+    nodes = re.findall(
+        r'data-testid="topology-peer" data-peer-id="([^"]+)" data-state="(\w+)"', drawing
+    )
+    assert nodes == [(a, "busy"), (b, "idle"), (c, "idle")]
+    links = {
+        frozenset((x, y)): (rtt, server)
+        for x, y, rtt, server in re.findall(
+            r'data-testid="topology-link" data-a="([^"]+)" data-b="([^"]+)"\s+data-rtt="([^"]*)" data-server="([^"]*)"',
+            drawing,
+        )
+    }
+    assert links == {frozenset((a, b)): ("3.0", a), frozenset((a, c)): ("7.5", "")}
+    assert drawing.count('marker-end="url(#topology-arrow)"') == 1  # a serves b
+    caption = text(
+        re.search(r'data-testid="topology-text">(.*?)</figcaption>', drawing, re.DOTALL).group(1)
+    )
+    assert f"Serving now: {username} runs tiny-gpt2 for {username}." in caption
+    assert caption.count("ms") == 2 and "3.0 ms" in caption and "7.5 ms" in caption
+    assert "3 peers, 2 links with a measured round trip, 1 job served now" in drawing
+    row_a = re.search(rf'data-testid="peer" data-peer-id="{a}".*?</li>', fragment, re.DOTALL).group(
+        0
+    )
+    assert "serving" in text(
+        re.search(r'data-testid="peer-serving">(.*?)</div>', row_a, re.DOTALL).group(1)
+    )
+
+
+async def test_peer_rows_show_recent_speed_as_a_sparkline(user_client: AsyncTestClient) -> None:
+    slug, room, user, _ = await make_room(user_client)
+    fast = await add_peer(room, user)
+    idle = await add_peer(room, user)
+    now = datetime.now(UTC)
+    # Three jobs run on `fast`, oldest first: 10, 40 and 20 tokens/s (11 tokens: 10 after the first).
+    await Job.insert(
+        *(
+            Job(
+                room=room,
+                requester=user,
+                requester_peer=fast,
+                model_id="tiny-gpt2",
+                prompt="p",
+                status="succeeded",
+                token_count=11,
+                created_at=now - timedelta(minutes=10 - n),
+                started_at=now - timedelta(minutes=10 - n),
+                first_token_at=now - timedelta(minutes=10 - n),
+                finished_at=now - timedelta(minutes=10 - n) + timedelta(seconds=s),
+                updated_at=now,
+            )
+            for n, s in enumerate([1.0, 0.25, 0.5])
+        )
+    )
+
+    fragment = (await user_client.get(f"/rooms/{slug}/peers", headers=HTMX)).text
+
+    row = re.search(
+        rf'data-testid="peer" data-peer-id="{fast}".*?</li>', fragment, re.DOTALL
+    ).group(0)
+    label = re.search(r'data-testid="peer-spark".*?aria-label="([^"]+)"', row, re.DOTALL).group(1)
+    assert label == "Speed of its last 3 jobs: 10.0 to 40.0 tok/s, latest 20.0"
+    points = [
+        tuple(map(float, p.split(",")))
+        for p in re.search(r'points="([^"]+)"', row).group(1).split()
+    ]
+    assert [x for x, _ in points] == [0.0, 36.0, 72.0]
+    assert points[1][1] < points[2][1] < points[0][1]  # the fastest job is drawn highest
+    assert "peer-spark" not in re.search(
+        rf'data-testid="peer" data-peer-id="{idle}".*?</li>', fragment, re.DOTALL
+    ).group(0)
+
+
+async def test_a_lone_peer_is_drawn_alone_and_said_so(user_client: AsyncTestClient) -> None:
+    slug, room, user, _ = await make_room(user_client)
+    await add_peer(room, user)
+    page = (await user_client.get(f"/rooms/{slug}")).text
+    assert 'data-testid="topology"' in page and page.count('data-testid="topology-peer"') == 1
+    assert "Nobody is serving anyone right now." in text(page)
+
+
+def test_a_crowd_is_drawn_up_to_the_cap_and_the_rest_counted() -> None:
+    crowd = [
+        PeerView(f"00000000-0000-4000-8000-{n:012d}", f"p{n}", "wasm", "idle", [], 0, 0.0)
+        for n in range(MAX_DRAWN + 6)
+    ]
+    # The last peer links to the first, and serves it: neither the link nor the arrow is drawn
+    # (one end is not), but the serving is still said in words.
+    crowd[-1].links = [LinkRtt(crowd[0].peer_id, 3.0)]
+    crowd[-1].serving = [Served("tiny-gpt2", crowd[0].peer_id)]
+
+    mesh = draw_mesh(crowd)
+
+    assert (len(mesh.nodes), mesh.hidden, mesh.edges) == (MAX_DRAWN, 6, [])
+    assert [(s.server, s.requester) for s in mesh.serving] == [(f"p{MAX_DRAWN + 5}", "p0")]
+    positions = {(node.x, node.y) for node in mesh.nodes}
+    assert len(positions) == MAX_DRAWN  # nobody drawn over anybody
+    assert all(0 < x < mesh.width and 0 < y < mesh.height for x, y in positions)
