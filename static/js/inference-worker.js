@@ -27,6 +27,7 @@ const state = {
   job: null, // {id, stopper} while a generation runs
   cancelFlag: null, // Int32Array on a SharedArrayBuffer the page sets to 1 to cancel, if it gave one
   watchingDevice: false, // whether the WebGPU device's loss is watched (once per worker)
+  tokenizers: new Map(), // model id → promise of {tokenizer, contextLimit}, for chat templates of models not loaded here
 };
 
 const post = (message) => self.postMessage(message);
@@ -42,7 +43,7 @@ self.addEventListener("message", (event) => {
   handler(message).catch((error) => fail("internal", describe(error), { id: message.id }));
 });
 
-const HANDLERS = { init, load, generate, cancel };
+const HANDLERS = { init, load, generate, cancel, template };
 
 function describe(error) {
   return String(error?.message ?? error).slice(0, 500);
@@ -349,6 +350,67 @@ async function generate({ id, model, prompt, messages, params = {}, resume_text:
 function modelInput(tokenizer, messages, prompt) {
   if (tokenizer.chat_template) return messages;
   return prompt ?? messages.map(({ role, content }) => `${role}: ${content}\n`).join("") + "assistant:";
+}
+
+/** {type: "template", id, model, source, messages, max_new_tokens, max_chars} → {type: "templated", id,
+ * prompt, prompt_tokens, trimmed, context_limit} | error. A conversation as the text its model reads
+ * (modelInput's rendering), without its oldest turns while it leaves the answer too little room:
+ * the answer keeps max_new_tokens (at most half the context), the prompt at most max_chars
+ * characters. The system message and the last turn always stay; `trimmed` counts the turns left out. */
+async function template({ id, model, source, messages, max_new_tokens: maxNew, max_chars: maxChars }) {
+  const ok = Array.isArray(messages) && messages.length > 0 && messages.every((m) => typeof m?.role === "string" && typeof m?.content === "string");
+  if (!state.config || typeof id !== "string" || !ok || !Number.isInteger(maxNew) || !Number.isInteger(maxChars)) {
+    return fail("bad_message", "template needs init first, then id, messages ([{role, content}]), max_new_tokens and max_chars.", { id });
+  }
+  const { tokenizer, contextLimit } = await chatTokenizer(model, source);
+  const render = (list) => {
+    const text = modelInput(tokenizer, list, null);
+    return typeof text === "string" ? text : tokenizer.apply_chat_template(text, { add_generation_prompt: true, tokenize: false });
+  };
+  const system = messages[0].role === "system" ? messages.slice(0, 1) : [];
+  let rest = messages.slice(system.length);
+  const answerRoom = contextLimit ? Math.min(maxNew, Math.floor(contextLimit / 2)) : 0;
+  let trimmed = 0;
+  while (true) {
+    const prompt = withoutDoubleBos(tokenizer, render([...system, ...rest]));
+    const promptTokens = tokenizer(prompt).input_ids.dims.at(-1);
+    const fits = prompt.length <= maxChars && (!contextLimit || promptTokens + answerRoom <= contextLimit);
+    if (fits || rest.length <= 1) {
+      return post({ type: "templated", id, prompt, prompt_tokens: promptTokens, trimmed, context_limit: contextLimit });
+    }
+    // Drop the oldest turn, and the answer it leaves at the front: the history starts with a question.
+    do {
+      rest = rest.slice(1);
+      trimmed += 1;
+    } while (rest.length > 1 && rest[0].role !== "user");
+  }
+}
+
+/** A template that writes the BOS token itself, for a tokenizer that adds one too, would start
+ * with two once the prompt is encoded: the text keeps none, the tokenizer adds it. */
+function withoutDoubleBos(tokenizer, text) {
+  const bos = tokenizer.bos_token;
+  return tokenizer.add_bos_token && bos && text.startsWith(bos) ? text.slice(bos.length) : text;
+}
+
+/** The warm model's tokenizer, or one loaded on its own (a mesh job's model need not run here). */
+async function chatTokenizer(model, source) {
+  if (state.model?.id === model) return { tokenizer: state.model.generator.tokenizer, contextLimit: state.model.contextLimit };
+  if (!state.tokenizers.has(model)) {
+    state.tokenizers.set(model, (async () => {
+      const lib = await state.lib;
+      lib.env.allowLocalModels = source === "local";
+      lib.env.allowRemoteModels = source === "hub";
+      const [tokenizer, config] = await Promise.all([lib.AutoTokenizer.from_pretrained(model), lib.AutoConfig.from_pretrained(model)]);
+      return { tokenizer, contextLimit: config.max_position_embeddings ?? config.n_positions ?? config.n_ctx ?? null };
+    })());
+  }
+  try {
+    return await state.tokenizers.get(model);
+  } catch (error) {
+    state.tokenizers.delete(model);
+    throw error;
+  }
 }
 
 function countPromptTokens(tokenizer, input) {

@@ -199,8 +199,10 @@ class RoomPage(AppPage):
         # Idle, or paused when its user does not share (it still runs its own person's prompts).
         await expect(self.backend).to_have_attribute("data-state", re.compile("^(idle|paused)$"), timeout=timeout)
 
-    async def run(self, prompt: str, max_tokens: int, mode: str = "local") -> None:
+    async def run(self, prompt: str, max_tokens: int, mode: str = "local", style: str = "complete") -> None:
+        """Run `prompt` as plain text to continue (`style="complete"`) or as a chat turn (`"chat"`)."""
         await self.page.get_by_test_id("model").select_option(MODEL)
+        await self.page.get_by_label("Prompt as").select_option(style)
         await self.page.get_by_test_id("mode").select_option(mode)
         await self.page.get_by_test_id("prompt").fill(prompt)
         await self.page.get_by_label("Max tokens").fill(str(max_tokens))

@@ -11,6 +11,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.plugins.htmx import HTMXRequest, HTMXTemplate
 from litestar.response import Template
 
+from mesh_nanollm.conversations.service import conversation_of_job
 from mesh_nanollm.errors import InvalidInput
 from mesh_nanollm.jobs import service
 from mesh_nanollm.jobs.schemas import JobCreate, JobPage, JobPatch, JobView, Status
@@ -64,7 +65,8 @@ class JobPages(Controller):
     async def detail(self, user: NamedDependency[User], job_id: FromPath[UUID]) -> Template:
         job = await service.get_job(user, job_id)
         workers = await service.describe_workers(job)
-        return Template("job.html", context={"user": user, "job": job, "workers": workers})
+        conversation = await conversation_of_job(user, job_id)
+        return Template("job.html", context={"user": user, "job": job, "workers": workers, "conversation": conversation})
 
 
 class JobApi(Controller):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from uuid import UUID
 
 from litestar import Controller, get, post
 from litestar.di import NamedDependency, Provide
@@ -11,6 +12,7 @@ from litestar.plugins.htmx import HTMXRequest, HTMXTemplate, HXLocation
 from litestar.response import Redirect, Template
 
 from mesh_nanollm.catalogue import Catalogue
+from mesh_nanollm.conversations import service as conversations
 from mesh_nanollm.errors import Forbidden, ServiceError
 from mesh_nanollm.openapi import BEARER, errors
 from mesh_nanollm.peers.schemas import PeerView
@@ -88,7 +90,10 @@ class RoomPages(Controller):
         return Template("invite.html", context=context, status_code=200 if room else 404)
 
     @get("/{slug:str}", name="room")
-    async def room(self, user: NamedDependency[User], slug: FromPath[str], catalogue: NamedDependency[Catalogue]) -> Template:
+    async def room(
+        self, user: NamedDependency[User], slug: FromPath[str], catalogue: NamedDependency[Catalogue],
+        conversation: UUID | None = None,
+    ) -> Template:
         try:
             room = await service.get_room(user, slug)
         except Forbidden as exc:
@@ -101,6 +106,7 @@ class RoomPages(Controller):
             "models": catalogue.entries,
             "is_owner": room.owner == user.id,
             "invite_code": format_code(room.invite_code) if room.invite_code else None,
+            **await conversations.room_context(user, room, conversation),
         }
         # Cross-origin isolated, as every page is (app.security_headers).
         return Template("room.html", context=context)

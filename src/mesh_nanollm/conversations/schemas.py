@@ -1,0 +1,81 @@
+"""The JSON shapes of conversations and their turns on the wire."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Literal
+from uuid import UUID
+
+import msgspec
+
+TITLE_MAX = 120
+SYSTEM_PROMPT_MAX = 8000
+TURN_MAX = 60_000  # what a data-channel answer may hold (protocol.js MAX_TEXT_CHARS)
+
+Title = Annotated[str, msgspec.Meta(max_length=TITLE_MAX)]
+SystemPrompt = Annotated[str, msgspec.Meta(max_length=SYSTEM_PROMPT_MAX)]
+Millis = Annotated[float, msgspec.Meta(ge=0, le=86_400_000)]
+
+
+class ConversationCreate(msgspec.Struct, forbid_unknown_fields=True):
+    room: Annotated[str, msgspec.Meta(min_length=1, max_length=48)]
+    title: Title = ""
+    system_prompt: SystemPrompt = ""
+
+    openapi_example: ClassVar[dict[str, Any]] = {
+        "room": "global",
+        "system_prompt": "Answer in one sentence.",
+    }
+
+
+class ConversationPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
+    title: Title | None = None
+    system_prompt: SystemPrompt | None = None
+
+    openapi_example: ClassVar[dict[str, Any]] = {"title": "Bedtime stories"}
+
+
+class TurnCreate(msgspec.Struct, forbid_unknown_fields=True):
+    role: Literal["user", "assistant"]
+    content: Annotated[str, msgspec.Meta(max_length=TURN_MAX)]
+    job: UUID | None = None  # the job that wrote an assistant turn
+    model: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    ran_on: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    ttft_ms: Millis | None = None
+    tok_s: Annotated[float, msgspec.Meta(ge=0, le=1_000_000)] | None = None
+    trimmed: Annotated[int, msgspec.Meta(ge=0, le=10_000)] = 0
+
+    openapi_example: ClassVar[dict[str, Any]] = {"role": "user", "content": "Tell me a story."}
+
+
+class TurnView(msgspec.Struct):
+    position: int
+    role: str
+    content: str
+    html: str  # an assistant turn's Markdown as sanitised HTML; a user turn's text, escaped
+    job: UUID | None
+    model: str
+    ran_on: str
+    ttft_ms: float | None
+    tok_s: float | None
+    trimmed: int
+    created_at: datetime
+
+
+class ConversationView(msgspec.Struct):
+    id: UUID
+    room: str
+    title: str
+    system_prompt: str
+    created_at: datetime
+    updated_at: datetime
+    turns: list[TurnView]
+
+
+class ConversationSummary(msgspec.Struct):
+    id: UUID
+    room: str
+    room_name: str
+    title: str
+    turns: int
+    updated_at: datetime
