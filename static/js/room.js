@@ -211,14 +211,12 @@ function showConversation(v) {
   const render = () => {
     renderConversation(ui, conversation, actions);
     setRunning(v);
-  };
-  const on = (type, listener) => conversation.addEventListener(type, listener, { signal: stop.signal });
-  on("change", () => {
-    render();
     // A stored conversation has an address: reloading or sharing the page reopens it.
     const url = conversation.id ? `/rooms/${v.slug}?conversation=${conversation.id}` : `/rooms/${v.slug}`;
-    if (location.pathname + location.search !== url) history.replaceState(history.state, "", url);
-  });
+    if (view === v && location.pathname + location.search !== url) history.replaceState(history.state, "", url);
+  };
+  const on = (type, listener) => conversation.addEventListener(type, listener, { signal: stop.signal });
+  on("change", render);
   on("stored", () => document.body.dispatchEvent(new CustomEvent("conversations-changed")));
   on("problem", (e) => flash(v, "error", e.detail.text));
   render();

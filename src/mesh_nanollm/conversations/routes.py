@@ -130,7 +130,7 @@ class ConversationApi(Controller):
     @patch(
         "/{conversation_id:uuid}",
         summary="Rename or change the system prompt",
-        responses=errors(400, 401, 404, 422),
+        responses=errors(400, 401, 403, 404, 422),
     )
     async def update_conversation(
         self,
@@ -138,10 +138,13 @@ class ConversationApi(Controller):
         conversation_id: FromPath[UUID],
         data: JSONBody[ConversationPatch],
     ) -> ConversationView:
+        """A new title (not blank), or the system prompt the next answers run with."""
         return await service.update_conversation(user, conversation_id, data)
 
     @delete(
-        "/{conversation_id:uuid}", summary="Delete a conversation", responses=errors(400, 401, 404)
+        "/{conversation_id:uuid}",
+        summary="Delete a conversation",
+        responses=errors(400, 401, 403, 404),
     )
     async def delete_conversation(
         self, user: NamedDependency[User], conversation_id: FromPath[UUID]
@@ -150,7 +153,9 @@ class ConversationApi(Controller):
         await service.delete_conversation(user, conversation_id)
 
     @post(
-        "/{conversation_id:uuid}/turns", summary="Add a turn", responses=errors(400, 401, 404, 422)
+        "/{conversation_id:uuid}/turns",
+        summary="Add a turn",
+        responses=errors(400, 401, 403, 404, 422),
     )
     async def add_turn(
         self,
@@ -164,7 +169,7 @@ class ConversationApi(Controller):
     @delete(
         "/{conversation_id:uuid}/turns/{position:int}",
         summary="Remove turns from one on",
-        responses=errors(400, 401, 404),
+        responses=errors(400, 401, 403, 404),
     )
     async def cut_turns(
         self, user: NamedDependency[User], conversation_id: FromPath[UUID], position: FromPath[int]

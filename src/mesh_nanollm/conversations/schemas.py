@@ -61,6 +61,20 @@ class TurnView(msgspec.Struct):
     trimmed: int
     created_at: datetime
 
+    openapi_example: ClassVar[dict[str, Any]] = {
+        "position": 1,
+        "role": "assistant",
+        "content": "Once upon a time, a *tiny* model ran in a browser.",
+        "html": "<p>Once upon a time, a <em>tiny</em> model ran in a browser.</p>\n",
+        "job": "5f0c2a3e-8b1d-4e6f-a2c4-9d7e1b3f6a80",
+        "model": "tiny-gpt2",
+        "ran_on": "ran in this browser",
+        "ttft_ms": 21.0,
+        "tok_s": 180.5,
+        "trimmed": 0,
+        "created_at": "2026-12-05T10:00:01Z",
+    }
+
 
 class ConversationView(msgspec.Struct):
     id: UUID
@@ -71,6 +85,30 @@ class ConversationView(msgspec.Struct):
     updated_at: datetime
     turns: list[TurnView]
 
+    openapi_example: ClassVar[dict[str, Any]] = {
+        "id": "0b2d7a4e-1c3f-4e5a-9b6d-8f7e6d5c4b3a",
+        "room": "global",
+        "title": "Tell me a story",
+        "system_prompt": "Answer in one sentence.",
+        "created_at": "2026-12-05T10:00:00Z",
+        "updated_at": "2026-12-05T10:00:01Z",
+        "turns": [
+            {
+                **TurnView.openapi_example,
+                "position": 0,
+                "role": "user",
+                "content": "Tell me a story",
+                "html": "Tell me a story",
+                "job": None,
+                "model": "",
+                "ran_on": "",
+                "ttft_ms": None,
+                "tok_s": None,
+            },
+            TurnView.openapi_example,
+        ],
+    }
+
 
 class ConversationSummary(msgspec.Struct):
     id: UUID
@@ -79,3 +117,12 @@ class ConversationSummary(msgspec.Struct):
     title: str
     turns: int
     updated_at: datetime
+
+    openapi_example: ClassVar[dict[str, Any]] = {
+        "id": "0b2d7a4e-1c3f-4e5a-9b6d-8f7e6d5c4b3a",
+        "room": "global",
+        "room_name": "Global",
+        "title": "Tell me a story",
+        "turns": 2,
+        "updated_at": "2026-12-05T10:00:01Z",
+    }

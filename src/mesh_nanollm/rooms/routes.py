@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from litestar import Controller, get, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, JSONBody, URLEncodedBody
+from litestar.params import FromPath, JSONBody, QueryParameter, URLEncodedBody
 from litestar.plugins.htmx import HTMXRequest, HTMXTemplate, HXLocation
 from litestar.response import Redirect, Template
 
@@ -92,7 +92,7 @@ class RoomPages(Controller):
     @get("/{slug:str}", name="room")
     async def room(
         self, user: NamedDependency[User], slug: FromPath[str], catalogue: NamedDependency[Catalogue],
-        conversation: UUID | None = None,
+        conversation: Annotated[UUID | None, QueryParameter()] = None,
     ) -> Template:
         try:
             room = await service.get_room(user, slug)
