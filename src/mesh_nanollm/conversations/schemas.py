@@ -92,21 +92,8 @@ class ConversationView(msgspec.Struct):
         "system_prompt": "Answer in one sentence.",
         "created_at": "2026-12-05T10:00:00Z",
         "updated_at": "2026-12-05T10:00:01Z",
-        "turns": [
-            {
-                **TurnView.openapi_example,
-                "position": 0,
-                "role": "user",
-                "content": "Tell me a story",
-                "html": "Tell me a story",
-                "job": None,
-                "model": "",
-                "ran_on": "",
-                "ttft_ms": None,
-                "tok_s": None,
-            },
-            TurnView.openapi_example,
-        ],
+        # The answer only: the docs drop an example's nulls, which a question's job and timings are.
+        "turns": [TurnView.openapi_example],
     }
 
 
