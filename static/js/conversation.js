@@ -1,7 +1,7 @@
 /* A conversation of the room page (docs/conversations.md): its system prompt and turns, stored
- * through /api/conversations, and each answer run as a job whose prompt is the whole conversation as
- * its model reads it (the inference worker's "template": the model's chat template, or the plain
- * "role: content" rendering, without the oldest turns when they no longer fit its context).
+ * through /api/conversations, and each answer run as a job of the conversation's messages, without
+ * the oldest turns when they no longer fit the model's context (the inference worker's "template"),
+ * recorded with the prompt they make: the model's chat template, or the plain "role: content" text.
  * It belongs to the peer session, like the run answering it: the page can be swapped out mid-answer.
  *
  * Events (CustomEvent): change (turns, title or id changed; re-render), stored (the server has it
@@ -118,7 +118,7 @@ export class Conversation extends EventTarget {
     const turn = { role: "assistant", content: "", model: entry.id, trimmed: templated.trimmed, prompt: templated.prompt };
     this.turns.push(turn);
     this.#emit("change");
-    const run = this.#session.startRun({ entry, prompt: templated.prompt, maxNewTokens, mode });
+    const run = this.#session.startRun({ entry, prompt: templated.prompt, messages: templated.messages, maxNewTokens, mode });
     turn.run = run;
     this.#emit("change");
     await new Promise((resolve) => run.addEventListener("recorded", resolve, { once: true }));

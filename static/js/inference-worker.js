@@ -11,6 +11,8 @@ const TOKEN_BATCH_MS = 33;
 // share a core with this worker, every repaint slows the generation (docs/benchmarks.md).
 const FAST_BATCH_TOKENS = 8;
 const FAST_BATCH_MS = 100;
+// The most messages a job may carry to another peer (protocol.js, the API's limit).
+const MAX_CHAT_MESSAGES = 64;
 
 /** Whether the tokens since the last message are due to be posted: the first one at once. */
 function due({ tokens, posted, last, postedAt }) {
@@ -353,44 +355,38 @@ function modelInput(tokenizer, messages, prompt) {
 }
 
 /** {type: "template", id, model, source, messages, max_new_tokens, max_chars} → {type: "templated", id,
- * prompt, prompt_tokens, trimmed, context_limit} | error. A conversation as the text its model reads
- * (modelInput's rendering), without its oldest turns while it leaves the answer too little room:
- * the answer keeps max_new_tokens (at most half the context), the prompt at most max_chars
- * characters. The system message and the last turn always stay; `trimmed` counts the turns left out. */
+ * messages, prompt, prompt_tokens, trimmed, context_limit} | error. A conversation as its model reads
+ * it: `messages` without the oldest turns while they leave the answer too little room (the answer
+ * keeps max_new_tokens, at most half the context; the text at most max_chars characters and
+ * MAX_CHAT_MESSAGES messages), and
+ * `prompt`, their rendering (modelInput's). The system message and the last turn always stay;
+ * `trimmed` counts the turns left out. The job then carries `messages`, so every peer renders them
+ * with the same template, and records `prompt`. */
 async function template({ id, model, source, messages, max_new_tokens: maxNew, max_chars: maxChars }) {
   const ok = Array.isArray(messages) && messages.length > 0 && messages.every((m) => typeof m?.role === "string" && typeof m?.content === "string");
   if (!state.config || typeof id !== "string" || !ok || !Number.isInteger(maxNew) || !Number.isInteger(maxChars)) {
     return fail("bad_message", "template needs init first, then id, messages ([{role, content}]), max_new_tokens and max_chars.", { id });
   }
   const { tokenizer, contextLimit } = await chatTokenizer(model, source);
-  const render = (list) => {
-    const text = modelInput(tokenizer, list, null);
-    return typeof text === "string" ? text : tokenizer.apply_chat_template(text, { add_generation_prompt: true, tokenize: false });
-  };
   const system = messages[0].role === "system" ? messages.slice(0, 1) : [];
   let rest = messages.slice(system.length);
   const answerRoom = contextLimit ? Math.min(maxNew, Math.floor(contextLimit / 2)) : 0;
   let trimmed = 0;
   while (true) {
-    const prompt = withoutDoubleBos(tokenizer, render([...system, ...rest]));
-    const promptTokens = tokenizer(prompt).input_ids.dims.at(-1);
-    const fits = prompt.length <= maxChars && (!contextLimit || promptTokens + answerRoom <= contextLimit);
+    const kept = [...system, ...rest];
+    const input = modelInput(tokenizer, kept, null);
+    const prompt = typeof input === "string" ? input : tokenizer.apply_chat_template(input, { add_generation_prompt: true, tokenize: false });
+    const promptTokens = countPromptTokens(tokenizer, input);
+    const fits = prompt.length <= maxChars && kept.length <= MAX_CHAT_MESSAGES && (!contextLimit || promptTokens + answerRoom <= contextLimit);
     if (fits || rest.length <= 1) {
-      return post({ type: "templated", id, prompt, prompt_tokens: promptTokens, trimmed, context_limit: contextLimit });
+      return post({ type: "templated", id, messages: kept, prompt, prompt_tokens: promptTokens, trimmed, context_limit: contextLimit });
     }
-    // Drop the oldest turn, and the answer it leaves at the front: the history starts with a question.
+    // Drop the oldest turn, and an answer it leaves at the front: the history starts with a question.
     do {
       rest = rest.slice(1);
       trimmed += 1;
     } while (rest.length > 1 && rest[0].role !== "user");
   }
-}
-
-/** A template that writes the BOS token itself, for a tokenizer that adds one too, would start
- * with two once the prompt is encoded: the text keeps none, the tokenizer adds it. */
-function withoutDoubleBos(tokenizer, text) {
-  const bos = tokenizer.bos_token;
-  return tokenizer.add_bos_token && bos && text.startsWith(bos) ? text.slice(bos.length) : text;
 }
 
 /** The warm model's tokenizer, or one loaded on its own (a mesh job's model need not run here). */
