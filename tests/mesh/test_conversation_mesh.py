@@ -24,11 +24,17 @@ MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
 
 def greedy(prompt: str, job: dict) -> str:
     engine = load_engine("tiny-gpt2", models_dir=MODELS_DIR, dtype="q8")
-    params = {key: job["params"][key] for key in ("max_new_tokens", "repetition_penalty")}
-    return "".join(engine.generate(prompt, params, threading.Event()))
+    # The model's own generation_config supplies the rest (repetition_penalty 1.2), as in the browser.
+    return "".join(
+        engine.generate(
+            prompt, {"max_new_tokens": job["params"]["max_new_tokens"]}, threading.Event()
+        )
+    )
 
 
-async def test_a_conversation_answer_runs_on_another_browser(live_server: LiveServer, open_peer: OpenPeer) -> None:
+async def test_a_conversation_answer_runs_on_another_browser(
+    live_server: LiveServer, open_peer: OpenPeer
+) -> None:
     owner = await sign_up(live_server.url)
     room = await create_room(live_server.url, owner, room_name(), private=False)
     alice_room, bob = await asyncio.gather(open_peer(room["slug"], owner), open_peer(room["slug"]))
@@ -42,8 +48,13 @@ async def test_a_conversation_answer_runs_on_another_browser(live_server: LiveSe
     turns = (await alice.stored())["turns"]
     first, second = await alice.job(turns[1]["job"]), await alice.job(turns[3]["job"])
     assert first["worker_peer"] == bob_id and second["worker_peer"] == bob_id
-    assert second["prompt"] == f"system: Be brief.\nuser: You may\nassistant: {turns[1]['content']}\nuser: The Program\nassistant:"
+    assert (
+        second["prompt"]
+        == f"system: Be brief.\nuser: You may\nassistant: {turns[1]['content']}\nuser: The Program\nassistant:"
+    )
     # Bob's browser read exactly that text: the answer is the model's own to it.
     assert second["output"] == greedy(second["prompt"], second)
-    await expect(alice.answer_of_job(second["id"])).to_contain_text(f"ran on {bob.account.username}'s browser")
+    await expect(alice.answer_of_job(second["id"])).to_contain_text(
+        f"ran on {bob.account.username}'s browser"
+    )
     assert not [line for line in alice.console + bob.console if line.startswith("pageerror")]
