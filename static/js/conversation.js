@@ -92,7 +92,7 @@ export class Conversation extends EventTarget {
     try {
       await work();
     } catch (error) {
-      this.#say(`The conversation could not be saved: ${error.message}`);
+      this.#say(error.message);
     } finally {
       this.busy = false;
       this.#emit("change");
@@ -114,7 +114,9 @@ export class Conversation extends EventTarget {
 
   /** Run the conversation as it stands and store the answer as its next turn, linked to its job. */
   async #answer({ entry, maxNewTokens, mode }) {
-    const templated = await this.#session.client.template(entry, this.messages(), { maxNewTokens, maxChars: PROMPT_MAX_CHARS });
+    const templated = await this.#session.client.template(entry, this.messages(), { maxNewTokens, maxChars: PROMPT_MAX_CHARS }).catch((error) => {
+      throw new Error(`The conversation could not be prepared for ${entry.id}: ${error.message}`);
+    });
     const turn = { role: "assistant", content: "", model: entry.id, trimmed: templated.trimmed, prompt: templated.prompt };
     this.turns.push(turn);
     this.#emit("change");
@@ -145,7 +147,7 @@ export class Conversation extends EventTarget {
     });
     if (response.status === 204) return null;
     const data = await response.json().catch(() => ({}));
-    if (!response.ok) throw new Error(data.detail ?? `The server answered ${response.status}.`);
+    if (!response.ok) throw new Error(`The conversation could not be saved: ${data.detail ?? `the server answered ${response.status}.`}`);
     if (data.title !== undefined && data.id === this.id) this.title = data.title;
     return data;
   }
