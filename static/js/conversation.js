@@ -44,18 +44,28 @@ export class Conversation extends EventTarget {
     return last?.role === "assistant" ? last : null;
   }
 
-  /** Ask `text` as the next user turn and answer it. fields: {entry, maxNewTokens, mode}. */
+  /** Ask `text` as the next user turn and answer it. fields: {entry, maxNewTokens, mode}. Resolves
+   * with whether the question was stored (if not, it is not in the conversation either). */
   async ask(text, fields) {
+    let stored = false;
     await this.#guard(async () => {
       await this.#store();
-      this.turns.push({ role: "user", content: text, pending: true });
+      const turn = { role: "user", content: text, pending: true };
+      this.turns.push(turn);
       this.#emit("change");
-      Object.assign(this.turns.at(-1), await this.#api("POST", `/${this.id}/turns`, { role: "user", content: text }), { pending: false });
+      try {
+        Object.assign(turn, await this.#api("POST", `/${this.id}/turns`, { role: "user", content: text }), { pending: false });
+      } catch (error) {
+        this.turns.splice(this.turns.indexOf(turn), 1);
+        throw error;
+      }
+      stored = true;
       // The server names a conversation after its first question.
       if (!this.title) await this.#api("GET", `/${this.id}`);
       this.#emitStored();
       await this.#answer(fields);
     });
+    return stored;
   }
 
   /** Answer the last question again, in place of the last answer. */

@@ -165,7 +165,10 @@ function runPrompt(v, event) {
   if (ui.style.value === "complete") return session.startRun({ entry, prompt, maxNewTokens, mode: ui.mode.value });
   if (session.conversation.busy) return;
   ui.prompt.value = "";
-  session.conversation.ask(prompt, { entry, maxNewTokens, mode: ui.mode.value });
+  session.conversation.ask(prompt, { entry, maxNewTokens, mode: ui.mode.value }).then((stored) => {
+    // Not kept: the question goes back in the box, unless something new was typed meanwhile.
+    if (!stored && view === v && !ui.prompt.value) ui.prompt.value = prompt;
+  });
 }
 
 /** The fields an answer of the conversation runs with: the form's model, mode and max tokens. */

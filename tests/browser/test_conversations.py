@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import LiveServer
-from playwright.async_api import Page, expect
+from playwright.async_api import Page, Route, expect
 from support.accounts import sign_up
 from support.browser import sign_in
 from support.pages import ChatPage
@@ -279,3 +279,23 @@ async def test_stop_keeps_the_answer_so_far(live_server: LiveServer, page: Page)
     assert job["status"] == "cancelled" and 0 < job["token_count"] < 200
     assert turns[1]["content"] == job["output"].strip()
     await expect(chat.metrics).to_contain_text("cancelled")
+
+
+async def test_a_question_the_server_cannot_store_goes_back_in_the_box(
+    live_server: LiveServer, page: Page
+) -> None:
+    chat = await open_chat(page, live_server)
+
+    async def refuse(route: Route) -> None:
+        await route.fulfill(
+            status=503, json={"error": "Unavailable", "detail": "The database is away."}
+        )
+
+    await page.route("**/api/conversations/*/turns", refuse)
+    await chat.run("You may", 8, style="chat")
+    await expect(chat.flash).to_contain_text(
+        "The conversation could not be saved: The database is away."
+    )
+    await expect(page.get_by_test_id("prompt")).to_have_value("You may")
+    await expect(chat.messages).to_have_count(0)
+    await expect(page.get_by_test_id("run")).to_be_enabled()

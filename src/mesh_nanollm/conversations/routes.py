@@ -106,7 +106,7 @@ class ConversationApi(Controller):
     security = BEARER
     dependencies = {"user": Provide(provide_user)}
 
-    @get("/", summary="List conversations", responses=errors(401, 403, 404))
+    @get("/", summary="List conversations", responses=errors(400, 401, 403, 404))
     async def list_conversations(
         self, user: NamedDependency[User], room: RoomQuery = None
     ) -> list[ConversationSummary]:
