@@ -411,7 +411,8 @@ async function chatTokenizer(model, source) {
 
 function countPromptTokens(tokenizer, input) {
   if (typeof input === "string") return tokenizer(input).input_ids.dims.at(-1);
-  return tokenizer.apply_chat_template(input, { add_generation_prompt: true, tokenize: true, return_tensor: false }).length;
+  // return_dict: false, or 4.3.1 answers {input_ids, attention_mask} (which has no length).
+  return tokenizer.apply_chat_template(input, { add_generation_prompt: true, tokenize: true, return_tensor: false, return_dict: false }).length;
 }
 
 /** The token ids of `answer` as the continuation of `input` (a prompt, or chat messages). */
