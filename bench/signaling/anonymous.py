@@ -20,7 +20,7 @@ import aiohttp
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from run import rss_kib, start  # noqa: E402
+from run import rss_kib, start
 
 # Each is sent on its own signed-in socket: engine.io garbage (closes the socket), broken
 # Socket.IO packets, a binary event announcing 99,999 attachments and then its attachments.
@@ -68,7 +68,7 @@ async def wave(server, clients: list[tuple[dict[str, str], list[str | bytes]]], 
 async def main(args: argparse.Namespace) -> None:
     server = start("ours", args.cpu, {})
     try:
-        mib = lambda kib: f"{kib / 1024:.1f} MiB"  # noqa: E731
+        mib = lambda kib: f"{kib / 1024:.1f} MiB"
         start_rss = rss_kib(server.pids)
         print(f"start: {mib(start_rss)}")
         for n in range(args.rounds):

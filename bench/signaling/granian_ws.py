@@ -17,7 +17,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from run import free_port, rss_kib, tree, wait_listening  # noqa: E402
+from run import free_port, rss_kib, tree, wait_listening
 
 HOLD = """
 const WebSocket = require("ws");

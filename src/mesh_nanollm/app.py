@@ -30,6 +30,7 @@ from mesh_nanollm import db
 from mesh_nanollm.accounts.account import AccountSettings
 from mesh_nanollm.accounts.routes import AccountController, SettingsController
 from mesh_nanollm.catalogue import load_catalogue
+from mesh_nanollm.conversations.routes import ConversationApi, ConversationPages
 from mesh_nanollm.errors import ServiceError
 from mesh_nanollm.gateway.dispatch import Gateway
 from mesh_nanollm.gateway.routes import GatewayApi
@@ -304,6 +305,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         StatsApi,
         JobPages,
         JobApi,
+        ConversationPages,
+        ConversationApi,
         GatewayApi,
         vendor_router(STATIC_DIR),
         create_static_files_router(

@@ -140,4 +140,34 @@ class JobTrace(Table):
     events = Bytea()
 
 
-ALL_TABLES: list[type[Table]] = [User, WebSession, ThrottleHit, ApiToken, Room, RoomMember, PeerSession, Job, JobTrace]
+class Conversation(Table):
+    """A chat in a room: an optional system prompt and its turns (docs/conversations.md)."""
+
+    id = UUID(primary_key=True, default=UUID4())
+    room = ForeignKey(references=Room, null=False, on_delete=OnDelete.cascade)
+    owner = ForeignKey(references=User, null=False, on_delete=OnDelete.cascade)
+    title = Varchar(length=120, default="")
+    system_prompt = Text(default="")
+    created_at = Timestamptz()
+    updated_at = Timestamptz()
+
+
+class Turn(Table):
+    """One message of a conversation, in order; an assistant turn names the job that wrote it."""
+
+    conversation = ForeignKey(references=Conversation, null=False, on_delete=OnDelete.cascade, index=True)
+    position = Integer()
+    role = Varchar(length=16)
+    content = Text()
+    job = ForeignKey(references=Job, null=True, default=None, on_delete=OnDelete.set_null, index=True)
+    model_id = Varchar(length=200, default="")
+    ran_on = Varchar(length=200, default="")  # where it ran, as the page said it: "this browser", …
+    ttft_ms = Real(null=True, default=None)
+    tok_s = Real(null=True, default=None)
+    trimmed = Integer(default=0)  # earlier turns left out to fit the model's context
+    created_at = Timestamptz()
+
+
+ALL_TABLES: list[type[Table]] = [
+    User, WebSession, ThrottleHit, ApiToken, Room, RoomMember, PeerSession, Job, JobTrace, Conversation, Turn,
+]

@@ -11,6 +11,8 @@ const TOKEN_BATCH_MS = 33;
 // share a core with this worker, every repaint slows the generation (docs/benchmarks.md).
 const FAST_BATCH_TOKENS = 8;
 const FAST_BATCH_MS = 100;
+// The most messages a job may carry to another peer (protocol.js, the API's limit).
+const MAX_CHAT_MESSAGES = 64;
 
 /** Whether the tokens since the last message are due to be posted: the first one at once. */
 function due({ tokens, posted, last, postedAt }) {
@@ -27,6 +29,7 @@ const state = {
   job: null, // {id, stopper} while a generation runs
   cancelFlag: null, // Int32Array on a SharedArrayBuffer the page sets to 1 to cancel, if it gave one
   watchingDevice: false, // whether the WebGPU device's loss is watched (once per worker)
+  tokenizers: new Map(), // model id → promise of {tokenizer, contextLimit}, for chat templates of models not loaded here
 };
 
 const post = (message) => self.postMessage(message);
@@ -42,7 +45,7 @@ self.addEventListener("message", (event) => {
   handler(message).catch((error) => fail("internal", describe(error), { id: message.id }));
 });
 
-const HANDLERS = { init, load, generate, cancel };
+const HANDLERS = { init, load, generate, cancel, template };
 
 function describe(error) {
   return String(error?.message ?? error).slice(0, 500);
@@ -351,9 +354,65 @@ function modelInput(tokenizer, messages, prompt) {
   return prompt ?? messages.map(({ role, content }) => `${role}: ${content}\n`).join("") + "assistant:";
 }
 
+/** {type: "template", id, model, source, messages, max_new_tokens, max_chars} → {type: "templated", id,
+ * messages, prompt, prompt_tokens, trimmed, context_limit} | error. A conversation as its model reads
+ * it: `messages` without the oldest turns while they leave the answer too little room (the answer
+ * keeps max_new_tokens, at most half the context; the text at most max_chars characters and
+ * MAX_CHAT_MESSAGES messages), and
+ * `prompt`, their rendering (modelInput's). The system message and the last turn always stay;
+ * `trimmed` counts the turns left out. The job then carries `messages`, so every peer renders them
+ * with the same template, and records `prompt`. */
+async function template({ id, model, source, messages, max_new_tokens: maxNew, max_chars: maxChars }) {
+  const ok = Array.isArray(messages) && messages.length > 0 && messages.every((m) => typeof m?.role === "string" && typeof m?.content === "string");
+  if (!state.config || typeof id !== "string" || !ok || !Number.isInteger(maxNew) || !Number.isInteger(maxChars)) {
+    return fail("bad_message", "template needs init first, then id, messages ([{role, content}]), max_new_tokens and max_chars.", { id });
+  }
+  const { tokenizer, contextLimit } = await chatTokenizer(model, source);
+  const system = messages[0].role === "system" ? messages.slice(0, 1) : [];
+  let rest = messages.slice(system.length);
+  const answerRoom = contextLimit ? Math.min(maxNew, Math.floor(contextLimit / 2)) : 0;
+  let trimmed = 0;
+  while (true) {
+    const kept = [...system, ...rest];
+    const input = modelInput(tokenizer, kept, null);
+    const prompt = typeof input === "string" ? input : tokenizer.apply_chat_template(input, { add_generation_prompt: true, tokenize: false });
+    const promptTokens = countPromptTokens(tokenizer, input);
+    const fits = prompt.length <= maxChars && kept.length <= MAX_CHAT_MESSAGES && (!contextLimit || promptTokens + answerRoom <= contextLimit);
+    if (fits || rest.length <= 1) {
+      return post({ type: "templated", id, messages: kept, prompt, prompt_tokens: promptTokens, trimmed, context_limit: contextLimit });
+    }
+    // Drop the oldest turn, and an answer it leaves at the front: the history starts with a question.
+    do {
+      rest = rest.slice(1);
+      trimmed += 1;
+    } while (rest.length > 1 && rest[0].role !== "user");
+  }
+}
+
+/** The warm model's tokenizer, or one loaded on its own (a mesh job's model need not run here). */
+async function chatTokenizer(model, source) {
+  if (state.model?.id === model) return { tokenizer: state.model.generator.tokenizer, contextLimit: state.model.contextLimit };
+  if (!state.tokenizers.has(model)) {
+    state.tokenizers.set(model, (async () => {
+      const lib = await state.lib;
+      lib.env.allowLocalModels = source === "local";
+      lib.env.allowRemoteModels = source === "hub";
+      const [tokenizer, config] = await Promise.all([lib.AutoTokenizer.from_pretrained(model), lib.AutoConfig.from_pretrained(model)]);
+      return { tokenizer, contextLimit: config.max_position_embeddings ?? config.n_positions ?? config.n_ctx ?? null };
+    })());
+  }
+  try {
+    return await state.tokenizers.get(model);
+  } catch (error) {
+    state.tokenizers.delete(model);
+    throw error;
+  }
+}
+
 function countPromptTokens(tokenizer, input) {
   if (typeof input === "string") return tokenizer(input).input_ids.dims.at(-1);
-  return tokenizer.apply_chat_template(input, { add_generation_prompt: true, tokenize: true, return_tensor: false }).length;
+  // return_dict: false, or 4.3.1 answers {input_ids, attention_mask} (which has no length).
+  return tokenizer.apply_chat_template(input, { add_generation_prompt: true, tokenize: true, return_tensor: false, return_dict: false }).length;
 }
 
 /** The token ids of `answer` as the continuation of `input` (a prompt, or chat messages). */

@@ -67,6 +67,15 @@ export class InferenceClient {
     return done.finally(() => this.streams.delete(id));
   }
 
+  /** `messages` of a conversation as the prompt `entry`'s model reads: {prompt, prompt_tokens,
+   * trimmed, context_limit} (the worker's "template"). */
+  template(entry, messages, { maxNewTokens, maxChars }) {
+    const id = crypto.randomUUID();
+    const done = this.#expect(`gen:${id}`);
+    this.worker.postMessage({ type: "template", id, model: entry.id, source: entry.source, messages, max_new_tokens: maxNewTokens, max_chars: maxChars });
+    return done;
+  }
+
   cancel(id) {
     if (this.cancelFlag && this.streams.has(id)) Atomics.store(this.cancelFlag, 0, 1);
     this.worker?.postMessage({ type: "cancel", id });
@@ -100,6 +109,7 @@ export class InferenceClient {
       case "token":
         return this.streams.get(message.id)?.(message);
       case "done":
+      case "templated":
         return this.#settle(`gen:${message.id}`, "resolve", message);
       case "error": {
         const key = message.id ? `gen:${message.id}` : message.model ? `load:${message.model}` : "init";

@@ -35,7 +35,8 @@ export class PageRun extends EventTarget {
   #handle = null;
   #cancel;
 
-  /** fields: {entry, prompt, maxNewTokens, mode} from the room page's form. */
+  /** fields: {entry, prompt, maxNewTokens, mode} from the room page's form; a conversation's answer
+   * also has `messages` (what the model reads) and `prompt` is their rendering, recorded as the job's. */
   constructor(session, fields) {
     super();
     this.#session = session;
@@ -53,7 +54,7 @@ export class PageRun extends EventTarget {
 
   async start() {
     const { peer, mesh } = this.#session;
-    const { entry, prompt, maxNewTokens, mode } = this.fields;
+    const { entry, prompt, messages, maxNewTokens, mode } = this.fields;
     const job = { room: this.slug, model: entry.id, prompt, params: { max_new_tokens: maxNewTokens }, mode };
     if (mesh.peerId) job.requester_peer = mesh.peerId;
     let record = null;
@@ -82,7 +83,7 @@ export class PageRun extends EventTarget {
         // Spell out the model's own defaults, so the history shows the parameters that really ran.
         if (ready) job.params = { ...ready.defaults, ...job.params };
         const sent = performance.now();
-        this.#handle = mesh.run({ id: this.id, model: entry.id, prompt, params: job.params }, {
+        this.#handle = mesh.run({ id: this.id, model: entry.id, prompt, ...(messages ? { messages } : {}), params: job.params }, {
           mode,
           onAttempt: ({ worker }) => {
             workers.push(worker);

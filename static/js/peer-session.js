@@ -31,6 +31,7 @@ class PeerSession extends EventTarget {
   mesh = null;
   conn = null;
   run = null; // this page's last run (running or not)
+  conversation = null; // the room page's conversation (conversation.js), kept while the page is swapped out
   work = null; // the last thing done for another peer (mesh.js "work" detail)
   connection = null; // signaling.js's last "connection" detail: joined, retrying, refused
   problem = null; // what went wrong joining or starting inference, for the room page to say

@@ -39,7 +39,12 @@ const SCHEMAS = {
   job_accept: { job_id: id, eta_ms: num(0, 86_400_000) },
   // reason: busy | sharing_off | paused:<reason> | too_large (with limit_mb) | … (docs/mesh.md)
   job_decline: { job_id: id, reason: text(200), limit_mb: optional(int(0, SHARE_DOWNLOAD_MB_MAX)) },
-  job_run: { job_id: id, model: text(200, 1), prompt: text(8000, 1), params: isObject, resume_text: optional(text(MAX_TEXT_CHARS)) },
+  // A room prompt, or a conversation's chat messages (exactly one; checked in parseMessage). `chat`
+  // is defined with the API's shapes below, so it is looked up when a message is checked.
+  job_run: {
+    job_id: id, model: text(200, 1), prompt: optional(text(8000, 1)), messages: optional((v) => chat(v)), params: isObject,
+    resume_text: optional(text(MAX_TEXT_CHARS)),
+  },
   token: { job_id: id, seq: int(1, 1_000_000), text: text(4000) },
   job_done: { job_id: id, text: text(MAX_TEXT_CHARS), metrics: isObject },
   job_error: { job_id: id, code: text(64, 1), message: text(2000) },
@@ -70,6 +75,9 @@ export function parseMessage(data) {
   if (!schema) return { problem: `unknown type ${JSON.stringify(message.type)?.slice(0, 40)}` };
   const field = badField(schema, message);
   if (field) return { problem: `${message.type}: bad or missing ${field}` };
+  if (message.type === "job_run" && (message.prompt === undefined) === (message.messages === undefined)) {
+    return { problem: "job_run: needs exactly one of prompt and messages" };
+  }
   return { message };
 }
 

@@ -122,7 +122,7 @@ export class RequestedJob {
         type: "job_run",
         job_id: this.job.id,
         model: this.job.model,
-        prompt: this.job.prompt,
+        ...(this.job.messages ? { messages: this.job.messages } : { prompt: this.job.prompt }),
         params: cleanParams(this.job.params),
         ...(this.resume ? { resume_text: this.resume } : {}),
       });

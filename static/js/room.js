@@ -5,6 +5,8 @@
  * goes, and shows the session as it finds it: a run still streaming, the status, what it serves. */
 
 import { showConnection } from "/static/js/connection-view.js";
+import { Conversation } from "/static/js/conversation.js";
+import { renderConversation } from "/static/js/conversation-view.js";
 import { showLinks, showWork } from "/static/js/mesh-view.js";
 import { session } from "/static/js/peer-session.js";
 import { JOB_LIMITS } from "/static/js/protocol.js";
@@ -99,7 +101,7 @@ function showLoaded(v, { entry, ready }) {
 /** Whether the form can start a run: a started worker, a mesh to run through, nothing running. */
 function setRunning(v) {
   const { ui } = v;
-  const running = Boolean(session.run?.running);
+  const running = Boolean(session.run?.running) || Boolean(session.conversation?.busy);
   // A screen reader announces the answer once it is complete, not every streamed piece.
   ui.output.setAttribute("aria-busy", String(running));
   ui.run.disabled = running || !session.mesh || Boolean(session.problem?.fatal) || session.slug !== v.slug;
@@ -161,7 +163,83 @@ function runPrompt(v, event) {
   const cap = JOB_LIMITS.page_max_new_tokens;
   if (!(maxNewTokens >= 1 && maxNewTokens <= cap)) return flash(v, "error", `Max tokens must be between 1 and ${cap}.`);
   flash(v, "", "");
-  session.startRun({ entry, prompt, maxNewTokens, mode: ui.mode.value });
+  if (ui.style.value === "complete") return session.startRun({ entry, prompt, maxNewTokens, mode: ui.mode.value });
+  if (session.conversation.busy) return;
+  ui.prompt.value = "";
+  session.conversation.ask(prompt, { entry, maxNewTokens, mode: ui.mode.value }).then((stored) => {
+    // Not kept: the question goes back in the box, unless something new was typed meanwhile.
+    if (!stored && view === v && !ui.prompt.value) ui.prompt.value = prompt;
+  });
+}
+
+/** The fields an answer of the conversation runs with: the form's model, mode and max tokens. */
+function answerFields(v) {
+  const { ui } = v;
+  const maxNewTokens = Number.parseInt(ui.maxTokens.value, 10);
+  const cap = JOB_LIMITS.page_max_new_tokens;
+  if (!(maxNewTokens >= 1 && maxNewTokens <= cap)) {
+    flash(v, "error", `Max tokens must be between 1 and ${cap}.`);
+    return null;
+  }
+  return { entry: selectedModel(v), maxNewTokens, mode: ui.mode.value };
+}
+
+/** Show the session's conversation (a new one if it has none for this room) and follow it. */
+function showConversation(v) {
+  const { ui } = v;
+  v.stopConversation?.abort();
+  const stop = new AbortController();
+  v.stopConversation = stop;
+  v.stop.signal.addEventListener("abort", () => stop.abort(), { signal: stop.signal });
+  if (session.conversation?.slug !== v.slug) session.conversation = new Conversation(session, v.slug);
+  const conversation = session.conversation;
+  ui.system.value = conversation.system;
+  ui.systemNote.textContent = conversation.system.trim() ? "(set)" : "";
+  const actions = {
+    regenerate: () => {
+      const fields = answerFields(v);
+      if (fields && !session.run?.running) conversation.regenerate(fields);
+    },
+    edit: (index, text) => {
+      const fields = answerFields(v);
+      if (fields && !session.run?.running) conversation.edit(index, text, fields);
+    },
+    copied: (text, b) => {
+      navigator.clipboard.writeText(text).then(
+        () => (b.textContent = "Copied"),
+        () => flash(v, "error", "This browser did not let the page copy the answer."),
+      );
+    },
+    rerender: () => render(),
+  };
+  const render = () => {
+    renderConversation(ui, conversation, actions);
+    setRunning(v);
+    // A stored conversation has an address: reloading or sharing the page reopens it.
+    const url = conversation.id ? `/rooms/${v.slug}?conversation=${conversation.id}` : `/rooms/${v.slug}`;
+    if (view === v && location.pathname + location.search !== url) history.replaceState(history.state, "", url);
+  };
+  const on = (type, listener) => conversation.addEventListener(type, listener, { signal: stop.signal });
+  on("change", render);
+  on("stored", () => document.body.dispatchEvent(new CustomEvent("conversations-changed")));
+  on("problem", (e) => flash(v, "error", e.detail.text));
+  render();
+}
+
+/** Chat (a conversation) or plain text to continue (one prompt, as it is): show what belongs to it. */
+function showStyle(v) {
+  const { ui } = v;
+  const chat = ui.style.value === "chat";
+  sessionStorage.setItem("prompt-style", ui.style.value);
+  ui.conversation.hidden = !chat;
+  ui.systemWrap.hidden = !chat;
+  ui.outputPane.hidden = chat;
+  if (!chat) {
+    ui.output.hidden = false;
+    ui.outputPane.append(ui.output);
+  } else {
+    showConversation(v);
+  }
 }
 
 /** What the page says about the tab's membership: switching rooms, or left with the dock. */
@@ -182,6 +260,9 @@ function bind(el) {
     progressWrap: $("progress-wrap"), progress: $("progress"), progressLabel: $("progress-label"), prompt: $("prompt"),
     maxTokens: $("max-tokens"), run: $("run"), cancel: $("cancel"), output: $("output"), metrics: $("metrics"),
     flash: $("run-flash"), serving: $("serving"), connection: $("connection"),
+    style: $("prompt-style"), system: $("system-prompt"), systemWrap: $("system-wrap"), systemNote: $("system-note"),
+    conversation: $("conversation"), turns: $("turns"), title: $("conversation-title"), outputPane: $("output-pane"),
+    newConversation: $("new-conversation"),
   };
 }
 
@@ -219,6 +300,19 @@ function mount(el) {
   signal.addEventListener("abort", () => rows.disconnect());
 
   on(ui.form, "submit", (e) => runPrompt(v, e));
+  on(ui.style, "change", () => showStyle(v));
+  on(ui.system, "change", () => {
+    session.conversation.setSystem(ui.system.value);
+    ui.systemNote.textContent = ui.system.value.trim() ? "(set)" : "";
+    showConversation(v);
+  });
+  on(ui.newConversation, "click", () => {
+    if (session.conversation.busy) return;
+    session.conversation = new Conversation(session, v.slug);
+    flash(v, "", "");
+    showConversation(v);
+    ui.prompt.focus();
+  });
   on(ui.cancel, "click", () => session.run?.cancel());
   on(ui.model, "change", () => {
     describeModels(v);
@@ -236,11 +330,20 @@ function mount(el) {
   if (session.connection) showConnection(ui.connection, session.connection);
   if (session.mesh) showLinks(session.mesh);
   if (session.lastLoad) showLoaded(v, session.lastLoad);
+  // A conversation reopened from a list, or the one this tab was having here.
+  const opened = document.getElementById("conversation-data");
+  if (opened) {
+    const data = JSON.parse(opened.textContent);
+    if (session.conversation?.id !== data.id) session.conversation = new Conversation(session, v.slug, data);
+  }
   const run = session.run;
-  if (run && run.slug === v.slug) {
+  const answering = session.conversation?.turns.some((turn) => turn.run === run);
+  ui.style.value = opened || answering ? "chat" : sessionStorage.getItem("prompt-style") ?? "chat";
+  showStyle(v);
+  if (run && run.slug === v.slug && (ui.style.value === "complete" || answering)) {
     ui.model.value = run.fields.entry.id;
     ui.mode.value = run.fields.mode;
-    ui.prompt.value = run.fields.prompt;
+    if (ui.style.value === "complete") ui.prompt.value = run.fields.prompt;
     ui.maxTokens.value = run.fields.maxNewTokens;
     showRun(v, run);
   }

@@ -91,7 +91,8 @@ export class Serving {
       return link.send({ type: "job_error", job_id: message.job_id, code: "not_offered", message: "Offer the job first; this peer holds no place for it." });
     }
     clearTimeout(service.timer);
-    this.#serve(service, { id: service.id, model: message.model, prompt: message.prompt, params: cleanParams(message.params), resume_text: message.resume_text ?? "" });
+    const { prompt, messages } = message;
+    this.#serve(service, { id: service.id, model: message.model, ...(messages ? { messages } : { prompt }), params: cleanParams(message.params), resume_text: message.resume_text ?? "" });
   }
 
   /** The server gives this page an API job (no offer first: the server chose from our status). */

@@ -209,8 +209,10 @@ class RoomPage(AppPage):
         # Idle, or paused when its user does not share (it still runs its own person's prompts).
         await expect(self.backend).to_have_attribute("data-state", re.compile("^(idle|paused)$"), timeout=timeout)
 
-    async def run(self, prompt: str, max_tokens: int, mode: str = "local") -> None:
+    async def run(self, prompt: str, max_tokens: int, mode: str = "local", style: str = "complete") -> None:
+        """Run `prompt` as plain text to continue (`style="complete"`) or as a chat turn (`"chat"`)."""
         await self.page.get_by_test_id("model").select_option(MODEL)
+        await self.page.get_by_label("Prompt as").select_option(style)
         await self.page.get_by_test_id("mode").select_option(mode)
         await self.page.get_by_test_id("prompt").fill(prompt)
         await self.page.get_by_label("Max tokens").fill(str(max_tokens))
@@ -255,6 +257,54 @@ class RoomPage(AppPage):
             while len(lines := [line for line in self.console if needle in line]) < count:
                 await asyncio.sleep(0.05)
         return lines
+
+
+@dataclass
+class ChatPage(RoomPage):
+    """A room page's conversation (conversation-view.js): its turns as `message` bubbles."""
+
+    @property
+    def messages(self) -> Locator:
+        return self.page.get_by_test_id("message")
+
+    def answer_of_job(self, job_id: str) -> Locator:
+        return self.page.locator(f'[data-testid="message"][data-role="assistant"][data-job-id="{job_id}"]')
+
+    async def roles(self) -> list[str]:
+        return [await m.get_attribute("data-role") or "" for m in await self.messages.all()]
+
+    async def set_system_prompt(self, text: str) -> None:
+        await self.page.get_by_text("System prompt", exact=True).click()
+        await self.page.get_by_test_id("system-prompt").fill(text)
+        await self.page.get_by_test_id("system-prompt").blur()
+
+    async def send(self, text: str, max_tokens: int, mode: str = "local") -> None:
+        """Ask `text` as the next turn and wait until its answer is stored (rendered from the server)."""
+        answers = self.page.locator('[data-testid="message"][data-role="assistant"] .markdown')
+        before = await answers.count()
+        await self.run(text, max_tokens, mode, style="chat")
+        await expect(answers).to_have_count(before + 1, timeout=60_000)
+        await expect(self.page.get_by_test_id("run")).to_be_enabled()
+
+    async def edit(self, index: int, text: str) -> None:
+        """Edit the `index`-th turn (a question; the system prompt not counted) and send it again."""
+        bubble = self.page.locator('[data-testid="message"]:not([data-role="system"])').nth(index)
+        await bubble.get_by_role("button", name="Edit").click()
+        await bubble.get_by_label("Edit this prompt").fill(text)
+        await bubble.get_by_role("button", name="Send").click()
+
+    async def stored(self) -> dict:
+        """The conversation as the server has it (the page's address names it once stored)."""
+        await expect(self.page).to_have_url(re.compile(r"\?conversation=[0-9a-f-]{36}$"))
+        conversation_id = self.page.url.rsplit("=", 1)[-1]
+        response = await self.page.request.get(f"{self.base_url}/api/conversations/{conversation_id}")
+        assert response.ok, await response.text()
+        return await response.json()
+
+    async def job(self, job_id: str) -> dict:
+        response = await self.page.request.get(f"{self.base_url}/api/jobs/{job_id}")
+        assert response.ok, await response.text()
+        return await response.json()
 
 
 class HistoryPage(AppPage):

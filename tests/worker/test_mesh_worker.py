@@ -19,6 +19,7 @@ from mesh.conftest import OpenPeer, open_peer, room_name  # noqa: F401 -- open_p
 from mesh.test_mesh import CANCEL_ON_FIRST_WORDS
 from playwright.async_api import expect
 from support.accounts import create_room, sign_up
+from support.pages import ChatPage
 
 from mesh_nanollm.worker.engine import load_engine
 from mesh_nanollm.worker.mesh import Mesh, ice_servers
@@ -117,6 +118,26 @@ async def test_browser_mesh_job_runs_on_the_worker_over_a_data_channel(
     async with asyncio.timeout(30):
         while worker.mesh.links:
             await asyncio.sleep(0.05)
+
+
+async def test_a_conversation_answer_runs_on_the_worker(
+    open_peer: OpenPeer, room_with_worker: tuple[Any, dict, InProcessWorker]  # noqa: F811
+) -> None:
+    owner, room, worker = room_with_worker
+    worker.engine.gate.set()
+    page = await open_peer(room["slug"], owner)
+    await worker.peer.start()
+    await page.wait_for_links(1)
+    chat = ChatPage(page.page, page.base_url, account=owner)
+    await chat.send(PROMPT, max_tokens=8, mode="mesh")
+    await chat.send("The Program", max_tokens=8, mode="mesh")
+    turns = (await chat.stored())["turns"]
+    job = await chat.job(turns[3]["job"])
+    # The job_run carried the messages; the worker rendered them as the page recorded them.
+    assert job["worker_peer"] == worker.peer.peer_id
+    assert job["prompt"] == f"user: {PROMPT}\nassistant: {turns[1]['content']}\nuser: The Program\nassistant:"
+    expected = "".join(worker.engine.engine.generate(job["prompt"], {"max_new_tokens": 8}, threading.Event()))
+    assert job["output"] == expected
 
 
 async def test_cancel_from_the_page_stops_the_worker(

@@ -12,6 +12,7 @@ from litestar.plugins.htmx import HTMXRequest, HTMXTemplate
 from litestar.response import Template
 from litestar.types import Dependencies
 
+from mesh_nanollm.conversations.service import conversation_of_job
 from mesh_nanollm.errors import InvalidInput, NotFound
 from mesh_nanollm.jobs import service, timeline
 from mesh_nanollm.jobs.schemas import JobCreate, JobPage, JobPatch, JobView, Status
@@ -72,7 +73,8 @@ class JobPages(Controller):
         if trace is not None:
             names = await peers.peer_usernames({event.peer for event in trace.events if event.peer})
             drawing = timeline.lay_out(trace, names, "your browser")
-        context = {"user": user, "job": job, "workers": workers, "timeline": drawing}
+        conversation = await conversation_of_job(user, job_id)
+        context = {"user": user, "job": job, "workers": workers, "timeline": drawing, "conversation": conversation}
         return Template("job.html", context=context)
 
 

@@ -6,7 +6,13 @@ from typing import Any
 
 import msgspec
 
-from mesh_nanollm.security import SESSION_USER_KEY, bearer_token, hash_token, user_for_session, user_for_token
+from mesh_nanollm.security import (
+    SESSION_USER_KEY,
+    bearer_token,
+    hash_token,
+    user_for_session,
+    user_for_token,
+)
 from mesh_nanollm.sessions import DatabaseStore
 from mesh_nanollm.tables import User
 

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
+from uuid import UUID
 
 from litestar import Controller, get, post
 from litestar.di import NamedDependency, Provide
-from litestar.params import FromPath, JSONBody, URLEncodedBody
+from litestar.params import FromPath, JSONBody, QueryParameter, URLEncodedBody
 from litestar.plugins.htmx import HTMXRequest, HTMXTemplate, HXLocation
 from litestar.response import Redirect, Template
 from litestar.types import Dependencies
 
 from mesh_nanollm.catalogue import Catalogue
+from mesh_nanollm.conversations import service as conversations
 from mesh_nanollm.errors import Forbidden, ServiceError
 from mesh_nanollm.openapi import BEARER, errors
 from mesh_nanollm.peers.schemas import PeerView
@@ -91,7 +93,10 @@ class RoomPages(Controller):
         return Template("invite.html", context=context, status_code=200 if room else 404)
 
     @get("/{slug:str}", name="room")
-    async def room(self, user: NamedDependency[User], slug: FromPath[str], catalogue: NamedDependency[Catalogue]) -> Template:
+    async def room(
+        self, user: NamedDependency[User], slug: FromPath[str], catalogue: NamedDependency[Catalogue],
+        conversation: Annotated[UUID | None, QueryParameter()] = None,
+    ) -> Template:
         try:
             room = await service.get_room(user, slug)
         except Forbidden as exc:
@@ -105,6 +110,7 @@ class RoomPages(Controller):
             "models": catalogue.entries,
             "is_owner": room.owner == user.id,
             "invite_code": format_code(room.invite_code) if room.invite_code else None,
+            **await conversations.room_context(user, room, conversation),
         }
         # Cross-origin isolated, as every page is (app.security_headers).
         return Template("room.html", context=context)

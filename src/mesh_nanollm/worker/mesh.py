@@ -45,8 +45,16 @@ PREFILL_SPEEDUP = 8  # as mesh.js: a prompt token costs about an eighth of a gen
 DEFAULT_TOK_S = 20
 # The fields each message type a serving peer reads must carry (protocol.js checks more; a
 # message missing one is dropped).
-NEEDS = {"job_offer": ("job_id", "model", "task"), "job_run": ("job_id", "model", "prompt", "params"),
+NEEDS = {"job_offer": ("job_id", "model", "task"), "job_run": ("job_id", "model", "params"),
          "job_cancel": ("job_id",)}
+
+
+def _chat(messages: object) -> bool:
+    """Whether `messages` is a conversation a job_run may carry: [{role, content}] (docs/mesh.md)."""
+    return isinstance(messages, list) and 0 < len(messages) <= 64 and all(
+        isinstance(m, dict) and m.get("role") in ("system", "user", "assistant") and isinstance(m.get("content"), str)
+        for m in messages
+    )
 
 
 def _usable(url: object) -> bool:
@@ -339,9 +347,11 @@ class Mesh:
         timer.cancel()
         resume = message.get("resume_text", "")
         try:
-            if not isinstance(message["prompt"], str) or not isinstance(message["params"], dict) or not isinstance(resume, str):
-                raise Refused("invalid", "job_run needs a text prompt, params as an object and a text resume_text")
-            job = self.runner.start(job_id, message["model"], message["params"], prompt=message["prompt"],
+            prompt, messages = message.get("prompt"), message.get("messages")
+            if (not isinstance(prompt, str)) == (not _chat(messages)) or not isinstance(message["params"], dict) \
+                    or not isinstance(resume, str):
+                raise Refused("invalid", "job_run needs a text prompt or chat messages, params as an object and a text resume_text")
+            job = self.runner.start(job_id, message["model"], message["params"], prompt=prompt, messages=messages,
                                     resume_text=resume)
         except Refused as exc:
             self.say(f"job {job_id} {message['model']} (mesh): refused ({exc.code}: {exc})")
