@@ -28,12 +28,14 @@ export class PageRun extends EventTarget {
   metrics = null; // {ttft, tokS, tokens, reason, where} once over (none if it failed)
   job = null; // its record, once recorded
   flash = null; // {kind, text}: the last thing said about it
+  error = null; // what ended it, if it failed (an InferenceError's reason says why a model did not load)
 
   #session;
   #handle = null;
   #cancel;
 
-  /** fields: {entry, prompt, maxNewTokens, mode} from the room page's form. */
+  /** fields: {entry, prompt, maxNewTokens, mode, sampling?} from the room page's form; sampling holds
+   * the other generation params (temperature, top_p, top_k, repetition_penalty, seed). */
   constructor(session, fields) {
     super();
     this.#session = session;
@@ -51,7 +53,7 @@ export class PageRun extends EventTarget {
   async start() {
     const { peer, mesh } = this.#session;
     const { entry, prompt, maxNewTokens, mode } = this.fields;
-    const job = { room: this.slug, model: entry.id, prompt, params: { max_new_tokens: maxNewTokens }, mode };
+    const job = { room: this.slug, model: entry.id, prompt, params: { max_new_tokens: maxNewTokens, ...this.fields.sampling }, mode };
     if (mesh.peerId) job.requester_peer = mesh.peerId;
     let record = null;
     const workers = []; // each attempt's worker peer (null: this browser), in order
@@ -104,6 +106,7 @@ export class PageRun extends EventTarget {
         if (result.fallback) this.#say("info", [FALLBACK[result.fallback], result.declined].filter(Boolean).join(" "));
       }
     } catch (error) {
+      this.error = error;
       this.#say("error", `The model could not run: ${error.message}`);
       outcome = { patch: { status: "failed", error: error.message.slice(0, 2000), output: this.text, token_count: this.tokens } };
     }

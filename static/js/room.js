@@ -5,17 +5,23 @@
  * goes, and shows the session as it finds it: a run still streaming, the status, what it serves. */
 
 import { showConnection } from "/static/js/connection-view.js";
+import { mountDeviceModels } from "/static/js/device-models.js";
+import { modelDefaults } from "/static/js/model-defaults.js";
+import { hideFailure, lastWorkingModel, rememberWorkingModel, showFailure, showModelInfo } from "/static/js/model-view.js";
+import { applyDefaults, bindSampling, readSampling, showParams, summarize } from "/static/js/sampling-settings.js";
 import { showLinks, showWork } from "/static/js/mesh-view.js";
 import { session } from "/static/js/peer-session.js";
-import { JOB_LIMITS } from "/static/js/protocol.js";
 
 const megabytes = (bytes) => `${(bytes / 1e6).toFixed(1)} MB`;
 
 let view = null; // the mounted room page: {el, ui, stop: AbortController}
 
 function modelEntry(option) {
-  const { source, dtype, size, backends } = option.dataset;
-  return { id: option.value, source, dtype, size: Number(size), backends: backends.split(","), name: option.textContent.trim() };
+  const { source, dtype, size, backends, name, description, parameters, context, license, url } = option.dataset;
+  return {
+    id: option.value, source, dtype, size: Number(size), backends: backends.split(","), name: name || option.value,
+    description, parameters: Number(parameters), context: Number(context), license, url,
+  };
 }
 
 /** Query flags for trying things out: ?backend=webgpu|wasm forces one; ?threads=N sets WASM threads. */
@@ -131,6 +137,7 @@ function showMetrics({ ui }, { ttft, tokS, tokens, reason, where = "" }, job) {
 /** Show `run` (running or over) and follow it until this view goes. */
 function showRun(v, run) {
   const { ui, stop } = v;
+  let shownFailure = false;
   const text = document.createTextNode(run.text);
   ui.output.replaceChildren(text);
   ui.metrics.replaceChildren();
@@ -141,7 +148,16 @@ function showRun(v, run) {
   const render = () => {
     showText();
     if (run.metrics) showMetrics(v, run.metrics, run.job);
-    if (run.flash) flash(v, run.flash.kind, run.flash.text);
+    // A model that could not be loaded is explained above the output (modelFailed), not twice.
+    const loadFailed = Boolean(run.error?.reason);
+    if (run.flash) {
+      const explained = loadFailed && run.flash.text.includes(run.error.message);
+      flash(v, explained ? "" : run.flash.kind, explained ? "" : run.flash.text);
+    }
+    if (loadFailed && !run.running && !shownFailure) {
+      shownFailure = true;
+      modelFailed(v, { entry: run.fields.entry, reason: run.error.reason, message: run.error.message, fromRun: true });
+    }
     setRunning(v);
   };
   for (const type of ["end", "recorded", "flash"]) run.addEventListener(type, render, { signal: stop.signal });
@@ -149,18 +165,86 @@ function showRun(v, run) {
   render();
 }
 
+/** The selected model changed (by the person, or back to one that works): say what it is, and start
+ * from its own sampling defaults unless these are already its own. */
+function modelChanged(v) {
+  const { ui } = v;
+  describeModels(v);
+  const entry = selectedModel(v);
+  showModelInfo(ui.modelInfo, entry);
+  if (!entry || v.defaultsFor === entry.id) return;
+  v.defaultsFor = entry.id;
+  modelDefaults(entry, v.localPath).then((defaults) => {
+    if (view === v && v.defaultsFor === entry.id && !session.run?.running) applyDefaults(ui.sampling, defaults, entry.name);
+  });
+}
+
+/** Load the selected model now if it is one of this server's (small, and no download to speak of). */
+function preload(v) {
+  const entry = selectedModel(v);
+  if (entry?.source !== "local" || v.ui.model.selectedOptions[0].disabled) return;
+  session.peer.load(entry).catch((error) => modelFailed(v, { entry, reason: error.reason, message: error.message, fromRun: false }));
+}
+
+/** The models this browser can run without a download that might fail: this server's, the ones
+ * saved on this device, and the one warm in the worker. */
+function workingModels(v, except) {
+  const cached = new Set(v.deviceModels.cached());
+  const warm = session.peer.status.models_warm;
+  return [...v.ui.model.options].filter((o) => !o.disabled && o.value !== except).map(modelEntry)
+    .filter((e) => e.source === "local" || cached.has(e.id) || warm.includes(e.id));
+}
+
+/** `entry` could not be loaded: say why above the output, and put the picker back on the last model
+ * that loaded here (if it still can), so the next Run works. */
+function modelFailed(v, { entry, reason, message, fromRun }) {
+  const { ui } = v;
+  if (view !== v) return;
+  const alternatives = workingModels(v, entry.id);
+  const pick = (alt) => {
+    hideFailure(ui.modelError);
+    ui.model.value = alt.id;
+    modelChanged(v);
+    preload(v);
+  };
+  const retry = () => {
+    hideFailure(ui.modelError);
+    ui.model.value = entry.id;
+    modelChanged(v);
+    if (fromRun) ui.form.requestSubmit();
+    else preload(v);
+  };
+  showFailure(ui.modelError, { entry, reason, message }, alternatives, { onPick: pick, onRetry: retry });
+  const last = lastWorkingModel();
+  const back = alternatives.find((alt) => alt.id === last);
+  if (ui.model.value === entry.id && back) {
+    ui.model.value = back.id;
+    modelChanged(v);
+    ui.hint.textContent = `Back on ${back.name}, the last model that loaded here.`;
+  }
+}
+
 function runPrompt(v, event) {
   event.preventDefault();
   const { ui } = v;
   const entry = selectedModel(v);
   const prompt = ui.prompt.value.trim();
-  const maxNewTokens = Number.parseInt(ui.maxTokens.value, 10);
   if (session.run?.running || !entry || !session.mesh) return;
   if (!prompt) return flash(v, "error", "Write a prompt first.");
-  const cap = JOB_LIMITS.page_max_new_tokens;
-  if (!(maxNewTokens >= 1 && maxNewTokens <= cap)) return flash(v, "error", `Max tokens must be between 1 and ${cap}.`);
+  const { params, error, field } = readSampling(ui.sampling);
+  if (error) {
+    if (field !== ui.maxTokens) ui.settings.open = true;
+    field.focus();
+    return flash(v, "error", error);
+  }
   flash(v, "", "");
-  session.startRun({ entry, prompt, maxNewTokens, mode: ui.mode.value });
+  hideFailure(ui.modelError);
+  const device = session.peer.status.backend;
+  if (ui.mode.value === "local" && device && !entry.backends.includes(device)) {
+    return modelFailed(v, { entry, reason: "needs_webgpu", message: "", fromRun: true });
+  }
+  const { max_new_tokens: maxNewTokens, ...sampling } = params;
+  session.startRun({ entry, prompt, maxNewTokens, mode: ui.mode.value, sampling });
 }
 
 /** What the page says about the tab's membership: switching rooms, or left with the dock. */
@@ -181,6 +265,8 @@ function bind(el) {
     progressWrap: $("progress-wrap"), progress: $("progress"), progressLabel: $("progress-label"), prompt: $("prompt"),
     maxTokens: $("max-tokens"), run: $("run"), cancel: $("cancel"), output: $("output"), metrics: $("metrics"),
     flash: $("run-flash"), serving: $("serving"), connection: $("connection"),
+    settings: $("sampling"), sampling: bindSampling(el.ownerDocument), modelInfo: $("model-info"), modelError: $("model-error"),
+    deviceModels: $("device-models"),
   };
 }
 
@@ -190,8 +276,12 @@ function mount(el) {
   view = v;
   const { signal } = v.stop;
   const on = (target, type, listener) => target.addEventListener(type, listener, { signal });
+  const config = JSON.parse(document.getElementById("inference-config").textContent);
+  v.localPath = config.local_model_path;
+  const names = (id) => [...ui.model.options].find((o) => o.value === id)?.dataset.name ?? id;
+  v.deviceModels = mountDeviceModels(ui.deviceModels, { names, localPath: v.localPath, signal });
   session.enter(el, {
-    config: JSON.parse(document.getElementById("inference-config").textContent),
+    config,
     models: [...ui.model.options].map(modelEntry),
     flags: flags(),
   });
@@ -200,7 +290,11 @@ function mount(el) {
     setRunning(v);
   });
   on(session, "progress", (e) => showProgress(v, e.detail));
-  on(session, "loaded", (e) => showLoaded(v, e.detail));
+  on(session, "loaded", (e) => {
+    showLoaded(v, e.detail);
+    rememberWorkingModel(e.detail.entry.id);
+    if (!e.detail.ready.warm) v.deviceModels.refresh();
+  });
   on(session, "load-failed", () => (ui.progressWrap.hidden = true));
   on(session, "work", (e) => showWork(ui.serving, e));
   on(session, "link", () => showLinks(session.mesh));
@@ -219,9 +313,15 @@ function mount(el) {
   on(ui.form, "submit", (e) => runPrompt(v, e));
   on(ui.cancel, "click", () => session.run?.cancel());
   on(ui.model, "change", () => {
-    describeModels(v);
-    const entry = selectedModel(v);
-    if (entry?.source === "local") session.peer.load(entry).catch((error) => flash(v, "error", error.message));
+    hideFailure(ui.modelError);
+    modelChanged(v);
+    preload(v);
+  });
+  on(ui.settings, "input", () => summarize(ui.sampling));
+  on(ui.maxTokens, "input", () => summarize(ui.sampling));
+  on(ui.sampling.reset, "click", () => {
+    v.defaultsFor = null;
+    modelChanged(v);
   });
   on(ui.mode, "change", () => {
     flash(v, "", "");
@@ -240,19 +340,19 @@ function mount(el) {
     ui.mode.value = run.fields.mode;
     ui.prompt.value = run.fields.prompt;
     ui.maxTokens.value = run.fields.maxNewTokens;
+    v.defaultsFor = run.fields.entry.id;
+    showParams(ui.sampling, run.fields.sampling ?? {});
     showRun(v, run);
   }
   if (session.problem) flash(v, "error", session.problem.text);
+  modelChanged(v);
   showMembership(v);
   session.ready.then(() => {
     if (view !== v) return;
     describeModels(v);
     setRunning(v);
     // Local models are small and served by us: have the default one warm before the first prompt.
-    const entry = selectedModel(v);
-    if (entry?.source === "local" && !ui.model.selectedOptions[0].disabled) {
-      session.peer.load(entry).catch((error) => flash(v, "error", `The model could not be loaded: ${error.message}`));
-    }
+    preload(v);
   }, () => {});
 }
 

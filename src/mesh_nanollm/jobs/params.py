@@ -16,6 +16,9 @@ API_MAX_NEW_TOKENS = 4096
 TEMPERATURE_MAX = 2.0
 TOP_K_MAX = 1000
 REPETITION_PENALTY_MAX = 2.0  # at least 1; top_p is in (0, 1]
+# A page's seed: what a JavaScript number holds exactly (transformers.js seeds its Mersenne Twister
+# with it, as Python's random.Random would).
+SEED_MAX = 2**53 - 1
 
 
 def job_limits() -> dict[str, float]:
@@ -26,4 +29,5 @@ def job_limits() -> dict[str, float]:
         "temperature_max": TEMPERATURE_MAX,
         "top_k_max": TOP_K_MAX,
         "repetition_penalty_max": REPETITION_PENALTY_MAX,
+        "seed_max": SEED_MAX,
     }
