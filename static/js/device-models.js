@@ -62,6 +62,7 @@ export function mountDeviceModels(el, { names, localPath, onChange = () => {}, s
       const item = doc.createElement("li");
       item.dataset.testid = "device-model";
       item.dataset.modelId = model.id;
+      item.dataset.bytes = String(model.bytes);
       const name = doc.createElement("span");
       name.className = "grow";
       name.textContent = names(model.id);

@@ -79,6 +79,8 @@ export function showFailure(card, { entry, reason, message }, alternatives, { on
   card.querySelector("#model-alternatives-label").hidden = alternatives.length === 0;
   card.querySelector("#model-retry").onclick = onRetry;
   card.hidden = false;
+  // Where the person looks after pressing Run, even on a short screen with the settings open.
+  card.scrollIntoView({ block: "nearest" });
 }
 
 export function hideFailure(card) {
