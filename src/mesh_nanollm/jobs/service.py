@@ -114,7 +114,7 @@ async def create_job(user: User, data: JobCreate) -> JobView:
         mode=data.mode,
         prompt=data.prompt,
         # An unseeded run records no seed, rather than a null one.
-        params={key: value for key, value in msgspec.to_builtins(data.params).items() if value is not None},
+        params={key: v for key, v in msgspec.to_builtins(data.params).items() if v is not None},
         created_at=now - timedelta(milliseconds=data.age_ms),
         updated_at=now,
     )
