@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 
 import pytest
 from conftest import LiveServer
@@ -15,6 +16,7 @@ from support.browser import RequestLog, sign_in
 from support.pages import MODEL, RoomPage
 
 from mesh_nanollm.jobs.params import SEED_MAX
+from mesh_nanollm.worker.engine import load_engine
 from mesh_nanollm.settings import PROJECT_ROOT
 
 pytestmark = pytest.mark.browser
@@ -107,6 +109,26 @@ async def test_top_p_keeps_a_sampled_answer_to_the_likeliest_tokens(
     await settle(page, top_p="0.01")
     narrowed, job = await answer(room, "The Program", 30)
     assert narrowed == greedy and job["params"]["top_p"] == 0.01
+
+
+async def test_a_sampled_answer_is_the_one_a_headless_worker_draws(
+    live_server: LiveServer, page: Page
+) -> None:
+    """The page's worker and the headless worker's engine sample alike (seed, temperature, top-k,
+    top-p): a mesh job gives the same answer whichever of them runs it."""
+    engine = load_engine(MODEL, models_dir=PROJECT_ROOT / "models", dtype="q8")
+    room = await open_room(page, live_server)
+    for seed, top_p, top_k in [("5", "0.9", "50"), ("21", "0.6", "20"), ("8", "1", "40")]:
+        await settle(page, temperature="1.1", top_p=top_p, top_k=top_k, seed=seed)
+        text, job = await answer(room, "The Program", 40)
+        params = {
+            key: job["params"][key]
+            for key in ("temperature", "top_p", "top_k", "seed", "repetition_penalty")
+        }
+        ours = "".join(
+            engine.generate("The Program", {**params, "max_new_tokens": 40}, threading.Event())
+        )
+        assert text == ours, params
 
 
 async def test_picker_describes_each_model_with_its_own_defaults(
