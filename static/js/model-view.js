@@ -70,6 +70,7 @@ export function showFailure(card, { entry, reason, message }, alternatives, { on
   text.textContent = describeLoadFailure(reason, entry, detail);
   card.dataset.reason = reason ?? "other";
   card.dataset.model = entry.id;
+  card.querySelector("#model-fallback").textContent = "";
   row.replaceChildren(...alternatives.map((alt) => {
     const button = Object.assign(document.createElement("button"), { type: "button", className: "small", textContent: alt.name });
     button.dataset.modelId = alt.id;

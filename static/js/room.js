@@ -220,7 +220,9 @@ function modelFailed(v, { entry, reason, message, fromRun }) {
   if (ui.model.value === entry.id && back) {
     ui.model.value = back.id;
     modelChanged(v);
-    ui.hint.textContent = `Back on ${back.name}, the last model that loaded here.`;
+    ui.modelError.querySelector("#model-fallback").textContent = `The picker is back on ${back.name}, the last model that loaded here.`;
+    // The failed load let go of the warm model: have this one ready again if it is this server's.
+    if (!session.run?.running) preload(v);
   }
 }
 

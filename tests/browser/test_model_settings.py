@@ -264,7 +264,8 @@ async def test_a_failing_hub_model_says_why_offers_retry_and_falls_back(
     await expect(
         card.get_by_role("button", name="Tiny GPT-2 (built here, offline)")
     ).to_be_visible()
-    await expect(page.locator("#model-hint")).to_contain_text("Back on Tiny GPT-2")
+    await expect(card).to_contain_text("The picker is back on Tiny GPT-2 (built here, offline)")
+    await room.wait_until_warm()  # and has it loaded again
 
     # Retry asks the hub again, for the model that failed, and says why again.
     worker_asks = lambda request: request.url.endswith(f"{SMOL}/resolve/main/config.json")
