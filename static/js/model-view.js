@@ -5,7 +5,7 @@
 import { describeLoadFailure } from "/static/js/load-failure.js";
 
 const LAST_MODEL = "mesh-nanollm:last-model";
-const LICENSES = { "apache-2.0": "Apache 2.0", mit: "MIT", "llama3.2": "Llama 3.2 Community", gemma: "Gemma terms" };
+const LICENSES = { "apache-2.0": "Apache 2.0", mit: "MIT" }; // how model cards spell the common ones
 
 const megabytes = (bytes) => `${(bytes / 1e6).toFixed(1)} MB`;
 

@@ -1,16 +1,17 @@
-/* The room page's view: model picker, prompt, streamed output, cancel and metrics. The peer itself
- * (inference worker, mesh, the run in progress) is peer-session.js's and outlives this page's DOM:
+/* The room page's view: model picker (with the model's facts, settings and load failures), prompt,
+ * streamed output, cancel and metrics. The peer itself (inference worker, mesh, the run in
+ * progress) is peer-session.js's and outlives this page's DOM:
  * links in the app swap the page without a reload, and a module runs once per document, so this
  * module mounts on the room element whenever one is swapped in (htmx:after:swap), unmounts when it
  * goes, and shows the session as it finds it: a run still streaming, the status, what it serves. */
 
 import { showConnection } from "/static/js/connection-view.js";
 import { mountDeviceModels } from "/static/js/device-models.js";
+import { showLinks, showWork } from "/static/js/mesh-view.js";
 import { modelDefaults } from "/static/js/model-defaults.js";
 import { hideFailure, lastWorkingModel, rememberWorkingModel, showFailure, showModelInfo } from "/static/js/model-view.js";
-import { applyDefaults, bindSampling, readSampling, showParams, summarize } from "/static/js/sampling-settings.js";
-import { showLinks, showWork } from "/static/js/mesh-view.js";
 import { session } from "/static/js/peer-session.js";
+import { applyDefaults, bindSampling, readSampling, showParams, summarize } from "/static/js/sampling-settings.js";
 
 const megabytes = (bytes) => `${(bytes / 1e6).toFixed(1)} MB`;
 
@@ -320,7 +321,6 @@ function mount(el) {
     preload(v);
   });
   on(ui.settings, "input", () => summarize(ui.sampling));
-  on(ui.maxTokens, "input", () => summarize(ui.sampling));
   on(ui.sampling.reset, "click", () => {
     v.defaultsFor = null;
     modelChanged(v);
