@@ -16,8 +16,8 @@ from support.browser import RequestLog, sign_in
 from support.pages import MODEL, RoomPage
 
 from mesh_nanollm.jobs.params import SEED_MAX
-from mesh_nanollm.worker.engine import load_engine
 from mesh_nanollm.settings import PROJECT_ROOT
+from mesh_nanollm.worker.engine import load_engine
 
 pytestmark = pytest.mark.browser
 
@@ -348,3 +348,24 @@ async def test_a_pages_seed_travels_to_mesh_peers_within_pythons_range(
         SEED_MAX,
     )
     assert kept == [0, 7, SEED_MAX, None, None, None]
+
+
+async def test_a_webgpu_only_model_is_refused_on_wasm_before_any_download(
+    live_server: LiveServer, page: Page
+) -> None:
+    requests = RequestLog(live_server.url).attach(page.context)
+    room = await open_room(page, live_server)
+    qwen = room.model_picker.locator('option[value="onnx-community/Qwen2.5-0.5B-Instruct"]')
+    await expect(qwen).to_be_disabled()  # this browser runs WASM only
+    # Picked anyway (say, before the page knew its backend): Run says why, and downloads nothing.
+    await qwen.evaluate("(option) => { option.disabled = false; }")
+    await room.model_picker.select_option("onnx-community/Qwen2.5-0.5B-Instruct")
+    await page.get_by_test_id("prompt").fill("Hello")
+    await page.get_by_test_id("run").click()
+    card = page.get_by_test_id("model-error")
+    await expect(card).to_have_attribute("data-reason", "needs_webgpu")
+    await expect(card.locator("p").first).to_have_text(
+        re.compile("^Qwen2.5 0.5B Instruct needs WebGPU, which this browser does not offer here")
+    )
+    await expect(room.model_picker).to_have_value(MODEL)
+    assert not [url for url in requests.urls if "Qwen" in url and "generation_config" not in url]
