@@ -25,6 +25,9 @@ class ModelEntry(msgspec.Struct, forbid_unknown_fields=True):
     default: bool = False
     description: str = ""
     url: str = ""  # where its files live: the hub repo page, or /models/<id>/ here
+    parameters: int = 0  # weights in the network; 0: not known
+    context_length: int = 0  # tokens it reads, prompt and answer together; 0: not known
+    license: str = ""  # an SPDX-style id as on its model card, e.g. "apache-2.0"; "": not known
 
     openapi_example: ClassVar[dict[str, Any]] = {
         "id": "tiny-gpt2",
@@ -38,6 +41,9 @@ class ModelEntry(msgspec.Struct, forbid_unknown_fields=True):
         "default": True,
         "description": "A 0.2 M-parameter toy model this project trains itself: for trying the mesh, not for answers.",
         "url": "/models/tiny-gpt2/",
+        "parameters": 244_480,
+        "context_length": 256,
+        "license": "same as this project",
     }
 
 
@@ -54,6 +60,37 @@ class CatalogueFile(msgspec.Struct, forbid_unknown_fields=True):
 
 class Catalogue(msgspec.Struct):
     entries: list[ModelEntry]
+
+
+def _context_length(config: Path) -> int:
+    """The positions a transformers config.json gives the model (GPT-2 and Llama-style names)."""
+    try:
+        values = msgspec.json.decode(config.read_bytes())
+    except (OSError, msgspec.DecodeError):
+        return 0
+    if not isinstance(values, dict):
+        return 0
+    for key in ("max_position_embeddings", "n_positions", "n_ctx"):
+        if isinstance(value := values.get(key), int) and value > 0:
+            return value
+    return 0
+
+
+def _card_license(readme: Path) -> str:
+    """The `license:` of a model card's YAML front matter (how the hub writes it), or ""."""
+    try:
+        lines = readme.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    if not lines or lines[0].strip() != "---":
+        return ""
+    for line in lines[1:]:
+        if line.strip() == "---":
+            break
+        key, _, value = line.partition(":")
+        if key.strip() == "license" and value.strip():
+            return value.strip().strip("'\"")
+    return ""
 
 
 def _local_model(folder: Path) -> ModelEntry | None:
@@ -78,6 +115,8 @@ def _local_model(folder: Path) -> ModelEntry | None:
         memory_mb=max(16, size * 4 // 1_000_000),
         description="Served by this server from its models folder.",
         url=f"/models/{folder.name}/",
+        context_length=_context_length(folder / "config.json"),
+        license=_card_license(folder / "README.md"),
     )
 
 
@@ -95,7 +134,14 @@ def load_catalogue(catalogue_path: Path, models_dir: Path) -> Catalogue:
             local = found.pop(entry.id, None)
             if local is None:
                 continue
-            entry = msgspec.structs.replace(entry, size_bytes=local.size_bytes, url=local.url)
+            # What the model's own files say wins over what the catalogue was told.
+            entry = msgspec.structs.replace(
+                entry,
+                size_bytes=local.size_bytes,
+                url=local.url,
+                context_length=local.context_length or entry.context_length,
+                license=local.license or entry.license,
+            )
         entries.append(entry)
     entries.extend(found.values())
     if entries and not any(entry.default for entry in entries):

@@ -44,7 +44,7 @@ export class Conversation extends EventTarget {
     return last?.role === "assistant" ? last : null;
   }
 
-  /** Ask `text` as the next user turn and answer it. fields: {entry, maxNewTokens, mode}. Resolves
+  /** Ask `text` as the next user turn and answer it. fields: {entry, maxNewTokens, mode, sampling}. Resolves
    * with whether the question was stored (if not, it is not in the conversation either). */
   async ask(text, fields) {
     let stored = false;
@@ -123,14 +123,14 @@ export class Conversation extends EventTarget {
   }
 
   /** Run the conversation as it stands and store the answer as its next turn, linked to its job. */
-  async #answer({ entry, maxNewTokens, mode }) {
+  async #answer({ entry, maxNewTokens, mode, sampling }) {
     const templated = await this.#session.client.template(entry, this.messages(), { maxNewTokens, maxChars: PROMPT_MAX_CHARS }).catch((error) => {
       throw new Error(`The conversation could not be prepared for ${entry.id}: ${error.message}`);
     });
     const turn = { role: "assistant", content: "", model: entry.id, trimmed: templated.trimmed, prompt: templated.prompt };
     this.turns.push(turn);
     this.#emit("change");
-    const run = this.#session.startRun({ entry, prompt: templated.prompt, messages: templated.messages, maxNewTokens, mode });
+    const run = this.#session.startRun({ entry, prompt: templated.prompt, messages: templated.messages, maxNewTokens, mode, sampling });
     turn.run = run;
     this.#emit("change");
     await new Promise((resolve) => run.addEventListener("recorded", resolve, { once: true }));

@@ -1,6 +1,8 @@
 /* Runs language models with transformers.js inside a module Web Worker.
  * It speaks only {type, ...} messages (protocol in docs/inference.md); one worker keeps one backend for life. */
 
+import { loadFailureReason } from "/static/js/load-failure.js";
+
 // An adapter from one of these is a CPU emulating a GPU: slower than WASM, so it counts as "no GPU".
 const SOFTWARE_GPU = /swiftshader|llvmpipe|lavapipe|softpipe|basic render|software/i;
 // Tokens are posted together when they come faster than this: a tiny model makes thousands a
@@ -142,7 +144,8 @@ async function load({ model, source, dtype }) {
   } catch (error) {
     // 4.3.1 cannot recover from a failed WebGPU session in the same worker: the page starts a fresh one.
     const code = state.device === "webgpu" ? "webgpu_failed" : "load_failed";
-    fail(code, `Could not load ${model}: ${describe(error)}`, { model });
+    const reason = loadFailureReason(error, { source, device: state.device, online: self.navigator.onLine });
+    fail(code, `Could not load ${model}: ${describe(error)}`, { model, reason });
   } finally {
     state.loading = null;
   }
@@ -317,8 +320,12 @@ async function generate({ id, model, prompt, messages, params = {}, resume_text:
       if (run.tokens > run.posted || run.pending) flush();
     };
 
-    const replay = resumed.length ? { logits_processor: [replayer(lib, resumed)] } : {};
-    await generator(input, { ...options, ...replay, streamer, stopping_criteria: [stopper] });
+    const processors = resumed.length ? [replayer(lib, resumed)] : [];
+    if (options.do_sample && options.top_p < 1) {
+      processors.push(nucleus(lib, options.top_p, options.top_k ?? generator.model.generation_config?.top_k ?? 0));
+    }
+    const extra = processors.length ? { logits_processor: processors } : {};
+    await generator(input, { ...options, ...extra, streamer, stopping_criteria: [stopper] });
 
     const decodeS = (run.last - run.first) / 1000;
     const reason = stopper.interrupted
@@ -442,6 +449,38 @@ function replayer(lib, ids) {
     }
   };
   return new Replay();
+}
+
+// A logit this far below the best one has a probability under e^-40 of it: nothing a cumulative sum
+// of float32 probabilities can see, so nucleus sampling need not sort it.
+const NEGLIGIBLE_LOGIT = 40;
+
+/** Top-p (nucleus) sampling, which transformers.js 4.3.1 accepts but does not apply. Run after its
+ * temperature, it keeps, among the top_k likeliest tokens (0: all), the smallest head whose
+ * probabilities reach top_p, and masks the rest, so its sampler draws from that head alone: the
+ * order the headless worker samples in (src/mesh_nanollm/worker/sampling.py). */
+function nucleus(lib, topP, topK) {
+  const Nucleus = class extends lib.LogitsProcessor {
+    _call(inputIds, logits) {
+      for (const row of logits) {
+        const scores = row.data;
+        let best = -Infinity;
+        for (const score of scores) if (score > best) best = score;
+        const order = [];
+        for (let i = 0; i < scores.length; i += 1) if (scores[i] >= best - NEGLIGIBLE_LOGIT) order.push(i);
+        order.sort((a, b) => scores[b] - scores[a] || a - b);
+        if (topK > 0 && order.length > topK) order.length = topK;
+        const weights = order.map((i) => Math.exp(scores[i] - best));
+        const total = weights.reduce((sum, w) => sum + w, 0);
+        let kept = 0;
+        for (let cumulative = 0; kept < order.length && cumulative < topP * total; kept += 1) cumulative += weights[kept];
+        const keep = new Set(order.slice(0, Math.max(kept, 1)));
+        for (let i = 0; i < scores.length; i += 1) if (!keep.has(i)) scores[i] = -Infinity;
+      }
+      return logits;
+    }
+  };
+  return new Nucleus();
 }
 
 /** Only the parameters the requester chose; the model's generation_config supplies the rest. */

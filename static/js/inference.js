@@ -4,9 +4,10 @@
 const WORKER_URL = "/static/js/inference-worker.js";
 
 export class InferenceError extends Error {
-  constructor({ code, message }) {
+  constructor({ code, message, reason = null }) {
     super(message);
     this.code = code;
+    this.reason = reason; // why a load failed, in load-failure.js's words
   }
 }
 

@@ -30,13 +30,16 @@ export class PageRun extends EventTarget {
   job = null; // its record, once recorded
   flash = null; // {kind, text}: the last thing said about it
   trace = new JobTrace(); // what happened when, sent with the record's last step
+  error = null; // what ended it, if it failed (an InferenceError's reason says why a model did not load)
 
   #session;
   #handle = null;
   #cancel;
 
-  /** fields: {entry, prompt, maxNewTokens, mode} from the room page's form; a conversation's answer
-   * also has `messages` (what the model reads) and `prompt` is their rendering, recorded as the job's. */
+  /** fields: {entry, prompt, maxNewTokens, mode, sampling?} from the room page's form; sampling holds
+   * the other generation params (temperature, top_p, top_k, repetition_penalty, seed). A
+   * conversation's answer also has `messages` (what the model reads) and `prompt` is their
+   * rendering, recorded as the job's. */
   constructor(session, fields) {
     super();
     this.#session = session;
@@ -55,7 +58,7 @@ export class PageRun extends EventTarget {
   async start() {
     const { peer, mesh } = this.#session;
     const { entry, prompt, messages, maxNewTokens, mode } = this.fields;
-    const job = { room: this.slug, model: entry.id, prompt, params: { max_new_tokens: maxNewTokens }, mode };
+    const job = { room: this.slug, model: entry.id, prompt, params: { max_new_tokens: maxNewTokens, ...this.fields.sampling }, mode };
     if (mesh.peerId) job.requester_peer = mesh.peerId;
     let record = null;
     const workers = []; // each attempt's worker peer (null: this browser), in order
@@ -129,6 +132,7 @@ export class PageRun extends EventTarget {
         if (result.fallback) this.#say("info", [FALLBACK[result.fallback], result.declined].filter(Boolean).join(" "));
       }
     } catch (error) {
+      this.error = error;
       trace.add("error", { attempt: attempt || null, peer: attemptWorker, reason: error.message });
       this.#say("error", `The model could not run: ${error.message}`);
       outcome = { patch: { status: "failed", error: error.message.slice(0, 2000), output: this.text, token_count: this.tokens } };

@@ -72,8 +72,10 @@ export class Peer {
         (error) => {
           this.#loadsPending -= 1;
           this.#loads.delete(entry.id);
+          // The worker let go of its warm model before it tried this one: nothing is warm now.
+          for (const id of this.status.models_warm) this.#loads.delete(id);
           this.#hooks.onLoadFailed(entry, error);
-          this.update({ state: this.state });
+          this.update({ state: this.state, models_warm: [] });
           throw error;
         },
       );

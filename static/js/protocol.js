@@ -30,6 +30,7 @@ const PARAM_RULES = {
   top_k: int(0, JOB_LIMITS.top_k_max),
   top_p: (v) => num(0, 1)(v) && v > 0,
   repetition_penalty: num(1, JOB_LIMITS.repetition_penalty_max),
+  seed: int(0, JOB_LIMITS.seed_max),
 };
 
 /** Every data-channel message type and its fields; anything else, or any field failing its check, is dropped. */

@@ -1,5 +1,6 @@
-/* The room page's view: model picker, prompt, streamed output, cancel and metrics. The peer itself
- * (inference worker, mesh, the run in progress) is peer-session.js's and outlives this page's DOM:
+/* The room page's view: model picker (with the model's facts, settings and load failures), prompt,
+ * streamed output, cancel and metrics. The peer itself (inference worker, mesh, the run in
+ * progress) is peer-session.js's and outlives this page's DOM:
  * links in the app swap the page without a reload, and a module runs once per document, so this
  * module mounts on the room element whenever one is swapped in (htmx:after:swap), unmounts when it
  * goes, and shows the session as it finds it: a run still streaming, the status, what it serves. */
@@ -7,17 +8,23 @@
 import { showConnection } from "/static/js/connection-view.js";
 import { Conversation } from "/static/js/conversation.js";
 import { renderConversation } from "/static/js/conversation-view.js";
+import { mountDeviceModels } from "/static/js/device-models.js";
 import { showLinks, showWork } from "/static/js/mesh-view.js";
+import { modelDefaults } from "/static/js/model-defaults.js";
+import { hideFailure, lastWorkingModel, rememberWorkingModel, showFailure, showModelInfo } from "/static/js/model-view.js";
 import { session } from "/static/js/peer-session.js";
-import { JOB_LIMITS } from "/static/js/protocol.js";
+import { applyDefaults, bindSampling, readSampling, showParams, summarize } from "/static/js/sampling-settings.js";
 
 const megabytes = (bytes) => `${(bytes / 1e6).toFixed(1)} MB`;
 
 let view = null; // the mounted room page: {el, ui, stop: AbortController}
 
 function modelEntry(option) {
-  const { source, dtype, size, backends } = option.dataset;
-  return { id: option.value, source, dtype, size: Number(size), backends: backends.split(","), name: option.textContent.trim() };
+  const { source, dtype, size, backends, name, description, parameters, context, license, url } = option.dataset;
+  return {
+    id: option.value, source, dtype, size: Number(size), backends: backends.split(","), name: name || option.value,
+    description, parameters: Number(parameters), context: Number(context), license, url,
+  };
 }
 
 /** Query flags for trying things out: ?backend=webgpu|wasm forces one; ?threads=N sets WASM threads. */
@@ -134,6 +141,7 @@ function showMetrics({ ui }, { ttft, tokS, tokens, reason, where = "" }, job) {
 /** Show `run` (running or over) and follow it until this view goes. */
 function showRun(v, run) {
   const { ui, stop } = v;
+  let shownFailure = false;
   const text = document.createTextNode(run.text);
   ui.output.replaceChildren(text);
   ui.metrics.replaceChildren();
@@ -144,7 +152,16 @@ function showRun(v, run) {
   const render = () => {
     showText();
     if (run.metrics) showMetrics(v, run.metrics, run.job);
-    if (run.flash) flash(v, run.flash.kind, run.flash.text);
+    // A model that could not be loaded is explained above the output (modelFailed), not twice.
+    const loadFailed = Boolean(run.error?.reason);
+    if (run.flash) {
+      const explained = loadFailed && run.flash.text.includes(run.error.message);
+      flash(v, explained ? "" : run.flash.kind, explained ? "" : run.flash.text);
+    }
+    if (loadFailed && !run.running && !shownFailure) {
+      shownFailure = true;
+      modelFailed(v, { entry: run.fields.entry, reason: run.error.reason, message: run.error.message, fromRun: true });
+    }
     setRunning(v);
   };
   for (const type of ["end", "recorded", "flash"]) run.addEventListener(type, render, { signal: stop.signal });
@@ -152,36 +169,110 @@ function showRun(v, run) {
   render();
 }
 
+/** The selected model changed (by the person, or back to one that works): say what it is, and start
+ * from its own sampling defaults unless these are already its own. */
+function modelChanged(v) {
+  const { ui } = v;
+  describeModels(v);
+  const entry = selectedModel(v);
+  showModelInfo(ui.modelInfo, entry);
+  if (!entry || v.defaultsFor === entry.id) return;
+  v.defaultsFor = entry.id;
+  modelDefaults(entry, v.localPath).then((defaults) => {
+    if (view === v && v.defaultsFor === entry.id && !session.run?.running) applyDefaults(ui.sampling, defaults, entry.name);
+  });
+}
+
+/** Load the selected model now if it is one of this server's (small, and no download to speak of). */
+function preload(v) {
+  const entry = selectedModel(v);
+  if (entry?.source !== "local" || v.ui.model.selectedOptions[0].disabled) return;
+  session.peer.load(entry).catch((error) => modelFailed(v, { entry, reason: error.reason, message: error.message, fromRun: false }));
+}
+
+/** The models this browser can run without a download that might fail: this server's, the ones
+ * saved on this device, and the one warm in the worker. */
+function workingModels(v, except) {
+  const cached = new Set(v.deviceModels.cached());
+  const warm = session.peer.status.models_warm;
+  return [...v.ui.model.options].filter((o) => !o.disabled && o.value !== except).map(modelEntry)
+    .filter((e) => e.source === "local" || cached.has(e.id) || warm.includes(e.id));
+}
+
+/** `entry` could not be loaded: say why above the output, and put the picker back on the last model
+ * that loaded here (if it still can), so the next Run works. */
+function modelFailed(v, { entry, reason, message, fromRun }) {
+  const { ui } = v;
+  if (view !== v) return;
+  const alternatives = workingModels(v, entry.id);
+  const pick = (alt) => {
+    hideFailure(ui.modelError);
+    ui.model.value = alt.id;
+    modelChanged(v);
+    preload(v);
+  };
+  const retry = () => {
+    hideFailure(ui.modelError);
+    ui.model.value = entry.id;
+    modelChanged(v);
+    if (fromRun) ui.form.requestSubmit();
+    else preload(v);
+  };
+  showFailure(ui.modelError, { entry, reason, message }, alternatives, { onPick: pick, onRetry: retry });
+  const last = lastWorkingModel();
+  const back = alternatives.find((alt) => alt.id === last);
+  if (ui.model.value === entry.id && back) {
+    ui.model.value = back.id;
+    modelChanged(v);
+    ui.modelError.querySelector("#model-fallback").textContent = `The picker is back on ${back.name}, the last model that loaded here.`;
+    // The failed load let go of the warm model: have this one ready again if it is this server's.
+    if (!session.run?.running) preload(v);
+  }
+}
+
 function runPrompt(v, event) {
   event.preventDefault();
   const { ui } = v;
   const entry = selectedModel(v);
   const prompt = ui.prompt.value.trim();
-  const maxNewTokens = Number.parseInt(ui.maxTokens.value, 10);
   if (session.run?.running || !entry || !session.mesh) return;
   if (!prompt) return flash(v, "error", "Write a prompt first.");
-  const cap = JOB_LIMITS.page_max_new_tokens;
-  if (!(maxNewTokens >= 1 && maxNewTokens <= cap)) return flash(v, "error", `Max tokens must be between 1 and ${cap}.`);
+  const { params, error, field } = readSampling(ui.sampling);
+  if (error) {
+    if (field !== ui.maxTokens) ui.settings.open = true;
+    field.focus();
+    return flash(v, "error", error);
+  }
   flash(v, "", "");
-  if (ui.style.value === "complete") return session.startRun({ entry, prompt, maxNewTokens, mode: ui.mode.value });
+  hideFailure(ui.modelError);
+  const device = session.peer.status.backend;
+  if (ui.mode.value === "local" && device && !entry.backends.includes(device)) {
+    return modelFailed(v, { entry, reason: "needs_webgpu", message: "", fromRun: true });
+  }
+  const { max_new_tokens: maxNewTokens, ...sampling } = params;
+  const fields = { entry, maxNewTokens, mode: ui.mode.value, sampling };
+  if (ui.style.value === "complete") return session.startRun({ ...fields, prompt });
   if (session.conversation.busy) return;
   ui.prompt.value = "";
-  session.conversation.ask(prompt, { entry, maxNewTokens, mode: ui.mode.value }).then((stored) => {
+  session.conversation.ask(prompt, fields).then((stored) => {
     // Not kept: the question goes back in the box, unless something new was typed meanwhile.
     if (!stored && view === v && !ui.prompt.value) ui.prompt.value = prompt;
   });
 }
 
-/** The fields an answer of the conversation runs with: the form's model, mode and max tokens. */
+/** The fields an answer of the conversation runs with: the form's model, mode, max tokens and
+ * sampling settings (none when a setting is out of range: the form says which). */
 function answerFields(v) {
   const { ui } = v;
-  const maxNewTokens = Number.parseInt(ui.maxTokens.value, 10);
-  const cap = JOB_LIMITS.page_max_new_tokens;
-  if (!(maxNewTokens >= 1 && maxNewTokens <= cap)) {
-    flash(v, "error", `Max tokens must be between 1 and ${cap}.`);
+  const { params, error, field } = readSampling(ui.sampling);
+  if (error) {
+    if (field !== ui.maxTokens) ui.settings.open = true;
+    field.focus();
+    flash(v, "error", error);
     return null;
   }
-  return { entry: selectedModel(v), maxNewTokens, mode: ui.mode.value };
+  const { max_new_tokens: maxNewTokens, ...sampling } = params;
+  return { entry: selectedModel(v), maxNewTokens, mode: ui.mode.value, sampling };
 }
 
 /** Show the session's conversation (a new one if it has none for this room) and follow it. */
@@ -263,6 +354,8 @@ function bind(el) {
     style: $("prompt-style"), system: $("system-prompt"), systemWrap: $("system-wrap"), systemNote: $("system-note"),
     conversation: $("conversation"), turns: $("turns"), title: $("conversation-title"), outputPane: $("output-pane"),
     newConversation: $("new-conversation"),
+    settings: $("sampling"), sampling: bindSampling(el.ownerDocument), modelInfo: $("model-info"), modelError: $("model-error"),
+    deviceModels: $("device-models"),
   };
 }
 
@@ -272,8 +365,12 @@ function mount(el) {
   view = v;
   const { signal } = v.stop;
   const on = (target, type, listener) => target.addEventListener(type, listener, { signal });
+  const config = JSON.parse(document.getElementById("inference-config").textContent);
+  v.localPath = config.local_model_path;
+  const names = (id) => [...ui.model.options].find((o) => o.value === id)?.dataset.name ?? id;
+  v.deviceModels = mountDeviceModels(ui.deviceModels, { names, localPath: v.localPath, signal });
   session.enter(el, {
-    config: JSON.parse(document.getElementById("inference-config").textContent),
+    config,
     models: [...ui.model.options].map(modelEntry),
     flags: flags(),
   });
@@ -283,7 +380,11 @@ function mount(el) {
     if (session.mesh) showLinks(session.mesh, e.detail.status.state);
   });
   on(session, "progress", (e) => showProgress(v, e.detail));
-  on(session, "loaded", (e) => showLoaded(v, e.detail));
+  on(session, "loaded", (e) => {
+    showLoaded(v, e.detail);
+    rememberWorkingModel(e.detail.entry.id);
+    if (!e.detail.ready.warm) v.deviceModels.refresh();
+  });
   on(session, "load-failed", () => (ui.progressWrap.hidden = true));
   on(session, "work", (e) => showWork(ui.serving, e));
   on(session, "link", () => showLinks(session.mesh));
@@ -315,9 +416,14 @@ function mount(el) {
   });
   on(ui.cancel, "click", () => session.run?.cancel());
   on(ui.model, "change", () => {
-    describeModels(v);
-    const entry = selectedModel(v);
-    if (entry?.source === "local") session.peer.load(entry).catch((error) => flash(v, "error", error.message));
+    hideFailure(ui.modelError);
+    modelChanged(v);
+    preload(v);
+  });
+  on(ui.settings, "input", () => summarize(ui.sampling));
+  on(ui.sampling.reset, "click", () => {
+    v.defaultsFor = null;
+    modelChanged(v);
   });
   on(ui.mode, "change", () => {
     flash(v, "", "");
@@ -345,19 +451,19 @@ function mount(el) {
     ui.mode.value = run.fields.mode;
     if (ui.style.value === "complete") ui.prompt.value = run.fields.prompt;
     ui.maxTokens.value = run.fields.maxNewTokens;
+    v.defaultsFor = run.fields.entry.id;
+    showParams(ui.sampling, run.fields.sampling ?? {});
     showRun(v, run);
   }
   if (session.problem) flash(v, "error", session.problem.text);
+  modelChanged(v);
   showMembership(v);
   session.ready.then(() => {
     if (view !== v) return;
     describeModels(v);
     setRunning(v);
     // Local models are small and served by us: have the default one warm before the first prompt.
-    const entry = selectedModel(v);
-    if (entry?.source === "local" && !ui.model.selectedOptions[0].disabled) {
-      session.peer.load(entry).catch((error) => flash(v, "error", `The model could not be loaded: ${error.message}`));
-    }
+    preload(v);
   }, () => {});
 }
 

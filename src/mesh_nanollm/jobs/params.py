@@ -18,6 +18,9 @@ API_MAX_NEW_TOKENS = 4096
 TEMPERATURE_MAX = 2.0
 TOP_K_MAX = 1000
 REPETITION_PENALTY_MAX = 2.0  # at least 1; top_p is in (0, 1]
+# A page's seed: what a JavaScript number holds exactly (transformers.js seeds its Mersenne Twister
+# with it, as Python's random.Random would).
+SEED_MAX = 2**53 - 1
 
 
 def job_limits() -> dict[str, float]:
@@ -36,4 +39,5 @@ def job_limits() -> dict[str, float]:
         "trace_max_bytes": trace.MAX_TRACE_BYTES,
         "speed_min_decode_ms": trace.MIN_DECODE_MS,
         "speed_min_decode_tokens": trace.MIN_DECODE_TOKENS,
+        "seed_max": SEED_MAX,
     }

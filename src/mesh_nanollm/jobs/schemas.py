@@ -11,6 +11,7 @@ import msgspec
 from mesh_nanollm.jobs.params import (
     PAGE_MAX_NEW_TOKENS,
     REPETITION_PENALTY_MAX,
+    SEED_MAX,
     TEMPERATURE_MAX,
     TOP_K_MAX,
 )
@@ -31,6 +32,8 @@ class JobParams(msgspec.Struct, forbid_unknown_fields=True):
     top_k: Annotated[int, msgspec.Meta(ge=0, le=TOP_K_MAX)] = 0
     top_p: Annotated[float, msgspec.Meta(gt=0, le=1)] = 1.0
     repetition_penalty: Annotated[float, msgspec.Meta(ge=1, le=REPETITION_PENALTY_MAX)] = 1.0
+    # Sampled runs only (temperature > 0); none draws differently each time.
+    seed: Annotated[int, msgspec.Meta(ge=0, le=SEED_MAX)] | None = None
 
 
 class JobCreate(msgspec.Struct, forbid_unknown_fields=True):

@@ -114,7 +114,8 @@ async def create_job(user: User, data: JobCreate) -> JobView:
         task=data.task,
         mode=data.mode,
         prompt=data.prompt,
-        params=msgspec.to_builtins(data.params),
+        # An unseeded run records no seed, rather than a null one.
+        params={key: v for key, v in msgspec.to_builtins(data.params).items() if v is not None},
         created_at=now - timedelta(milliseconds=data.age_ms),
         updated_at=now,
     )

@@ -34,7 +34,8 @@ def greedy(logits: np.ndarray) -> int:
 def sample(logits: np.ndarray, rng: random.Random, temperature: float, top_k: int, top_p: float) -> int:
     """One multinomial draw. transformers.js scales by temperature, keeps the top_k logits (0: all),
     softmaxes them and draws with one random() call; top_p < 1 then keeps the smallest head of
-    that distribution reaching top_p (transformers.js 4.3 accepts top_p but does not apply it)."""
+    that distribution reaching top_p (transformers.js 4.3 accepts top_p but does not apply it; the
+    browser's inference worker applies it this way too)."""
     scaled = logits if temperature == 1 else (logits.astype(np.float64) / temperature).astype(np.float32)
     k = scaled.size if top_k <= 0 else min(top_k, scaled.size)
     head = np.argpartition(-scaled, k - 1)[:k] if k < scaled.size else np.arange(scaled.size)
