@@ -36,6 +36,7 @@ from mesh_nanollm.gateway.routes import GatewayApi
 from mesh_nanollm.jobs.params import job_limits
 from mesh_nanollm.jobs.routes import JobApi, JobPages
 from mesh_nanollm.jobs.service import abandon_stale_jobs
+from mesh_nanollm.modules import module_preloads
 from mesh_nanollm.openapi import (
     API_REFERENCE_URL,
     SCHEMA_PATH,
@@ -269,6 +270,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         templates.engine.globals["production"] = settings.production
         templates.engine.globals["job_limits"] = job_limits()
         templates.engine.globals["api_reference_url"] = API_REFERENCE_URL
+        templates.engine.globals["module_preloads"] = module_preloads(STATIC_DIR)
 
     csrf = CSRFConfig(
         secret=settings.secret_key,
