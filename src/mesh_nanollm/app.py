@@ -172,9 +172,9 @@ CSP_DIRECTIVES = {
     "form-action": ("'self'",),
     "frame-ancestors": ("'none'",),
 }
-# A worker runs under the policy of its own script's response. transformers.js imports ONNX Runtime's
-# factory from a blob: URL it makes from our copy (env.useWasmCache, kept on because warm loads are
-# faster, docs/benchmarks.md), and ORT starts its thread workers from that module's URL.
+# A worker runs under the policy of its own script's response. With env.useWasmCache on (the
+# inference worker turns it off, docs/benchmarks.md), transformers.js imports ONNX Runtime's factory
+# from a blob: URL it makes from our copy, and ORT starts its thread workers from that module's URL.
 WORKER_CSP_DIRECTIVES = CSP_DIRECTIVES | {
     "script-src": (*CSP_DIRECTIVES["script-src"], "blob:"),
     "worker-src": (*CSP_DIRECTIVES["worker-src"], "blob:"),
