@@ -22,28 +22,23 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
-from playwright.async_api import Browser, BrowserContext, Page, Route, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, Playwright, async_playwright
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
+from bare_server import BareServer
 from conftest import CHROMIUM, CHROMIUM_ARGS, start_server
 
 from mesh_nanollm.vendor import load_vendor_manifest
 
 MODEL, DTYPE = "tiny-gpt2", "q8"
 PROMPT = "You may"
-BARE_PATH = "/bench/bare"  # bare.html and its modules, answered by Playwright on the app's origin
-BARE_FILES = {"": ("bare.html", "text/html"), ".js": ("bare.js", "text/javascript"),
-              "-worker.js": ("bare-worker.js", "text/javascript")}
-# The room page's own headers, so both pages may use WASM threads.
-ISOLATION = {"cross-origin-opener-policy": "same-origin", "cross-origin-embedder-policy": "credentialless"}
 RESULTS_DIR = ROOT / "bench" / "results"
 READY_MARK = {"ours": "mesh:model-ready", "bare": "bare:model-ready"}
 # For the breakdown only: the room page with its jobs API calls answered inside the page, which
@@ -97,6 +92,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=9, help="measured generations per page and thread count")
     parser.add_argument("--tokens", type=int, default=200, help="new tokens per generation (model context: 256)")
     parser.add_argument("--cold", type=int, default=3, help="cold and warm-cache page opens per page")
+    parser.add_argument("--settle", type=float, default=5, help="seconds between the empty-cache and the warm open")
+    parser.add_argument("--opens-only", action="store_true", help="measure model-ready times only, no generations")
     parser.add_argument("--server-priority", choices=["low", "same"], default="low",
                         help="low: renice the app server to 19, standing in for a server on another machine")
     return parser.parse_args()
@@ -122,22 +119,15 @@ async def sign_up(base_url: str) -> tuple[str, dict[str, str]]:
         return http.cookies["mesh_session"], rooms
 
 
-def serve(name: str, content_type: str) -> Callable[[Route], Awaitable[None]]:
-    """A route handler answering with a file of this folder, under the room page's COOP/COEP."""
-    body = (Path(__file__).parent / name).read_text()
-    headers = {"content-type": f"{content_type}; charset=utf-8", **ISOLATION}
-    return lambda route: route.fulfill(body=body, headers=headers)
-
-
 class Pages:
     """Opens either page in a browser context and drives one generation through it."""
 
-    def __init__(self, base_url: str, session: str, rooms: dict[str, str], threads: int) -> None:
+    def __init__(self, base_url: str, bare_url: str, session: str, rooms: dict[str, str], threads: int) -> None:
         vendor = load_vendor_manifest(ROOT / "static")
         self.base_url, self.session, self.rooms, self.threads = base_url, session, rooms, threads
         config = {"transformers": vendor.url("transformers"), "mjs": vendor.url("ort_wasm_mjs"),
                   "wasm": vendor.url("ort_wasm_wasm"), "model": MODEL, "dtype": DTYPE, "threads": threads}
-        self.bare_urls = {kind: f"{base_url}{BARE_PATH}#{quote(json.dumps(config | {'worker': kind == 'bare-worker'}))}"
+        self.bare_urls = {kind: f"{bare_url}/bench/bare#{quote(json.dumps(config | {'worker': kind == 'bare-worker'}))}"
                           for kind in ("bare", "bare-worker")}
 
     async def new_context(self, browser: Browser, unrecorded: bool = False, untraced: bool = False) -> BrowserContext:
@@ -149,8 +139,13 @@ class Pages:
             await context.route(f"{self.base_url}/static/js/job-trace.js*",
                                 lambda route: route.fulfill(body=UNTRACED, headers=headers))
         await context.add_cookies([{"name": "mesh_session", "value": self.session, "url": self.base_url}])
-        for suffix, (name, content_type) in BARE_FILES.items():
-            await context.route(f"{self.base_url}{BARE_PATH}{suffix}", serve(name, content_type))
+        return context
+
+    async def new_profile(self, playwright: Playwright, folder: Path) -> BrowserContext:
+        """A browser of its own on an empty profile kept on disk, as a person's is: V8 keeps the
+        code it compiled (the ORT wasm's included) beside the HTTP cache's entries."""
+        context = await playwright.chromium.launch_persistent_context(folder, executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        await context.add_cookies([{"name": "mesh_session", "value": self.session, "url": self.base_url}])
         return context
 
     async def open(self, page: Page, kind: str) -> float:
@@ -234,19 +229,29 @@ async def steady_state(browser: Browser, pages: Pages, rounds: int, tokens: int)
     }
 
 
-async def page_opens(browser: Browser, pages: Pages, times: int) -> dict[str, Any]:
-    """"Model ready" after opening the page in a fresh context (empty cache), then reloading it (warm)."""
+async def page_opens(playwright: Playwright, pages: Pages, times: int, settle: float) -> dict[str, Any]:
+    """"Model ready" when opening the page on an empty profile, then in a new tab after closing the
+    first (warm: a new renderer process, as when a person comes back to the room)."""
     ready: dict[str, dict[str, list[float]]] = {kind: {"empty": [], "warm": []} for kind in READY_MARK}
     for round_ in range(times):
         for kind in ("ours", "bare") if round_ % 2 == 0 else ("bare", "ours"):
-            context = await pages.new_context(browser)
-            page = await context.new_page()
-            ready[kind]["empty"].append(await pages.open(page, kind))
-            await asyncio.sleep(1)  # let transformers.js finish writing its Cache Storage copies
-            await page.reload()
-            ready[kind]["warm"].append(await pages.ready(page, kind))
-            await context.close()
-    return {kind: {cache: summary(values) for cache, values in by_cache.items()} for kind, by_cache in ready.items()}
+            with tempfile.TemporaryDirectory(prefix="mesh-bench-profile-") as folder:
+                context = await pages.new_profile(playwright, Path(folder))
+                page = await context.new_page()
+                ready[kind]["empty"].append(await pages.open(page, kind))
+                # Let the first visit finish its writes: transformers.js's Cache Storage copies, and
+                # V8's compiled wasm once its optimising tier is done.
+                await asyncio.sleep(settle)
+                await page.close()
+                page = await context.new_page()
+                ready[kind]["warm"].append(await pages.open(page, kind))
+                await context.close()
+    opens: dict[str, Any] = {kind: {cache: summary(values) for cache, values in by_cache.items()} for kind, by_cache in ready.items()}
+    # Ours and bare of one round opened back to back: their ratio cancels slow drifts in the load.
+    opens["ratios"] = {cache: summary([o / b for o, b in zip(ready["ours"][cache], ready["bare"][cache], strict=True)])
+                       for cache in ("empty", "warm")}
+    opens["raw"] = ready
+    return opens
 
 
 def compare(steady: dict[str, Any]) -> dict[str, float]:
@@ -267,7 +272,21 @@ def spread(stats: dict[str, float] | None, digits: int = 0) -> str:
     return f"{stats['median']:.{digits}f} ({stats['min']:.{digits}f}–{stats['max']:.{digits}f})"
 
 
+def report_opens(results: dict[str, Any]) -> str:
+    lines = ["| WASM threads | page | ready ms, empty cache | ready ms, warm (new tab) |", "| --- | --- | ---: | ---: |"]
+    for threads, result in results["by_threads"].items():
+        opens = result["opens"]
+        for kind in READY_MARK:
+            lines.append(f"| {threads} | {kind} | {spread(opens[kind]['empty'])} | {spread(opens[kind]['warm'])} |")
+        ratios = opens["ratios"]
+        lines.append(f"| {threads} | ours ÷ bare, median of rounds (min–max) | **{spread(ratios['empty'], 2)}×** "
+                     f"| **{spread(ratios['warm'], 2)}×** |")
+    return "\n".join(lines)
+
+
 def report(results: dict[str, Any]) -> str:
+    if results["opens_only"]:
+        return report_opens(results)
     lines = ["| WASM threads | page | tok/s: median (min–max) | TTFT ms: median (min–max) | ready ms, empty cache | ready ms, warm cache |",
              "| --- | --- | ---: | ---: | ---: | ---: |"]
     for threads, result in results["by_threads"].items():
@@ -295,6 +314,7 @@ async def main() -> None:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="mesh-bench-inference-") as tmp:
         server = start_server(Path(tmp))
+        bare = BareServer()
         if args.server_priority == "low":
             renice_tree(server.process.pid, 19)
         try:
@@ -303,14 +323,14 @@ async def main() -> None:
                 browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
                 by_threads = {}
                 for threads in args.threads:
-                    pages = Pages(server.url, session, rooms, threads)
+                    pages = Pages(server.url, bare.url, session, rooms, threads)
                     started = time.monotonic()
-                    steady = await steady_state(browser, pages, args.rounds, args.tokens)
-                    opens = await page_opens(browser, pages, args.cold)
+                    steady = None if args.opens_only else await steady_state(browser, pages, args.rounds, args.tokens)
+                    opens = await page_opens(playwright, pages, args.cold, args.settle)
                     by_threads[threads] = {
                         "steady": steady,
                         "opens": opens,
-                        **compare(steady),
+                        **(compare(steady) if steady else {}),
                         "seconds": time.monotonic() - started,
                     }
                     print(f"threads={threads}: done in {by_threads[threads]['seconds']:.0f} s", flush=True)
@@ -318,6 +338,7 @@ async def main() -> None:
                 await browser.close()
         finally:
             server.stop()
+            bare.stop()
     results = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "chromium": chromium,
@@ -326,6 +347,7 @@ async def main() -> None:
         "load_average": {"before": load_before, "after": os.getloadavg()},
         "server_priority": args.server_priority,
         "model": MODEL, "dtype": DTYPE, "prompt": PROMPT, "tokens": args.tokens, "rounds": args.rounds,
+        "opens_only": args.opens_only, "settle_s": args.settle,
         "by_threads": by_threads,
     }
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)

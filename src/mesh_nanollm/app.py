@@ -37,6 +37,7 @@ from mesh_nanollm.gateway.routes import GatewayApi
 from mesh_nanollm.jobs.params import job_limits
 from mesh_nanollm.jobs.routes import JobApi, JobPages
 from mesh_nanollm.jobs.service import abandon_stale_jobs
+from mesh_nanollm.modules import module_preloads
 from mesh_nanollm.openapi import (
     API_REFERENCE_URL,
     SCHEMA_PATH,
@@ -173,9 +174,9 @@ CSP_DIRECTIVES = {
     "form-action": ("'self'",),
     "frame-ancestors": ("'none'",),
 }
-# A worker runs under the policy of its own script's response. transformers.js imports ONNX Runtime's
-# factory from a blob: URL it makes from our copy (env.useWasmCache, kept on because warm loads are
-# faster, docs/benchmarks.md), and ORT starts its thread workers from that module's URL.
+# A worker runs under the policy of its own script's response. With env.useWasmCache on (the
+# inference worker turns it off, docs/benchmarks.md), transformers.js imports ONNX Runtime's factory
+# from a blob: URL it makes from our copy, and ORT starts its thread workers from that module's URL.
 WORKER_CSP_DIRECTIVES = CSP_DIRECTIVES | {
     "script-src": (*CSP_DIRECTIVES["script-src"], "blob:"),
     "worker-src": (*CSP_DIRECTIVES["worker-src"], "blob:"),
@@ -271,6 +272,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         templates.engine.globals["production"] = settings.production
         templates.engine.globals["job_limits"] = job_limits()
         templates.engine.globals["api_reference_url"] = API_REFERENCE_URL
+        templates.engine.globals["module_preloads"] = module_preloads(STATIC_DIR)
 
     csrf = CSRFConfig(
         secret=settings.secret_key,

@@ -208,6 +208,9 @@ def vendor_router(static_dir: Path) -> Router:
             "Cache-Control": _CACHE_CONTROL,
             # Lets the page run cross-origin isolated (COEP) for ORT's threaded wasm.
             "Cross-Origin-Resource-Policy": "same-origin",
+            # ORT's threads are workers started from its .mjs: a worker script in a cross-origin
+            # isolated page must declare COEP itself (the browser ignores it on other files).
+            "Cross-Origin-Embedder-Policy": "credentialless",
             "X-Content-Type-Options": "nosniff",
             "ETag": variant.etag,
         }

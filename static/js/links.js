@@ -134,7 +134,9 @@ export class Links {
     const link = new Link(peerId, initiator, this.iceServers, (l) => this.lose(l, "unreachable"));
     this.map.set(peerId, link);
     link.pc.onicecandidate = ({ candidate }) => {
-      if (candidate) this.#conn.signal(peerId, "candidate", candidate);
+      // An active TCP candidate only reaches a passive one, which browsers do not offer: it would
+      // double the signals and the pairs ICE checks for nothing when a whole room links at once.
+      if (candidate && candidate.tcpType !== "active") this.#conn.signal(peerId, "candidate", candidate);
     };
     link.pc.onconnectionstatechange = () => {
       if (["failed", "closed"].includes(link.pc.connectionState)) this.lose(link, `connection ${link.pc.connectionState}`);
