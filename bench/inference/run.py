@@ -32,7 +32,7 @@ from playwright.async_api import Browser, BrowserContext, Page, Playwright, asyn
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
-from bare_server import BareServer
+from bare_server import ISOLATION, BareServer
 from conftest import CHROMIUM, CHROMIUM_ARGS, start_server
 
 from mesh_nanollm.vendor import load_vendor_manifest
