@@ -25,6 +25,7 @@ function meta(turn) {
     if (turn.ran_on) parts.push(turn.ran_on);
     if (typeof turn.ttft_ms === "number") parts.push(`first token ${turn.ttft_ms.toFixed(0)} ms`);
     if (typeof turn.tok_s === "number") parts.push(`${turn.tok_s.toFixed(1)} tok/s`);
+    else if (typeof turn.ttft_ms === "number") parts.push("too short to measure a speed");
   }
   line.append(parts.filter(Boolean).join(" · "));
   if (turn.job) {

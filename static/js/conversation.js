@@ -5,7 +5,8 @@
  * It belongs to the peer session, like the run answering it: the page can be swapped out mid-answer.
  *
  * Events (CustomEvent): change (turns, title or id changed; re-render), stored (the server has it
- * now: lists may reload), problem {text}. */
+ * now: lists may reload), problem {text}, load-failed {entry, reason, message} (the model could not be
+ * read: load-failure.js's reason). */
 
 // What a job's prompt may hold (the jobs API and the data channel's job_run take 8000 characters).
 const PROMPT_MAX_CHARS = 8000;
@@ -63,7 +64,15 @@ export class Conversation extends EventTarget {
       // The server names a conversation after its first question.
       if (!this.title) await this.#api("GET", `/${this.id}`);
       this.#emitStored();
-      await this.#answer(fields);
+      try {
+        await this.#answer(fields);
+      } catch (error) {
+        if (!error.reason) throw error;
+        // The model could not even be read: the question goes back to its box, unanswered.
+        await this.#cut(this.turns.indexOf(turn));
+        stored = false;
+        throw error;
+      }
     });
     return stored;
   }
@@ -102,7 +111,8 @@ export class Conversation extends EventTarget {
     try {
       await work();
     } catch (error) {
-      this.#say(error.message);
+      if (error.reason) this.#emit("load-failed", { entry: error.entry, reason: error.reason, message: error.message });
+      else this.#say(error.message);
     } finally {
       this.busy = false;
       this.#emit("change");
@@ -125,6 +135,7 @@ export class Conversation extends EventTarget {
   /** Run the conversation as it stands and store the answer as its next turn, linked to its job. */
   async #answer({ entry, maxNewTokens, mode, sampling }) {
     const templated = await this.#session.client.template(entry, this.messages(), { maxNewTokens, maxChars: PROMPT_MAX_CHARS }).catch((error) => {
+      if (error.reason) throw Object.assign(new Error(error.message), { reason: error.reason, entry });
       throw new Error(`The conversation could not be prepared for ${entry.id}: ${error.message}`);
     });
     const turn = { role: "assistant", content: "", model: entry.id, trimmed: templated.trimmed, prompt: templated.prompt };

@@ -392,7 +392,15 @@ async function template({ id, model, source, messages, max_new_tokens: maxNew, m
   if (!state.config || typeof id !== "string" || !ok || !Number.isInteger(maxNew) || !Number.isInteger(maxChars)) {
     return fail("bad_message", "template needs init first, then id, messages ([{role, content}]), max_new_tokens and max_chars.", { id });
   }
-  const { tokenizer, contextLimit } = await chatTokenizer(model, source);
+  let chat;
+  try {
+    chat = await chatTokenizer(model, source);
+  } catch (error) {
+    // Its tokenizer could not be read: the same failure, said the same way, as a load's.
+    const reason = loadFailureReason(error, { source, device: state.device, online: self.navigator.onLine });
+    return fail("load_failed", `Could not load ${model}: ${describe(error)}`, { id, reason });
+  }
+  const { tokenizer, contextLimit } = chat;
   const system = messages[0].role === "system" ? messages.slice(0, 1) : [];
   let rest = messages.slice(system.length);
   const answerRoom = contextLimit ? Math.min(maxNew, Math.floor(contextLimit / 2)) : 0;

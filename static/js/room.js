@@ -314,6 +314,7 @@ function showConversation(v) {
   on("change", render);
   on("stored", () => document.body.dispatchEvent(new CustomEvent("conversations-changed")));
   on("problem", (e) => flash(v, "error", e.detail.text));
+  on("load-failed", (e) => modelFailed(v, { ...e.detail, fromRun: true }));
   render();
 }
 

@@ -5,6 +5,8 @@ conversation, and Markdown that carries a script or an event handler rendering i
 
 from __future__ import annotations
 
+import re
+
 import threading
 from pathlib import Path
 
@@ -78,7 +80,8 @@ async def test_three_turns_run_the_templated_history_then_regenerate_and_edit(
     for answer in turns[1::2]:
         bubble = chat.answer_of_job(answer["job"])
         await expect(bubble).to_contain_text("tiny-gpt2 · ran in this browser · first token")
-        await expect(bubble).to_contain_text("tok/s")
+        # A speed, or the honest word for a run too short to time (jobs/trace.py's rule).
+        await expect(bubble).to_contain_text(re.compile(r"\d tok/s|too short to measure a speed"))
         await expect(bubble.get_by_role("link", name="job")).to_have_attribute(
             "href", f"/jobs/{answer['job']}"
         )

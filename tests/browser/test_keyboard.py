@@ -84,6 +84,8 @@ async def test_keyboard_only_run_with_ctrl_enter_and_stop_with_escape(
     await room.wait_until_warm()
     prompt = page.get_by_test_id("prompt")
     max_tokens = page.get_by_label("Max tokens")
+    # Plain text to continue: the job records the prompt as typed (a chat turn is templated).
+    await page.get_by_label("Prompt as").select_option("complete")
 
     # Tab to the prompt, type, set a short run, and send it with Ctrl+Enter from the prompt.
     await tab_to(page, prompt)
@@ -91,6 +93,7 @@ async def test_keyboard_only_run_with_ctrl_enter_and_stop_with_escape(
     await tab_to(page, max_tokens)
     await page.keyboard.press("Control+A")
     await page.keyboard.type("3")
+    await page.keyboard.press("Shift+Tab")  # over the Settings of the sampling, back to the prompt
     await page.keyboard.press("Shift+Tab")
     await expect(prompt).to_be_focused()
     await page.keyboard.press("Control+Enter")
