@@ -111,6 +111,8 @@ async def test_peer_rows_show_recent_speed_as_a_sparkline(user_client: AsyncTest
                 first_token_at=now - timedelta(minutes=10 - n),
                 finished_at=now - timedelta(minutes=10 - n) + timedelta(seconds=s),
                 updated_at=now,
+                decode_ms=s * 1000,  # the run's own clock: 10 tokens after the first in s seconds
+                decode_tokens=10,
             )
             for n, s in enumerate([1.0, 0.25, 0.5])
         )

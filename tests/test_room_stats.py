@@ -67,6 +67,9 @@ async def seed(slug: str, username: str) -> dict[str, str]:
             first_token_at=first,
             finished_at=finished,
             updated_at=now,
+            # The run's own decode clock (jobs/trace.py): the tokens after the first, in decode_ms.
+            decode_ms=decode_ms if finished else None,
+            decode_tokens=max(tokens - 1, 0) if finished else 0,
         )
 
     gpu, cpu = peers["webgpu"], peers["wasm"]
