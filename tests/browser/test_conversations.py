@@ -6,7 +6,6 @@ conversation, and Markdown that carries a script or an event handler rendering i
 from __future__ import annotations
 
 import re
-
 import threading
 from pathlib import Path
 

@@ -150,7 +150,7 @@ async def test_room_keeps_prompt_controls_on_one_row_and_peers_one_tap_away_at_3
     assert await sideways_overflow(page) is None
 
     # The peers panel is below the output on a phone; a link above the prompt leads straight to it.
-    output = await room.output.bounding_box()
+    output = await page.locator(".output-wrap").bounding_box()  # the conversation or the output
     peers = await room.peers.bounding_box()
     assert output and peers and peers["y"] > output["y"] + output["height"]
     jump = page.get_by_role("navigation", name="On this page").get_by_role("link", name="Peers")
