@@ -1,5 +1,7 @@
-"""HTTP benchmark on Postgres: the room page, the job history and a deep "load more" page,
-for a user with 1,000 jobs and one with 1,000,000. Usage: `uv run python bench/http.py [--help]`.
+"""HTTP benchmark on Postgres: the room page (alone, and with three live peers), the job history
+and a deep "load more" page, for a user with 1,000 jobs and one with 1,000,000. With `--compare`,
+another checkout's code answers the same pages, measured in the same rounds.
+Usage: `uv run python bench/http.py [--help]`.
 """
 
 from __future__ import annotations
@@ -23,14 +25,17 @@ import shutil
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
 import launch
+import socketio
 
 from mesh_nanollm.jobs.service import encode_cursor
 from mesh_nanollm.settings import PROJECT_ROOT
@@ -39,6 +44,12 @@ DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/bench"
 PASSWORD = "bench-password"
 USERS = {"bench-1k": 1_000, "bench-1m": 1_000_000}
 ROOMS = {"global": "Global", "bench-lab": "Bench lab", "bench-team": "Bench team", "bench-demo": "Bench demo"}
+# Three live peers in bench-lab, as one more user, each with SPARK_JOBS recent jobs it ran: the room
+# page as people see it, with its peers panel, mesh drawing and sparklines.
+LAB = "bench-lab"
+PEER_USER = "bench-peer"
+LAB_PEERS = 3
+SPARK_JOBS = 20
 SEED_BATCH = 100_000
 HISTORY_DAYS = 365
 ROWS_PER_PAGE = 25
@@ -104,8 +115,9 @@ FROM job j WHERE j.requester = $1
 
 @dataclass
 class Cell:
-    """One measurement: an endpoint hammered for a fixed time as one user."""
+    """One measurement: an endpoint hammered for a fixed time as one user, on one server."""
 
+    server: str  # "after" (this checkout), or "before" (the code --compare points at)
     target: str
     user: str
     round: int
@@ -130,6 +142,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=15, help="rounds; each measures every cell once (default 15)")
     parser.add_argument("--generator", choices=["auto", "wrk", "httpx"], default="auto",
                         help="load generator: wrk when installed (auto), or the built-in httpx one")
+    parser.add_argument("--users", nargs="+", choices=list(USERS), default=list(USERS),
+                        help="whose pages to measure (default both; the 1M/1k ratio needs both)")
+    parser.add_argument("--compare", type=Path, metavar="SRC",
+                        help="also serve the code in SRC (another checkout's src/, on PYTHONPATH) on the same"
+                             " database, and measure both in every round, one right after the other")
     return parser.parse_args()
 
 
@@ -168,11 +185,12 @@ def server_env(database_url: str, port: int) -> dict[str, str]:
     }
 
 
-def start_server(database_url: str, workdir: Path) -> tuple[subprocess.Popen, str]:
+def start_server(database_url: str, workdir: Path, src: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """A server of this checkout, or of the code in `src` (first on PYTHONPATH)."""
     port = launch.free_port()
-    env = server_env(database_url, port)
+    env = server_env(database_url, port) | ({"PYTHONPATH": str(src.resolve())} if src else {})
     subprocess.run([launch.cli(), "migrate"], env=env, cwd=workdir, check=True)
-    log_path = workdir / "server.log"
+    log_path = workdir / f"server-{port}.log"
     process = subprocess.Popen(
         [launch.cli(), "serve", "--no-migrate", "--workers", "1"],
         env=env, cwd=workdir, stdout=log_path.open("w"), stderr=subprocess.STDOUT,
@@ -235,6 +253,66 @@ async def seed(database_url: str) -> None:
             await conn.execute("VACUUM ANALYZE job_trace")
     finally:
         await conn.close()
+
+
+async def seed_lab_jobs(database_url: str, peer_ids: list[str]) -> None:
+    """SPARK_JOBS succeeded jobs of the last hour for each lab peer, as the worker that ran them
+    (what the peers' sparklines draw); those of earlier runs go first."""
+    conn = await asyncpg.connect(pg_dsn(database_url))
+    try:
+        user_id = await conn.fetchval("SELECT id FROM app_user WHERE username = $1", PEER_USER)
+        room_id = await conn.fetchval("SELECT id FROM room WHERE slug = $1", LAB)
+        await conn.execute("DELETE FROM job WHERE requester = $1", user_id)
+        await conn.execute(
+            "INSERT INTO job (id, room, requester, requester_peer, worker_peer, model_id, task, mode, prompt,"
+            " params, status, output, error, attempts, workers, token_count, created_at, started_at,"
+            " first_token_at, finished_at, updated_at, decode_ms, decode_tokens)"
+            " SELECT gen_random_uuid(), $2, $1, gen_random_uuid(), p.peer::uuid, 'bench-model', 'text-generation',"
+            " 'mesh', 'Prompt', '{}'::json, 'succeeded', 'text', '', 1, json_build_array(p.peer), 64,"
+            " now() - i * interval '1 minute', now() - i * interval '1 minute', now() - i * interval '1 minute',"
+            " now() - i * interval '1 minute', now(), 500 + 20 * i, 63"
+            " FROM unnest($3::text[]) AS p(peer), generate_series(1, $4) AS i",
+            user_id, room_id, peer_ids, SPARK_JOBS,
+        )
+    finally:
+        await conn.close()
+
+
+class LabPeers:
+    """LAB_PEERS Socket.IO clients in the lab room, linked to each other, on a thread of their own
+    (the load generator's event loops come and go)."""
+
+    def __init__(self, url: str, cookie: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.clients = [socketio.AsyncClient(reconnection=False) for _ in range(LAB_PEERS)]
+        self.peer_ids = self._run(self._join(url, cookie))
+
+    def _run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
+
+    async def _join(self, url: str, cookie: str) -> list[str]:
+        peer_ids = []
+        for client in self.clients:
+            await client.connect(url, headers={"Cookie": cookie}, transports=["websocket"], wait_timeout=10)
+            capabilities = {"backend": "wasm", "models_warm": ["bench-model"]}
+            ack = await client.call("join_room", {"room": LAB, "capabilities": capabilities}, timeout=10)
+            peer_ids.append(ack["peer_id"])
+        for n, client in enumerate(self.clients):
+            links = [{"peer_id": peer, "rtt_ms": 1.5 + n} for peer in peer_ids if peer != peer_ids[n]]
+            await client.emit("status", {"state": "idle", "backend": "wasm", "models_warm": ["bench-model"],
+                                         "tok_s": 80.0, "links": links})
+        await asyncio.sleep(2)  # the status batch reaches the database
+        return peer_ids
+
+    async def _leave(self) -> None:
+        await asyncio.gather(*(client.disconnect() for client in self.clients))
+
+    def close(self) -> None:
+        self._run(self._leave())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
 
 
 async def deep_cursor(database_url: str, username: str) -> str:
@@ -301,7 +379,7 @@ def load(args: argparse.Namespace, url: str, headers: dict[str, str], seconds: i
     return asyncio.run(run_httpx(url, headers, seconds, args.connections))
 
 
-def measure(args: argparse.Namespace, server: subprocess.Popen, target: str, user: str, round_: int,
+def measure(args: argparse.Namespace, server: subprocess.Popen, name: str, target: str, user: str, round_: int,
             url: str, headers: dict[str, str], script: Path) -> Cell:
     if round_ == 1 and args.warmup > 0:
         load(args, url, headers, args.warmup, script)
@@ -313,7 +391,7 @@ def measure(args: argparse.Namespace, server: subprocess.Popen, target: str, use
     generator_s = (after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
                    + time.process_time() - own)
     return Cell(
-        target=target, user=user, round=round_, requests=result["requests"],
+        server=name, target=target, user=user, round=round_, requests=result["requests"],
         rps=result["requests"] / result["seconds"], p50_ms=result["p50_ms"], p99_ms=result["p99_ms"],
         server_cpu=(launch.cpu_seconds(launch.process_tree(server.pid)) - server_before) / result["seconds"],
         generator_cpu=generator_s / result["seconds"],
@@ -361,29 +439,46 @@ def check_page(url: str, headers: dict[str, str], rows: int | None) -> None:
         sys.exit(f"bench: {url} showed {found} jobs, expected {rows}")
 
 
-def report(cells: list[Cell], targets: list[str], queries: dict[str, float]) -> dict[str, float]:
-    print(f"\n{'endpoint':<26}{'user':<10}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'server':>8}{'loadgen':>9}"
-          f"{'req/CPU-s':>11}{'CPU ms/req':>11}{'queries':>9}{'÷ floor':>9}")
-    floor = statistics.median(c.rps / c.server_cpu for c in cells if c.target == FLOOR)
-    for target in targets:
-        for user in USERS:
-            mine = [c for c in cells if c.target == target and c.user == user]
-            per_cpu_s = statistics.median(c.rps / c.server_cpu for c in mine)
-            print(f"{target:<26}{user:<10}{statistics.median(c.rps for c in mine):>9.0f}"
-                  f"{statistics.median(c.p50_ms for c in mine):>9.2f}"
-                  f"{statistics.median(c.p99_ms for c in mine):>9.2f}"
-                  f"{statistics.median(c.server_cpu for c in mine):>8.0%}"
-                  f"{statistics.median(c.generator_cpu for c in mine):>9.0%}"
-                  f"{per_cpu_s:>11.0f}{1000 / per_cpu_s:>11.2f}{queries[target]:>9.1f}"
-                  f"{per_cpu_s / floor:>8.2f}x")
+def per_cpu_s(cell: Cell) -> float:
+    return cell.rps / cell.server_cpu
+
+
+def report(cells: list[Cell], targets: list[str], users: list[str], queries: dict[str, dict[str, float]]) -> dict[str, float]:
+    ratios: dict[str, float] = {}
+    for name in queries:
+        print(f"\n{name}:\n{'endpoint':<26}{'user':<10}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'server':>8}"
+              f"{'loadgen':>9}{'req/CPU-s':>11}{'CPU ms/req':>11}{'queries':>9}{'÷ floor':>9}")
+        floor = statistics.median(per_cpu_s(c) for c in cells if c.server == name and c.target == FLOOR)
+        for target in targets:
+            for user in users:
+                mine = [c for c in cells if c.server == name and c.target == target and c.user == user]
+                rate = statistics.median(per_cpu_s(c) for c in mine)
+                print(f"{target:<26}{user:<10}{statistics.median(c.rps for c in mine):>9.0f}"
+                      f"{statistics.median(c.p50_ms for c in mine):>9.2f}"
+                      f"{statistics.median(c.p99_ms for c in mine):>9.2f}"
+                      f"{statistics.median(c.server_cpu for c in mine):>8.0%}"
+                      f"{statistics.median(c.generator_cpu for c in mine):>9.0%}"
+                      f"{rate:>11.0f}{1000 / rate:>11.2f}{queries[name][target]:>9.1f}"
+                      f"{rate / floor:>8.2f}x")
     print("\nmedians over rounds; server and loadgen = share of one CPU core used while measured;"
           " req/CPU-s = requests per second of server CPU; queries = database statements per request")
-    ratios: dict[str, float] = {}
-    small, large = USERS
+    if "before" in queries:
+        print("\nreq/CPU-s after ÷ before, median of the per-round ratios (each round measures both"
+              " servers back to back):")
+        for target in targets:
+            for user in users:
+                cell = {(c.server, c.round): c for c in cells if c.target == target and c.user == user}
+                by_round = [per_cpu_s(cell["after", r]) / per_cpu_s(cell["before", r])
+                            for r in sorted({r for _, r in cell})]
+                print(f"  {target:<26}{user:<10}{statistics.median(by_round):.2f}x"
+                      f" (rounds {min(by_round):.2f}-{max(by_round):.2f})")
+    if len(users) < 2:
+        return ratios
+    small, large = users
     print(f"\nratio {large}/{small}, median of the per-round ratios (each round measures both users"
           " back to back, so a ratio per round cancels most noise):")
     for target in targets:
-        by_round = {(c.user, c.round): c for c in cells if c.target == target}
+        by_round = {(c.user, c.round): c for c in cells if c.server == "after" and c.target == target}
         rounds = sorted({r for _, r in by_round})
         p99 = [by_round[large, r].p99_ms / by_round[small, r].p99_ms for r in rounds]
         p50 = [by_round[large, r].p50_ms / by_round[small, r].p50_ms for r in rounds]
@@ -397,62 +492,83 @@ def main() -> None:
     args = parse_args()
     if args.generator == "auto":
         args.generator = "wrk" if shutil.which("wrk") else "httpx"
+    users = [user for user in USERS if user in args.users]
     database_url = os.environ.get("BENCH_DATABASE_URL", DEFAULT_DATABASE_URL)
     asyncio.run(ensure_database(database_url, args.reseed))
     with tempfile.TemporaryDirectory(prefix="mesh-bench-") as tmp:
         workdir = Path(tmp)
         script = workdir / "report.lua"
         script.write_text(WRK_REPORT)
-        server, url = start_server(database_url, workdir)
+        servers = {"after": start_server(database_url, workdir)}
+        lab = None
         try:
-            cookies = {username: sign_in(url, username) for username in USERS}
+            if args.compare:
+                # Started before the lab's peers join: a lone server closes every open peer at start.
+                servers["before"] = start_server(database_url, workdir, args.compare)
+            url = servers["after"][1]
+            cookies = {username: sign_in(url, username) for username in [*USERS, PEER_USER]}
             asyncio.run(seed(database_url))
-            cursors = {username: asyncio.run(deep_cursor(database_url, username)) for username in USERS}
+            lab = LabPeers(url, cookies[PEER_USER])
+            asyncio.run(seed_lab_jobs(database_url, lab.peer_ids))
+            cursors = {username: asyncio.run(deep_cursor(database_url, username)) for username in users}
             targets = {
                 # The floor: the same app rendering a page without touching the database (no
                 # session cookie, so no session or user lookup either).
                 FLOOR: ("/login", {}, None),
                 "GET /rooms/global": ("/rooms/global", {}, None),
+                f"GET /rooms/{LAB} (3 peers)": (f"/rooms/{LAB}", {}, None),
                 "GET /jobs": ("/jobs", {}, ROWS_PER_PAGE),
                 "GET /jobs?cursor=<half>": ("/jobs?cursor={cursor}", {"HX-Request": "true"}, ROWS_PER_PAGE),
             }
-            for target, (path, extra, rows) in targets.items():
-                for username in USERS:
-                    headers = page_headers(target, cookies[username], extra)
-                    check_page(url + path.format(cursor=cursors[username]), headers, rows)
-            small = next(iter(USERS))  # how many statements a page runs does not depend on the history's size
-            queries = asyncio.run(queries_per_request(database_url, {
-                target: (url + path.format(cursor=cursors[small]), page_headers(target, cookies[small], extra))
-                for target, (path, extra, _) in targets.items()
-            }))
+            for _, base in servers.values():
+                for target, (path, extra, rows) in targets.items():
+                    for username in users:
+                        headers = page_headers(target, cookies[username], extra)
+                        check_page(base + path.format(cursor=cursors[username]), headers, rows)
+            small = users[0]  # how many statements a page runs does not depend on the history's size
+            queries = {
+                name: asyncio.run(queries_per_request(database_url, {
+                    target: (base + path.format(cursor=cursors[small]), page_headers(target, cookies[small], extra))
+                    for target, (path, extra, _) in targets.items()
+                }))
+                for name, (_, base) in servers.items()
+            }
             print(f"\n{args.generator}, {args.connections} connections, {args.duration} s per cell, "
-                  f"{args.rounds} rounds, server {url} (Granian, 1 worker), Postgres {urlsplit(database_url).path}")
+                  f"{args.rounds} rounds, servers {', '.join(servers)} (Granian, 1 worker each),"
+                  f" Postgres {urlsplit(database_url).path}")
             cells: list[Cell] = []
             for round_ in range(1, args.rounds + 1):
-                # Alternate who goes first, so neither user always gets the warmer or quieter slot.
-                order = list(USERS) if round_ % 2 else list(reversed(USERS))
+                # Alternate who goes first, so neither user (nor server) always gets the warmer or
+                # quieter slot.
+                order = users if round_ % 2 else users[::-1]
+                names = list(servers) if round_ % 2 else list(servers)[::-1]
                 for target, (path, extra, _) in targets.items():
                     for username in order:
-                        headers = page_headers(target, cookies[username], extra)
-                        cell = measure(args, server, target, username, round_,
-                                       url + path.format(cursor=cursors[username]), headers, script)
-                        cells.append(cell)
-                p99 = {(c.target, c.user): c.p99_ms for c in cells if c.round == round_}
+                        for name in names:
+                            process, base = servers[name]
+                            headers = page_headers(target, cookies[username], extra)
+                            cells.append(measure(args, process, name, target, username, round_,
+                                                 base + path.format(cursor=cursors[username]), headers, script))
                 shown = "  ".join(
-                    f"{target} {' / '.join(f'{p99[target, user]:.0f}' for user in USERS)}" for target in targets
+                    f"{c.server} {c.target} {c.user} {per_cpu_s(c):.0f}" for c in cells if c.round == round_
                 )
-                print(f"round {round_:>2}/{args.rounds}  p99 ms {'/'.join(USERS)}:  {shown}", flush=True)
+                print(f"round {round_:>2}/{args.rounds}  req/CPU-s:  {shown}", flush=True)
         finally:
-            server.terminate()
-            server.wait(10)
-    ratios = report(cells, list(targets), queries)
+            if lab is not None:
+                lab.close()
+            for process, _ in servers.values():
+                process.terminate()
+                process.wait(10)
+    ratios = report(cells, list(targets), users, queries)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     result_path = RESULTS_DIR / f"http-{stamp}.json"
     result_path.write_text(json.dumps(
-        {"args": vars(args), "cells": [asdict(c) for c in cells], "p99_ratios": ratios,
-         "queries_per_request": queries}, indent=2))
+        {"args": vars(args) | {"compare": str(args.compare) if args.compare else None},
+         "cells": [asdict(c) for c in cells], "p99_ratios": ratios, "queries_per_request": queries}, indent=2))
     print(f"raw results: {result_path.relative_to(PROJECT_ROOT)}")
+    if "GET /jobs" not in ratios:
+        return
     jobs_ratio = ratios["GET /jobs"]
     verdict = "met" if jobs_ratio <= RATIO_TARGET else "MISSED"
     print(f"target p99(1M)/p99(1k) <= {RATIO_TARGET}x for GET /jobs: {verdict} ({jobs_ratio:.2f}x)")
