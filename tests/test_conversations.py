@@ -292,6 +292,9 @@ async def test_room_page_lists_this_rooms_conversations_and_reopens_one(
     await add(user_client, conversation["id"], "user", "<b>hi</b>")
     page = (await user_client.get("/rooms/global")).text
     assert rows(page) == [conversation["id"]] and "&lt;b&gt;hi&lt;/b&gt;" in page
+    reopened = (await user_client.get(f"/rooms/global?conversation={conversation['id']}")).text
+    row = re.search(r'data-testid="conversation-row".*?</li>', reopened, re.DOTALL).group(0)
+    assert 'aria-current="true"' in row and ">1 turn<" in row
     fragment = await user_client.get("/conversations", params={"room": "global"}, headers=HTMX)
     assert fragment.text.lstrip().startswith("<section") and rows(fragment.text) == [
         conversation["id"]

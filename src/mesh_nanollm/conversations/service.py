@@ -120,34 +120,24 @@ async def conversation_in_room(user: User, conversation_id: UUID, room: Room) ->
 
 async def list_conversations(user: User, room: Room | None = None) -> list[ConversationSummary]:
     """The user's conversations, most recently used first; only those of `room`, if given."""
-    where = [Conversation.owner == user.id]
-    if room is not None:
-        where.append(Conversation.room == room.id)
-    rows = (
-        await Conversation.select(
-            Conversation.id,
-            Conversation.title,
-            Conversation.updated_at,
-            Conversation.room.slug.as_alias("room_slug"),
-            Conversation.room.name.as_alias("room_name"),
-        )
-        .where(*where)
-        .order_by(Conversation.updated_at, ascending=False)
-        .limit(LIST_MAX)
+    # One statement, turn counts included, in raw SQL: the room page lists these on every load.
+    in_room = " AND conversation.room = {}" if room is not None else ""
+    rows = await Conversation.raw(
+        "SELECT conversation.id, conversation.title, conversation.updated_at, room.slug AS room_slug,"
+        " room.name AS room_name,"
+        " (SELECT count(*) FROM turn WHERE turn.conversation = conversation.id) AS turns"
+        " FROM conversation JOIN room ON room.id = conversation.room"
+        f" WHERE conversation.owner = {{}}{in_room} ORDER BY conversation.updated_at DESC LIMIT {{}}",
+        *([user.id, room.id] if room is not None else [user.id]),
+        LIST_MAX,
     )
-    counts: dict[UUID, int] = {}
-    if rows:
-        for row in await Turn.select(Turn.conversation).where(
-            Turn.conversation.is_in([r["id"] for r in rows])
-        ):
-            counts[row["conversation"]] = counts.get(row["conversation"], 0) + 1
     return [
         ConversationSummary(
             id=row["id"],
             room=row["room_slug"],
             room_name=row["room_name"],
             title=row["title"],
-            turns=counts.get(row["id"], 0),
+            turns=row["turns"],
             updated_at=row["updated_at"],
         )
         for row in rows
