@@ -222,6 +222,11 @@ async def test_history_page_lists_jobs_newest_first(user_client: AsyncTestClient
     assert "first &lt;b&gt;prompt&lt;/b&gt;" in response.text
     # Each row links to its job's page, and that page opens.
     links = re.findall(r'<a href="(/jobs/[^"]+)"><time', response.text)
+    # When each ran, to the second, with the full timestamp for machines.
+    when = re.search(r'<time datetime="([^"]+)">([^<]+)</time>', response.text)
+    at = datetime.fromisoformat(when.group(1))
+    assert at == datetime.fromisoformat(second["created_at"])
+    assert when.group(2) == at.strftime("%Y-%m-%d %H:%M:%S")
     assert links == [f"/jobs/{second['id']}", f"/jobs/{first['id']}"]
     assert (await user_client.get(links[0])).status_code == 200
     assert 'data-testid="load-more"' not in response.text
@@ -246,6 +251,9 @@ async def test_history_filters_by_status_room_and_model(user_client: AsyncTestCl
     assert await api_ids("status=queued&room=global&model=tiny-gpt2") == [plain["id"]]
     assert await api_ids("room=no-such-room") == []
     assert len(await api_ids("status=")) == 4  # an empty filter means "any"
+    # A filter is a value, never SQL: quotes and operators in it match nothing.
+    assert await api_ids("model=x' OR '1'='1") == []
+    assert await api_ids("room=global' OR 1=1 --") == []
 
     page = await user_client.get(f"/jobs?room={slug}")
     assert job_rows(page.text) == [in_room["id"]]
