@@ -196,7 +196,7 @@ def start_server(database_url: str, workdir: Path, src: Path | None = None) -> t
         env=env, cwd=workdir, stdout=log_path.open("w"), stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
-    launch.wait_healthy(process, url, log_path, timeout=30)
+    launch.wait_healthy(process, url, log_path, timeout=90)  # two servers start on a busy machine
     return process, url
 
 
