@@ -273,6 +273,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
     gateway = Gateway(realtime.jobs, realtime.presence, settings, across_instances=bool(settings.redis_url))
 
     def register_globals(templates: JinjaTemplateEngine) -> None:
+        # Checking every template file for changes costs a stat per template on each render;
+        # only development edits them while the server runs.
+        templates.engine.auto_reload = not settings.production
         templates.engine.globals["url_for"] = remembered_url_for()
         templates.engine.globals["vendor_url"] = vendor.url
         templates.engine.globals["production"] = settings.production
