@@ -136,6 +136,29 @@ async def test_peer_rows_show_recent_speed_as_a_sparkline(user_client: AsyncTest
     ).group(0)
 
 
+async def test_sparkline_shows_the_latest_twenty_measured_jobs(user_client: AsyncTestClient) -> None:
+    slug, room, user, _ = await make_room(user_client)
+    peer = await add_peer(room, user)
+    now = datetime.now(UTC)
+
+    def job(minutes_ago: int, decode_ms: float) -> Job:
+        at = now - timedelta(minutes=minutes_ago)
+        return Job(room=room, requester=user, requester_peer=peer, model_id="tiny-gpt2", prompt="p",
+                   status="succeeded", token_count=11, created_at=at, started_at=at, first_token_at=at,
+                   finished_at=at, updated_at=now, decode_ms=decode_ms, decode_tokens=10)
+
+    # 25 measured jobs, 1 to 25 tok/s from the oldest to the newest; one newer still but too short
+    # to measure, and a fast one of more than a day ago: neither is drawn.
+    await Job.insert(*(job(100 - n, 10_000 / n) for n in range(1, 26)))
+    await Job.insert(job(1, 10.0), job(60 * 25, 100.0))
+
+    fragment = (await user_client.get(f"/rooms/{slug}/peers", headers=HTMX)).text
+
+    row = re.search(rf'data-testid="peer" data-peer-id="{peer}".*?</li>', fragment, re.DOTALL).group(0)
+    label = re.search(r'data-testid="peer-spark".*?aria-label="([^"]+)"', row, re.DOTALL).group(1)
+    assert label == "Speed of its last 20 jobs: 6.0 to 25.0 tok/s, latest 25.0"
+
+
 async def test_a_lone_peer_is_drawn_alone_and_said_so(user_client: AsyncTestClient) -> None:
     slug, room, user, _ = await make_room(user_client)
     await add_peer(room, user)
