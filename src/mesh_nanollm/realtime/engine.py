@@ -11,10 +11,11 @@ from engineio import exceptions, packet
 from engineio.async_socket import AsyncSocket
 
 # Granian's websocket `send` starts the write when it is called and returns a future of it, and
-# one websocket's writes go out in the order of the calls (tests/realtime pin both). So a packet
-# need not wait for the previous one's round trip through the event loop: up to this many writes
-# per socket are left under way, unawaited; past that the socket's writer waits for the oldest. A
-# peer that reads slowly thus holds up only its own engine.io queue, as with stock engine.io.
+# one websocket's writes go out in the order of the calls (with one runtime thread, which cli.py
+# sets; tests/realtime pin both). So a packet need not wait for the previous one's round trip
+# through the event loop: up to this many writes per socket are left under way, unawaited; past
+# that the socket's writer waits for the oldest. A peer that reads slowly thus holds up only its
+# own engine.io queue, as with stock engine.io.
 WRITES_IN_FLIGHT = 16
 
 
