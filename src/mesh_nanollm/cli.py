@@ -138,6 +138,9 @@ def serve(args: argparse.Namespace, settings: Settings) -> None:
         workers=args.workers,
         loop=Loops.auto,
         websockets=True,
+        # Granian's default, stated because the relay relies on it: with one runtime thread, one
+        # websocket's writes go out in the order they were started (realtime/engine.py).
+        runtime_threads=1,
         log_access=args.access_log,
     ).serve()
 

@@ -17,6 +17,7 @@ import engineio
 import socketio
 from conftest import make_settings
 from engineio import packet as eio_packet
+from engineio.async_drivers.asgi import WebSocket
 from engineio.async_socket import AsyncSocket
 from socketio import packet
 from socketio.asgi import ASGIApp
@@ -24,7 +25,7 @@ from socketio.async_pubsub_manager import AsyncPubSubManager
 
 from mesh_nanollm.app import create_app
 from mesh_nanollm.realtime import server
-from mesh_nanollm.realtime.engine import LeanSocket
+from mesh_nanollm.realtime.engine import WRITES_IN_FLIGHT, LeanSocket
 from mesh_nanollm.realtime.manager import LeanManager, LeanRedisManager
 from mesh_nanollm.realtime.notify import relay_signal
 from mesh_nanollm.realtime.server import SignalingServer, create_realtime
@@ -94,8 +95,58 @@ def test_overridden_engineio_methods_keep_their_signatures() -> None:
         assert hasattr(socket, attribute), attribute
 
 
+def test_lean_socket_writes_what_engineio_websocket_sends() -> None:
+    # The writer calls the server's ASGI `send` itself, with the message engine.io's wrapper builds.
+    assert "self.asgi_send = environ['asgi.send']" in inspect.getsource(WebSocket.__call__)
+    assert "await self.asgi_send({'type': 'websocket.send',\n                              'bytes': msg_bytes,\n                              'text': msg_text})" in inspect.getsource(WebSocket.send)
+
+
+async def test_lean_socket_bounds_unawaited_writes_and_keeps_their_order() -> None:
+    written: list[tuple[str, asyncio.Future[None]]] = []
+    closed = asyncio.Event()
+
+    def send(message: dict[str, Any]) -> asyncio.Future[None]:  # a server whose writes start at once
+        write = asyncio.get_running_loop().create_future()
+        written.append((message["text"], write))
+        return write
+
+    async def close() -> None:
+        closed.set()
+
+    socket = LeanSocket(SimpleNamespace(create_queue=asyncio.Queue), "eio-sid")
+    writer = asyncio.ensure_future(socket._write(SimpleNamespace(asgi_send=send, close=close)))
+    socket.deliver(eio_packet.Packet(eio_packet.MESSAGE, "m0"))  # the first goes through the writer
+    await asyncio.sleep(0)
+    for n in range(1, 40):
+        socket.deliver(eio_packet.Packet(eio_packet.MESSAGE, f"m{n}"))
+    await asyncio.sleep(0)
+    # WRITES_IN_FLIGHT written at once, one more by the writer, which then waits for the oldest;
+    # the rest wait in the queue.
+    assert len(written) == WRITES_IN_FLIGHT + 1
+    while len(written) < 40:
+        for _, write in written:
+            if not write.done():
+                write.set_result(None)
+        await asyncio.sleep(0)
+    assert [text for text, _ in written] == [f"4m{n}" for n in range(40)]
+
+    # A write that fails (the websocket closed under it) ends the writer, which closes the websocket;
+    # whoever delivers after that is not troubled.
+    for _, write in written:
+        if not write.done():
+            write.set_result(None)
+    await asyncio.sleep(0)
+    for n in range(WRITES_IN_FLIGHT + 1):
+        socket.deliver(eio_packet.Packet(eio_packet.MESSAGE, f"late{n}"))
+        if n == 0:
+            written[-1][1].set_exception(RuntimeError("Transport closed"))
+    await asyncio.wait_for(writer, 5)
+    assert closed.is_set()
+    socket.deliver(eio_packet.Packet(eio_packet.MESSAGE, "after"))
+
+
 async def test_hand_encoded_signal_frame_is_a_socketio_event() -> None:
-    socket = AsyncSocket(SimpleNamespace(create_queue=asyncio.Queue), "eio-sid")
+    socket = LeanSocket(SimpleNamespace(create_queue=asyncio.Queue), "eio-sid")  # not writing yet: it queues
     payload = {"from": "peer", "kind": "offer", "data": {"type": "offer", "sdp": "v=0\r\n"}}
     relay_signal(SimpleNamespace(eio=SimpleNamespace(sockets={"eio-sid": socket})), "eio-sid", payload)  # type: ignore[arg-type]
     frame = socket.queue.get_nowait()

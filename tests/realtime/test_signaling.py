@@ -103,6 +103,94 @@ async def test_signal_relays_with_server_stamped_from(live_server: LiveServer, a
     assert back == {"from": bob.peer_id, "kind": "candidate", "data": candidate}
 
 
+def candidate(n: int) -> dict[str, object]:
+    return {"candidate": f"candidate:{n} 1 udp 2122260223 127.0.0.1 {50000 + n} typ host", "sdpMid": "0", "sdpMLineIndex": 0}
+
+
+async def join_raw(ws: aiohttp.ClientWebSocketResponse, room: str) -> str:
+    """Open Socket.IO on a raw engine.io websocket and join `room`; the peer id."""
+    assert (await ws.receive_str()).startswith("0")
+    await ws.send_str("40")
+    assert (await ws.receive_str()).startswith("40")
+    await ws.send_str("421" + json.dumps(["join_room", {"room": room}]))
+    while not (text := await ws.receive_str()).startswith("431"):
+        pass
+    return json.loads(text[3:])[0]["peer_id"]
+
+
+# The relay writes a signal to its recipient's websocket without waiting for the write to finish
+# (realtime/engine.py, which leans on Granian's websocket `send`): these pin that nothing is lost,
+# reordered or left to trouble the sender.
+async def test_signals_arrive_in_the_order_sent(live_server: LiveServer, account: Account, other_account: Account, peers) -> None:
+    room = await create_room(live_server.url, account, "ordered room", private=False)
+    alice, bob = peers(), peers()
+    await alice.connect(live_server.url, token=account.token)
+    await bob.connect(live_server.url, token=other_account.token)
+    await alice.join(room["slug"])
+    await bob.join(room["slug"])
+
+    sent = [candidate(n) for n in range(150)]  # a burst under the rate limit's
+    for data in sent:
+        await alice.emit("signal", {"to": bob.peer_id, "kind": "candidate", "data": data})
+    await bob.wait_for("signal", lambda got: got["data"] == sent[-1])
+    assert [got["data"] for got in bob.events["signal"]] == sent
+    assert alice.events["error"] == []
+
+
+async def test_a_peer_reading_slowly_gets_every_signal_in_order(live_server: LiveServer, account: Account, other_account: Account, peers) -> None:
+    room = await create_room(live_server.url, account, "slow reader room", private=False)
+    alice = peers()
+    await alice.connect(live_server.url, token=account.token)
+    await alice.join(room["slug"])
+    url = live_server.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
+    async with aiohttp.ClientSession() as http, http.ws_connect(url, headers={"Authorization": f"Bearer {other_account.token}"}) as ws:
+        bob_id = await join_raw(ws, room["slug"])
+        # 2.4 MB of offers that bob does not read yet: the server's writes to him back up.
+        sdps = [f"v=0\r\na=n:{n}\r\na=x:{'y' * 16000}\r\n" for n in range(150)]
+        for sdp in sdps:
+            await alice.emit("signal", {"to": bob_id, "kind": "offer", "data": offer(sdp)})
+        await asyncio.sleep(1)
+        got: list[str] = []
+        while len(got) < len(sdps):
+            text = await ws.receive_str(timeout=10)
+            if text == "2":  # engine.io's ping
+                await ws.send_str("3")
+            elif text.startswith('42["signal"'):
+                got.append(json.loads(text[2:])[1]["data"]["sdp"])
+        assert got == sdps
+    assert alice.events["error"] == []
+
+
+async def test_signals_to_a_vanished_peer_leave_the_sender_and_server_unharmed(live_server: LiveServer, account: Account, other_account: Account, peers) -> None:
+    room = await create_room(live_server.url, account, "vanishing room", private=False)
+    alice, carol = peers(), peers()
+    await alice.connect(live_server.url, token=account.token)
+    await carol.connect(live_server.url, token=other_account.token)
+    await alice.join(room["slug"])
+    await carol.join(room["slug"])
+    log_from = live_server.log_path.stat().st_size
+    url = live_server.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
+    async with aiohttp.ClientSession() as http:
+        ws = await http.ws_connect(url, headers={"Authorization": f"Bearer {other_account.token}"})
+        bob_id = await join_raw(ws, room["slug"])
+        for n in range(100):
+            if n == 20:  # gone mid-burst, without a close frame
+                ws._response.connection.transport.abort()
+            await alice.emit("signal", {"to": bob_id, "kind": "candidate", "data": candidate(n)})
+        await alice.wait_for("peer_left", lambda left: bob_id in left["peer_ids"])
+
+    assert {error["code"] for error in alice.events["error"]} <= {"unknown_peer"}
+    await alice.emit("signal", {"to": carol.peer_id, "kind": "candidate", "data": candidate(0)})
+    assert (await carol.wait_for("signal"))["from"] == alice.peer_id
+    assert alice.client.connected
+    newcomer = peers()
+    await newcomer.connect(live_server.url, token=account.token)
+    assert newcomer.client.connected
+    with live_server.log_path.open(errors="replace") as log:
+        log.seek(log_from)
+        assert "Traceback" not in log.read()
+
+
 async def test_signal_to_peer_in_another_room_is_refused(live_server: LiveServer, account: Account, other_account: Account, peers) -> None:
     room_a = await create_room(live_server.url, account, "room a", private=False)
     room_b = await create_room(live_server.url, account, "room b", private=False)

@@ -4,10 +4,19 @@ after Granian itself; the profile is in docs/benchmarks.md, "Signaling")."""
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from typing import Any
 
 from engineio import exceptions, packet
 from engineio.async_socket import AsyncSocket
+
+# Granian's websocket `send` starts the write when it is called and returns a future of it, and
+# one websocket's writes go out in the order of the calls (with one runtime thread, which cli.py
+# sets; tests/realtime pin both). So a packet need not wait for the previous one's round trip
+# through the event loop: up to this many writes per socket are left under way, unawaited; past
+# that the socket's writer waits for the oldest. A peer that reads slowly thus holds up only its
+# own engine.io queue, as with stock engine.io.
+WRITES_IN_FLIGHT = 16
 
 
 class LeanSocket(AsyncSocket):
@@ -23,6 +32,19 @@ class LeanSocket(AsyncSocket):
     python-engineio logged a traceback for each one. Everything else (packets, pings,
     upgrade-less websocket handshake, close semantics) is engine.io's own code.
     """
+
+    # Set by the writer once the server's `send` proved to start writes by itself (Granian's does):
+    # from then on `deliver` can write without waking the writer. `_writes` are those under way.
+    _send: Any = None
+    _writes: deque[Any]
+
+    def deliver(self, pkt: packet.Packet) -> None:
+        """Send `pkt`: at once if nothing is queued before it and fewer than WRITES_IN_FLIGHT writes
+        are under way, else through the queue and the writer."""
+        if self._send is not None and self.queue.empty() and len(self._writes) < WRITES_IN_FLIGHT:
+            self._writes.append(self._send(_message(pkt)))
+        else:
+            self.queue.put_nowait(pkt)
 
     async def _websocket_handler(self, ws: Any) -> Any:
         if self.connected:  # an upgrade from long-polling: not offered (websocket only), keep stock
@@ -62,18 +84,31 @@ class LeanSocket(AsyncSocket):
         await self.close(wait=False, abort=True, reason=self.server.reason.TRANSPORT_CLOSE)
 
     async def _write(self, ws: Any) -> None:
+        send = ws.asgi_send  # engine.io's ASGI websocket only wraps it in a coroutine
+        writes: deque[Any] = deque()
+        self._writes = writes
         queue = self.queue
-        while True:
-            pkt = await queue.get()
-            queue.task_done()
-            if pkt is None:
-                break
-            try:
-                await ws.send(pkt.encode())
-            except (OSError, RuntimeError):  # the websocket closed under us (as in the reader)
-                break
-            if pkt.packet_type == packet.CLOSE:
-                break
+        try:
+            while True:
+                pkt = await queue.get()
+                queue.task_done()
+                if pkt is None:
+                    break
+                write = send(_message(pkt))
+                if hasattr(write, "done"):  # a future: the write is under way
+                    writes.append(write)
+                    self._send = send
+                else:  # a coroutine starts only when awaited
+                    await write
+                # A failed write raises here: the websocket closed, and so does this socket.
+                while writes and (writes[0].done() or len(writes) > WRITES_IN_FLIGHT):
+                    await writes.popleft()
+                if pkt.packet_type == packet.CLOSE:
+                    break
+        except (OSError, RuntimeError):  # the websocket closed under us (as in the reader)
+            pass
+        # Writes still under way when the socket closes are left to finish or fail on their own.
+        self._send = None
         await ws.close()
 
     async def close(self, wait: bool = True, abort: bool = False, reason: Any = None) -> None:
@@ -81,6 +116,14 @@ class LeanSocket(AsyncSocket):
         await super().close(wait=wait, abort=abort, reason=reason)
         if closing:
             self.queue.put_nowait(None)  # wake the writer: nothing else will
+
+
+def _message(pkt: packet.Packet) -> dict[str, Any]:
+    """The ASGI message engine.io's websocket `send` builds for an encoded packet."""
+    data = pkt.encode()
+    if isinstance(data, bytes):
+        return {"type": "websocket.send", "bytes": data, "text": None}
+    return {"type": "websocket.send", "bytes": None, "text": data}
 
 
 def use_lean_socket(server: Any, eio_sid: str) -> None:

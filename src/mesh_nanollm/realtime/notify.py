@@ -63,12 +63,13 @@ def relay_signal(sio: socketio.AsyncServer, eio_sid: str, payload: dict[str, obj
 
     `sio.emit` would build a packet object, start a task per recipient and wait on them; for one
     recipient on this instance the Socket.IO EVENT frame (`2` + JSON `[event, data]`) can go
-    straight onto its engine.io socket's queue. (`eio.send` would get there through four awaits
-    and a ping-timeout check that engine.io's service task makes anyway.)
+    straight to its engine.io socket, which writes it at once if it can (`LeanSocket.deliver`).
+    (`eio.send` would get there through four awaits and a ping-timeout check that engine.io's
+    service task makes anyway.)
     """
     socket = sio.eio.sockets.get(eio_sid)
     if socket is not None and not socket.closed:
-        socket.queue.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, "2" + _encode(["signal", payload]).decode()))
+        socket.deliver(eio_packet.Packet(eio_packet.MESSAGE, "2" + _encode(["signal", payload]).decode()))
 
 
 async def notify_error(sio: socketio.AsyncServer, sid: str, code: str, message: str) -> None:
