@@ -5,7 +5,7 @@ the room page and the bare page, on an empty profile and again in a new tab (war
     uv run python bench/inference/waterfall.py              # --opens 1; --help
 
 Each request: when it was asked for, when its first byte came and its last, its transfer size (0
-from the HTTP cache, 300 or so for a revalidation). The worker's own start is the row "worker".
+from the HTTP cache, 300 or so for a revalidation). The worker's own start is the row "worker"; its script's request, "inference-worker.js".
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bare_server import BareServer
-from playwright.async_api import Page, async_playwright
+from playwright.async_api import Page, Request, async_playwright
 from run import READY_MARK, Pages, sign_up, start_server  # start_server: the tests' (conftest.py)
 
 # The page's resource entries and marks, on its own clock (ms since navigation started).
@@ -34,9 +34,15 @@ WORKER_ENTRIES = """() => ({ origin: performance.timeOrigin, entries: performanc
   name: e.name, start: e.startTime, first_byte: e.responseStart, end: e.responseEnd, bytes: e.transferSize })) })"""
 
 
-async def entries(page: Page) -> list[dict[str, Any]]:
+async def entries(page: Page, scripts: list[Request]) -> list[dict[str, Any]]:
     rows = await page.evaluate(PAGE_ENTRIES)
     origin = await page.evaluate("performance.timeOrigin")
+    # Worker scripts are in neither timeline: Playwright's timing of their requests (epoch ms).
+    for request in scripts:
+        timing = request.timing
+        start = timing["startTime"] - origin
+        rows.append({"name": request.url, "start": start, "first_byte": start + timing["responseStart"],
+                     "end": start + timing["responseEnd"], "bytes": "script"})
     for worker in page.workers:
         if not worker.url.endswith(("inference-worker.js", "bare-worker.js")):
             continue  # ONNX Runtime's own thread workers
@@ -77,8 +83,11 @@ async def main() -> None:
                             context = await pages.new_profile(playwright, Path(folder))
                             for cache in ("empty", "warm"):
                                 page = await context.new_page()
+                                scripts: list[Request] = []
+                                page.on("requestfinished", lambda r, s=scripts: r.url.endswith("worker.js") and s.append(r))
                                 ready = await pages.open(page, kind)
-                                print(f"\n### {kind}, {cache}: model ready at {ready:.0f} ms\n\n{table(await entries(page))}")
+                                rows = await entries(page, scripts)
+                                print(f"\n### {kind}, {cache}: model ready at {ready:.0f} ms\n\n{table(rows)}")
                                 await asyncio.sleep(5)  # the first visit's cache writes
                                 await page.close()
                             await context.close()
