@@ -3,6 +3,7 @@
 
 const WORKER_URL = "/static/js/inference-worker.js";
 let early = null; // the client inference-start.js started, until the page's session takes it
+let asked = false; // whether the session has asked for it: after that, a late start would be a second worker
 
 /** The room page's inference settings: the runtime every signed-in page carries in its head
  * (#inference-config), and this URL's flags for trying things out: ?backend=webgpu|wasm forces
@@ -24,6 +25,7 @@ export function inferenceConfig() {
 /** Start the worker from the room page's head, before the page's other modules have arrived: its
  * transformers.js import and wasm compile then overlap their loading. */
 export function startEarly() {
+  if (asked) return;
   early = new InferenceClient(inferenceConfig());
   early.start().catch(() => {}); // whoever takes the client hears how the start went
 }
@@ -31,6 +33,7 @@ export function startEarly() {
 /** The client startEarly started, with `hooks` from now on, or null (a room page swapped in by a
  * link has none: its head is the first page's). */
 export function takeEarly(hooks) {
+  asked = true;
   const client = early;
   early = null;
   return client && Object.assign(client, hooks);
