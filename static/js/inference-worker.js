@@ -2,6 +2,7 @@
  * It speaks only {type, ...} messages (protocol in docs/inference.md); one worker keeps one backend for life. */
 
 import { loadFailureReason } from "/static/js/load-failure.js";
+import { FACTORY_URL, compileEarly } from "/static/js/ort-factory.js";
 
 // An adapter from one of these is a CPU emulating a GPU: slower than WASM, so it counts as "no GPU".
 const SOFTWARE_GPU = /swiftshader|llvmpipe|lavapipe|softpipe|basic render|software/i;
@@ -26,7 +27,6 @@ const state = {
   config: null, // the init message
   device: "", // "webgpu" | "wasm", fixed once init has answered
   lib: null, // the transformers.js module (a promise while it imports)
-  wasmModule: null, // the ORT wasm, compiled early (a promise); held so V8 keeps it for ORT's own compile
   model: null, // {id, generator, contextLimit} of the warm model
   loading: null, // {id, promise} while a model loads
   job: null, // {id, stopper} while a generation runs
@@ -81,7 +81,7 @@ async function init(message) {
   state.lib = import(runtime.transformers);
   const gpu = device === "wasm" ? { adapter: null, reason: "WASM was asked for." } : await probeGpu(message);
   state.device = gpu.adapter ? "webgpu" : "wasm";
-  state.wasmModule = compileEarly(runtime[state.device].wasm);
+  compileEarly(runtime[state.device]);
   const lib = await importRuntime(runtime, threads);
   post({
     type: "backend",
@@ -112,27 +112,18 @@ async function probeGpu({ device, allow_software_gpu: allowSoftware = false }) {
   return { adapter: { vendor: info.vendor ?? "", architecture: info.architecture ?? "", software }, reason: "" };
 }
 
-/** Start compiling ONNX Runtime's wasm now, as ONNX Runtime itself will (a streaming compile of
- * the same immutable, HTTP-cached response): V8 then serves ORT's compile from this one, or from its
- * code cache on a later visit, instead of compiling 14 MB again when the first model opens. */
-function compileEarly(url) {
-  return WebAssembly.compileStreaming(fetch(url, { credentials: "same-origin" })).catch((error) => {
-    console.warn(`inference: early wasm compile failed (${describe(error)}); ONNX Runtime compiles it itself.`);
-    return null;
-  });
-}
-
-/** Import transformers.js and point ONNX Runtime at our own copy of the wasm pair for this backend. */
+/** Import transformers.js and point ONNX Runtime at the wasm pair for this backend, through
+ * ort-factory.js, which hands it the wasm compiled early. */
 async function importRuntime(runtime, threads) {
   const lib = await state.lib;
   const pair = runtime[state.device];
   // Mutate, don't replace: transformers.js shares this object with ONNX Runtime. Its own default
   // points at a CDN; ORT reads the pair once per worker, which is why a backend is fixed per worker.
-  lib.env.backends.onnx.wasm.wasmPaths = { mjs: pair.mjs, wasm: pair.wasm };
+  lib.env.backends.onnx.wasm.wasmPaths = { mjs: FACTORY_URL, wasm: pair.wasm };
   if (threads !== null) lib.env.backends.onnx.wasm.numThreads = threads;
-  // ORT then fetches the wasm itself and compiles it streaming from the HTTP cache, where V8 keeps
-  // its compiled code between visits. transformers.js's default (true) hands ORT a copy from Cache
-  // Storage as an ArrayBuffer, which V8 compiles from scratch every visit (docs/benchmarks.md).
+  // The wasm is then compiled streaming from the HTTP cache, where V8 keeps its compiled code
+  // between visits. transformers.js's default (true) hands ORT a copy from Cache Storage as an
+  // ArrayBuffer, which V8 compiles from scratch every visit (docs/benchmarks.md).
   lib.env.useWasmCache = false;
   lib.env.localModelPath = state.config.local_model_path; // root-relative: an absolute URL loses the tokenizer in 4.3.1
   return lib;

@@ -2,6 +2,42 @@
  * to a fresh WASM worker when WebGPU cannot open a model (one worker keeps one backend for life). */
 
 const WORKER_URL = "/static/js/inference-worker.js";
+let early = null; // the client inference-start.js started, until the page's session takes it
+let asked = false; // whether the session has asked for it: after that, a late start would be a second worker
+
+/** The room page's inference settings: the runtime every signed-in page carries in its head
+ * (#inference-config), and this URL's flags for trying things out: ?backend=webgpu|wasm forces
+ * one; ?threads=N sets WASM threads. */
+export function inferenceConfig() {
+  const config = JSON.parse(document.getElementById("inference-config").textContent);
+  const query = new URLSearchParams(location.search);
+  const backend = query.get("backend");
+  const threads = Number.parseInt(query.get("threads") ?? "", 10);
+  return {
+    ...config,
+    device: backend === "webgpu" || backend === "wasm" ? backend : "auto",
+    // Forcing WebGPU also accepts a software adapter, so tests can exercise that code path.
+    allow_software_gpu: backend === "webgpu",
+    threads: threads >= 1 && threads <= 16 ? threads : null,
+  };
+}
+
+/** Start the worker from the room page's head, before the page's other modules have arrived: its
+ * transformers.js import and wasm compile then overlap their loading. */
+export function startEarly() {
+  if (asked) return;
+  early = new InferenceClient(inferenceConfig());
+  early.start().catch(() => {}); // whoever takes the client hears how the start went
+}
+
+/** The client startEarly started, with `hooks` from now on, or null (a room page swapped in by a
+ * link has none: its head is the first page's). */
+export function takeEarly(hooks) {
+  asked = true;
+  const client = early;
+  early = null;
+  return client && Object.assign(client, hooks);
+}
 
 export class InferenceError extends Error {
   constructor({ code, message, reason = null }) {
@@ -20,6 +56,7 @@ export class InferenceClient {
     this.onDeviceLost = onDeviceLost; // the WebGPU device went away: the worker's GPU runs are over
     this.backend = null; // the worker's last "backend" message
     this.worker = null;
+    this.started = null; // start()'s promise for the current worker
     this.pending = new Map(); // "init" | "load:<model>" | "gen:<id>" → {resolve, reject}
     this.streams = new Map(); // generation id → token callback
     // Shared with the worker where the page is cross-origin isolated: a cancel then needs no message.
@@ -37,11 +74,12 @@ export class InferenceClient {
     );
     const ready = this.#expect("init");
     this.worker.postMessage({ type: "init", ...this.config, device, cancel_flag: this.cancelFlag?.buffer });
-    return ready.then((backend) => {
+    this.started = ready.then((backend) => {
       this.backend = backend;
       this.onBackend(backend);
       return backend;
     });
+    return this.started;
   }
 
   /** Load (or find warm) `entry` = {id, source, dtype}; resolves with the worker's "ready" message. */

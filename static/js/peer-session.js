@@ -10,7 +10,7 @@
  * started; membership: joined, left, or switching rooms;
  * problem {text}: something the room page should say. */
 
-import { InferenceClient } from "/static/js/inference.js";
+import { InferenceClient, takeEarly } from "/static/js/inference.js";
 import { Mesh } from "/static/js/mesh.js";
 import { PageRun } from "/static/js/page-run.js";
 import { watchPause } from "/static/js/pause.js";
@@ -49,9 +49,9 @@ class PeerSession extends EventTarget {
   }
 
   /** Be a peer of the room whose page element is `roomEl`; a tab is in one room's mesh at a time. */
-  enter(roomEl, { config, models, flags }) {
+  enter(roomEl, { config, models }) {
     const { room: slug, roomName: name } = roomEl.dataset;
-    if (!this.client) this.#start(config, models, flags);
+    if (!this.client) this.#start(config, models);
     if (slug === this.slug) {
       // Back in this room before the run that held the tab here ended: stay.
       if (this.pending) {
@@ -103,17 +103,16 @@ class PeerSession extends EventTarget {
     return this.models.find((m) => m.id === id) ?? null;
   }
 
-  #start(config, models, flags) {
+  #start(config, models) {
     this.models = models;
     const catalogue = { ids: () => this.models.map((m) => m.id), entry: (id) => this.catalogueEntry(id) };
-    this.client = new InferenceClient(
-      { ...config, ...flags },
-      {
-        onProgress: (detail) => this.#emit("progress", detail),
-        onBackend: (backend) => this.peer.update({ backend: backend.device }),
-        onDeviceLost: () => this.pause.deviceLost(),
-      },
-    );
+    const hooks = {
+      onProgress: (detail) => this.#emit("progress", detail),
+      onBackend: (backend) => this.peer.update({ backend: backend.device }),
+      onDeviceLost: () => this.pause.deviceLost(),
+    };
+    // The worker the page's head started (inference-start.js), if it did: it may have its backend already.
+    this.client = takeEarly(hooks) ?? new InferenceClient(config, hooks);
     this.peer = new Peer(this.client, catalogue, {
       onStatus: (status) => this.#emit("status", { status }),
       onLoaded: (entry, ready) => {
@@ -124,8 +123,8 @@ class PeerSession extends EventTarget {
     });
     // Before any join: a page that does not share joins paused, never briefly available.
     this.pause = watchPause((reason, sharing) => this.peer.pause(reason, sharing));
-    this.ready = this.client.start().then(
-      () => this.peer.update({ state: this.peer.state }),
+    this.ready = (this.client.started ?? this.client.start()).then(
+      (backend) => this.peer.update({ backend: backend.device, state: this.peer.state }),
       (error) => {
         this.peer.update({ state: this.peer.state });
         this.#say(`This browser cannot run models here: ${error.message}`, { fatal: true });

@@ -9,6 +9,7 @@ import { showConnection } from "/static/js/connection-view.js";
 import { Conversation } from "/static/js/conversation.js";
 import { renderConversation } from "/static/js/conversation-view.js";
 import { mountDeviceModels } from "/static/js/device-models.js";
+import { inferenceConfig } from "/static/js/inference.js";
 import { showLinks, showWork } from "/static/js/mesh-view.js";
 import { modelDefaults } from "/static/js/model-defaults.js";
 import { hideFailure, lastWorkingModel, rememberWorkingModel, showFailure, showModelInfo } from "/static/js/model-view.js";
@@ -24,19 +25,6 @@ function modelEntry(option) {
   return {
     id: option.value, source, dtype, size: Number(size), backends: backends.split(","), name: name || option.value,
     description, parameters: Number(parameters), context: Number(context), license, url,
-  };
-}
-
-/** Query flags for trying things out: ?backend=webgpu|wasm forces one; ?threads=N sets WASM threads. */
-function flags() {
-  const query = new URLSearchParams(location.search);
-  const backend = query.get("backend");
-  const threads = Number.parseInt(query.get("threads") ?? "", 10);
-  return {
-    device: backend === "webgpu" || backend === "wasm" ? backend : "auto",
-    // Forcing WebGPU also accepts a software adapter, so tests can exercise that code path.
-    allow_software_gpu: backend === "webgpu",
-    threads: threads >= 1 && threads <= 16 ? threads : null,
   };
 }
 
@@ -366,15 +354,11 @@ function mount(el) {
   view = v;
   const { signal } = v.stop;
   const on = (target, type, listener) => target.addEventListener(type, listener, { signal });
-  const config = JSON.parse(document.getElementById("inference-config").textContent);
+  const config = inferenceConfig();
   v.localPath = config.local_model_path;
   const names = (id) => [...ui.model.options].find((o) => o.value === id)?.dataset.name ?? id;
   v.deviceModels = mountDeviceModels(ui.deviceModels, { names, localPath: v.localPath, signal });
-  session.enter(el, {
-    config,
-    models: [...ui.model.options].map(modelEntry),
-    flags: flags(),
-  });
+  session.enter(el, { config, models: [...ui.model.options].map(modelEntry) });
   on(session, "status", (e) => {
     showStatus(v, e.detail.status);
     setRunning(v);

@@ -10,9 +10,14 @@ from conftest import LiveServer
 from playwright.async_api import Page, Route, expect
 from support.accounts import sign_up
 from support.browser import RequestLog, sign_in
-from support.pages import MODEL, RoomPage
+from support.pages import MODEL, RoomPage, RoomsPage
+
+from mesh_nanollm.app import STATIC_DIR
+from mesh_nanollm.vendor import load_vendor_manifest
 
 pytestmark = pytest.mark.browser
+
+ORT_WASM = load_vendor_manifest(STATIC_DIR).url("ort_wasm_wasm")
 
 # Records every change of the output's length with its time, from before the click on Run.
 WATCH_OUTPUT = """() => {
@@ -163,6 +168,42 @@ async def test_room_without_webgpu_adapter_runs_on_wasm(live_server: LiveServer,
     room = await open_warm_room(page, live_server, query="?backend=webgpu")
     await expect(room.backend).to_have_attribute("data-backend", "wasm")
     await expect(room.backend).to_contain_text("WASM")
+    await room.run("You may", max_tokens=4)
+    assert (await room.recorded_job())["status"] == "succeeded"
+
+
+async def test_opened_room_starts_one_worker_from_its_head_and_fetches_the_wasm_once(
+    live_server: LiveServer, page: Page
+) -> None:
+    # A first visit: the page's head starts the worker (inference-start.js), the page's peer takes
+    # that one over, and ONNX Runtime instantiates the wasm the worker compiled early.
+    requests = RequestLog(live_server.url).attach(page.context)
+    workers: list[str] = []
+    page.on("worker", lambda worker: workers.append(worker.url))
+    room = await open_warm_room(page, live_server)
+    await expect(room.backend).to_have_attribute("data-backend", "wasm")
+    assert requests.count("/static/js/inference-start.js") == 1
+    assert [url.rsplit("/", 1)[-1] for url in workers] == ["inference-worker.js"]
+    assert requests.count(ORT_WASM) == 1
+    await room.run("You may", max_tokens=4)
+    assert (await room.recorded_job())["status"] == "succeeded"
+
+
+async def test_room_swapped_in_by_a_link_starts_its_own_worker(live_server: LiveServer, page: Page) -> None:
+    # A swap leaves the head alone: a room page reached from another page has no early start.
+    account = await sign_up(live_server.url)
+    await sign_in(page.context, live_server.url, account.session_cookie)
+    workers: list[str] = []
+    page.on("worker", lambda worker: workers.append(worker.url))
+    rooms = RoomsPage(page, live_server.url)
+    await page.goto(f"{live_server.url}/rooms")
+    await rooms.mark_document()
+    await rooms.enter("global")
+    room = RoomPage(page, live_server.url, account=account)
+    await room.wait_until_warm()
+    assert await room.same_document()
+    await expect(room.backend).to_have_attribute("data-backend", "wasm")
+    assert [url.rsplit("/", 1)[-1] for url in workers] == ["inference-worker.js"]
     await room.run("You may", max_tokens=4)
     assert (await room.recorded_job())["status"] == "succeeded"
 
