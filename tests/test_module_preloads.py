@@ -60,7 +60,10 @@ async def test_room_page_preloads_every_module_it_imports(user_client: AsyncTest
     page = await user_client.get("/rooms/global")
     assert page.status_code == 200
     preloaded = re.findall(r'<link rel="modulepreload" href="([^"]+)">', page.text)
-    assert preloaded == module_graph(STATIC_DIR, "js/room.js")
+    socket_io = re.search(r'<meta name="vendor-socket-io" content="([^"]+)">', page.text)
+    assert socket_io
+    # The Socket.IO client too: signaling.js imports it by the URL in that meta tag.
+    assert preloaded == [*module_graph(STATIC_DIR, "js/room.js"), socket_io[1]]
     for url in preloaded:
         response = await user_client.get(url)
         assert response.status_code == 200, url
