@@ -60,9 +60,13 @@ async def test_room_page_preloads_every_module_it_imports(user_client: AsyncTest
     page = await user_client.get("/rooms/global")
     assert page.status_code == 200
     preloaded = re.findall(r'<link rel="modulepreload" href="([^"]+)">', page.text)
-    # inference.js first: the head's early start (inference-start.js) imports it.
+    socket_io = re.search(r'<meta name="vendor-socket-io" content="([^"]+)">', page.text)
+    assert socket_io
+    # inference.js first: the head's early start (inference-start.js) imports it; then room.js's
+    # graph, then the Socket.IO client, which signaling.js imports by the URL in that meta tag.
     early = "/static/js/inference.js"
-    assert preloaded == [early, *(url for url in module_graph(STATIC_DIR, "js/room.js") if url != early)]
+    graph = [url for url in module_graph(STATIC_DIR, "js/room.js") if url != early]
+    assert preloaded == [early, *graph, socket_io[1]]
     for url in preloaded:
         response = await user_client.get(url)
         assert response.status_code == 200, url

@@ -9,10 +9,16 @@ const MESSAGES_PER_S = 2000; // per link; a token stream from a fast model stays
 // Three missed heartbeats: fast enough to fail over "within a few seconds", slow enough that a
 // busy tab (timers clamped to 1 s in the background) is not taken for a lost one.
 const SILENCE_MS = 3500;
+// An offer or answer waits for the first burst of ICE candidates (host ones: a few ms) so that it
+// carries them instead of a signal for each: until gathering is complete, or no candidate came for
+// GATHER_QUIET_MS, at most GATHER_WAIT_MS. Later ones (STUN, TURN, TCP) trickle.
+const GATHER_QUIET_MS = 20;
+const GATHER_WAIT_MS = 300;
 
 export class Link {
-  /** `onUnreachable(link)` runs if the channel has not opened within CONNECT_TIMEOUT_MS. */
-  constructor(peerId, initiator, iceServers, onUnreachable) {
+  /** `onUnreachable(link)` runs if the channel has not opened within CONNECT_TIMEOUT_MS;
+   * `certificates`: the page's DTLS certificate, made once for all its links (none: one each). */
+  constructor(peerId, initiator, iceServers, certificates, onUnreachable) {
     this.peerId = peerId;
     this.initiator = initiator;
     this.state = "connecting";
@@ -21,10 +27,11 @@ export class Link {
     this.heardAt = performance.now();
     this.pings = new Map(); // n → {at, resolve?, reject?} of pings awaiting their pong
     this.candidates = []; // remote ICE candidates that came before the remote description
+    this.described = false; // our description went out: candidates gathered from now on trickle
     this.budget = MESSAGES_PER_S;
     this.budgetAt = performance.now();
     this.problems = 0;
-    this.pc = new RTCPeerConnection({ iceServers });
+    this.pc = new RTCPeerConnection({ iceServers, certificates });
     // Negotiated: both ends create the same channel at once, no announcement round trip.
     this.channel = this.pc.createDataChannel("mesh", { negotiated: true, id: 0, ordered: true });
     this.timeout = setTimeout(() => onUnreachable(this), CONNECT_TIMEOUT_MS);
@@ -33,7 +40,7 @@ export class Link {
   /** Our offer, to signal to the peer (we are the initiator). */
   async offer() {
     await this.pc.setLocalDescription();
-    return this.pc.localDescription;
+    return this.#described();
   }
 
   /** The peer's offer: our answer, to signal back. */
@@ -41,6 +48,31 @@ export class Link {
     await this.pc.setRemoteDescription(offer);
     await this.#addCandidates();
     await this.pc.setLocalDescription();
+    return this.#described();
+  }
+
+  /** Our description after the first burst of candidates, with them in its SDP; those found
+   * later go out one by one (links.js). */
+  async #described() {
+    if (this.pc.iceGatheringState !== "complete") {
+      await new Promise((resolve) => {
+        let quiet = null;
+        const done = () => {
+          clearTimeout(cap);
+          clearTimeout(quiet);
+          this.pc.removeEventListener("icecandidate", onCandidate);
+          resolve();
+        };
+        const cap = setTimeout(done, GATHER_WAIT_MS);
+        const onCandidate = ({ candidate }) => {
+          clearTimeout(quiet);
+          if (candidate) quiet = setTimeout(done, GATHER_QUIET_MS);
+          else done(); // gathering is complete
+        };
+        this.pc.addEventListener("icecandidate", onCandidate);
+      });
+    }
+    this.described = true;
     return this.pc.localDescription;
   }
 

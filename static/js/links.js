@@ -28,18 +28,26 @@ export class Links {
   #heartbeat = null;
   #closed = false;
   #pingN = 0;
+  #certificates = [];
+  #certified;
 
   /** hooks: opened(link) when its channel opens, message(link, data) for each message on it,
    * lost(link) once it is dropped, changed(link) when its state or round trip changed. */
   constructor(hooks) {
     this.#hooks = hooks;
+    // One DTLS certificate for all of this page's links, made while the page joins: otherwise each
+    // connection makes its own key pair, N−1 of them on every page of a room opened at once.
+    this.#certified = RTCPeerConnection.generateCertificate({ name: "ECDSA", namedCurve: "P-256" }).then(
+      (certificate) => (this.#certificates = [certificate]),
+      (error) => console.warn(`mesh: each link makes its own certificate: ${error.message}`),
+    );
   }
 
-  attach(conn) {
+  async attach(conn) {
     this.#conn = conn;
     this.peerId = conn.peerId;
     this.iceServers = conn.iceServers;
-    conn.addEventListener("signal", (e) => this.#onSignal(e.detail).catch((error) => console.warn(`mesh: signal from ${e.detail.from} failed: ${error.message}`)));
+    const peers = conn.peers; // the ack's: peers who join later offer to us
     conn.addEventListener("peer_joined", (e) => {
       for (const peer of e.detail.peers) this.#adoptLater(peer.peer_id);
     });
@@ -65,7 +73,10 @@ export class Links {
       for (const link of this.map.values()) link.useIceServers(this.iceServers);
     });
     this.#heartbeat = setInterval(() => this.#beat(), HEARTBEAT_MS);
-    this.#join(conn.peers);
+    await this.#certified;
+    // Offers that came meanwhile wait in signaling.js for this first listener.
+    conn.addEventListener("signal", (e) => this.#onSignal(e.detail).catch((error) => console.warn(`mesh: signal from ${e.detail.from} failed: ${error.message}`)));
+    if (!this.#closed) this.#join(peers);
   }
 
   /** Close every link (the other ends notice at once) and stop. */
@@ -131,12 +142,13 @@ export class Links {
   }
 
   #open(peerId, initiator) {
-    const link = new Link(peerId, initiator, this.iceServers, (l) => this.lose(l, "unreachable"));
+    const link = new Link(peerId, initiator, this.iceServers, this.#certificates, (l) => this.lose(l, "unreachable"));
     this.map.set(peerId, link);
     link.pc.onicecandidate = ({ candidate }) => {
-      // An active TCP candidate only reaches a passive one, which browsers do not offer: it would
-      // double the signals and the pairs ICE checks for nothing when a whole room links at once.
-      if (candidate && candidate.tcpType !== "active") this.#conn.signal(peerId, "candidate", candidate);
+      // Candidates found before our description went out are in its SDP. An active TCP candidate
+      // only reaches a passive one, which browsers do not offer: it would double the signals and the
+      // pairs ICE checks for nothing when a whole room links at once.
+      if (candidate && link.described && candidate.tcpType !== "active") this.#conn.signal(peerId, "candidate", candidate);
     };
     link.pc.onconnectionstatechange = () => {
       if (["failed", "closed"].includes(link.pc.connectionState)) this.lose(link, `connection ${link.pc.connectionState}`);
