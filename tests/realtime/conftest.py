@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest_asyncio
@@ -97,3 +97,21 @@ async def account(live_server: LiveServer) -> Account:
 @pytest_asyncio.fixture(scope="session")
 async def other_account(live_server: LiveServer) -> Account:
     return await sign_up(live_server.url, "rt")
+
+
+JoinedPair = Callable[[str], Awaitable[tuple[Peer, Peer]]]
+
+
+@pytest_asyncio.fixture
+async def joined_pair(live_server: LiveServer, account: Account, other_account: Account, peers: Callable[[], Peer]) -> JoinedPair:
+    """Connect alice (`account`) and bob (`other_account`) and join both to a room, alice first."""
+
+    async def join(room: str) -> tuple[Peer, Peer]:
+        alice, bob = peers(), peers()
+        await alice.connect(live_server.url, token=account.token)
+        await bob.connect(live_server.url, token=other_account.token)
+        await alice.join(room)
+        await bob.join(room)
+        return alice, bob
+
+    return join

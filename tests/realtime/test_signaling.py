@@ -11,7 +11,7 @@ import socketio
 from conftest import LiveServer
 from support.accounts import Account, create_room, room_peers
 
-from realtime.conftest import offer
+from realtime.conftest import JoinedPair, offer
 
 
 async def test_connect_without_credentials_is_refused(live_server: LiveServer, peers) -> None:
@@ -66,13 +66,9 @@ async def test_join_then_second_peer_appears_in_ack_and_presence(live_server: Li
     assert {p["peer_id"] for p in listed} == {first["peer_id"], second["peer_id"]}
 
 
-async def test_status_updates_reach_room_in_one_batch_and_the_database(live_server: LiveServer, account: Account, other_account: Account, peers) -> None:
+async def test_status_updates_reach_room_in_one_batch_and_the_database(live_server: LiveServer, joined_pair: JoinedPair, account: Account) -> None:
     room = await create_room(live_server.url, account, "status room", private=False)
-    alice, bob = peers(), peers()
-    await alice.connect(live_server.url, token=account.token)
-    await bob.connect(live_server.url, token=other_account.token)
-    await alice.join(room["slug"])
-    await bob.join(room["slug"])
+    alice, bob = await joined_pair(room["slug"])
     await alice.wait_for("peer_joined", lambda e: any(p["peer_id"] == bob.peer_id for p in e["peers"]))
     for tok_s in (1.0, 2.0, 3.0, 42.5):  # a burst within one presence interval
         await bob.emit("status", {"state": "busy", "backend": "wasm", "models_warm": ["tiny-gpt2"], "queue": 1, "tok_s": tok_s})
@@ -86,13 +82,9 @@ async def test_status_updates_reach_room_in_one_batch_and_the_database(live_serv
     assert listed[bob.peer_id]["tok_s"] == 42.5 and listed[bob.peer_id]["models_warm"] == ["tiny-gpt2"]
 
 
-async def test_signal_relays_with_server_stamped_from(live_server: LiveServer, account: Account, other_account: Account, peers) -> None:
+async def test_signal_relays_with_server_stamped_from(live_server: LiveServer, joined_pair: JoinedPair, account: Account) -> None:
     room = await create_room(live_server.url, account, "relay room", private=False)
-    alice, bob = peers(), peers()
-    await alice.connect(live_server.url, token=account.token)
-    await bob.connect(live_server.url, token=other_account.token)
-    await alice.join(room["slug"])
-    await bob.join(room["slug"])
+    alice, bob = await joined_pair(room["slug"])
 
     await alice.emit("signal", {"to": bob.peer_id, "kind": "offer", "data": offer(), "from": "someone-else"})
     got = await bob.wait_for("signal")
@@ -121,13 +113,9 @@ async def join_raw(ws: aiohttp.ClientWebSocketResponse, room: str) -> str:
 # The relay writes a signal to its recipient's websocket without waiting for the write to finish
 # (realtime/engine.py, which leans on Granian's websocket `send`): these pin that nothing is lost,
 # reordered or left to trouble the sender.
-async def test_signals_arrive_in_the_order_sent(live_server: LiveServer, account: Account, other_account: Account, peers) -> None:
+async def test_signals_arrive_in_the_order_sent(live_server: LiveServer, joined_pair: JoinedPair, account: Account) -> None:
     room = await create_room(live_server.url, account, "ordered room", private=False)
-    alice, bob = peers(), peers()
-    await alice.connect(live_server.url, token=account.token)
-    await bob.connect(live_server.url, token=other_account.token)
-    await alice.join(room["slug"])
-    await bob.join(room["slug"])
+    alice, bob = await joined_pair(room["slug"])
 
     sent = [candidate(n) for n in range(150)]  # a burst under the rate limit's
     for data in sent:
@@ -240,12 +228,8 @@ async def test_private_room_refuses_non_members(live_server: LiveServer, account
         ("teleport", {"where": "mars"}, "unknown_event"),
     ],
 )
-async def test_malformed_event_gets_error_and_connection_survives(live_server: LiveServer, account: Account, peers, event: str, payload: object, code: str) -> None:
-    alice, bob = peers(), peers()
-    await alice.connect(live_server.url, token=account.token)
-    await bob.connect(live_server.url, token=account.token)
-    await alice.join("global")
-    await bob.join("global")
+async def test_malformed_event_gets_error_and_connection_survives(joined_pair: JoinedPair, event: str, payload: object, code: str) -> None:
+    alice, bob = await joined_pair("global")
 
     await alice.emit(event, payload)
     error = await alice.wait_for("error")
@@ -254,12 +238,8 @@ async def test_malformed_event_gets_error_and_connection_survives(live_server: L
     assert (await bob.wait_for("signal"))["from"] == alice.peer_id
 
 
-async def test_oversize_sdp_gets_error_and_connection_survives(live_server: LiveServer, account: Account, peers) -> None:
-    alice, bob = peers(), peers()
-    await alice.connect(live_server.url, token=account.token)
-    await bob.connect(live_server.url, token=account.token)
-    await alice.join("global")
-    await bob.join("global")
+async def test_oversize_sdp_gets_error_and_connection_survives(joined_pair: JoinedPair) -> None:
+    alice, bob = await joined_pair("global")
 
     await alice.emit("signal", {"to": bob.peer_id, "kind": "offer", "data": offer("a" * 100_000)})
     error = await alice.wait_for("error")
@@ -278,12 +258,8 @@ async def test_undecodable_packet_gets_error_and_connection_survives(live_server
     assert "peer_id" in await alice.join("global")
 
 
-async def test_flood_is_throttled_and_connection_survives(live_server: LiveServer, account: Account, peers) -> None:
-    alice, bob = peers(), peers()
-    await alice.connect(live_server.url, token=account.token)
-    await bob.connect(live_server.url, token=account.token)
-    await alice.join("global")
-    await bob.join("global")
+async def test_flood_is_throttled_and_connection_survives(joined_pair: JoinedPair) -> None:
+    alice, bob = await joined_pair("global")
 
     for n in range(600):
         await alice.emit("signal", {"to": bob.peer_id, "kind": "candidate", "data": {"candidate": f"c{n}"}})
