@@ -12,6 +12,7 @@ from urllib.parse import quote
 import asyncpg
 import socketio
 from jinja2 import pass_context
+from jinja2.utils import htmlsafe_json_dumps
 from litestar import Litestar, Request, Response, Router
 from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import CacheControlHeader, State
@@ -279,7 +280,17 @@ def create_app(settings: Settings | None = None) -> Litestar:
         templates.engine.globals["url_for"] = remembered_url_for()
         templates.engine.globals["vendor_url"] = vendor.url
         templates.engine.globals["production"] = settings.production
-        templates.engine.globals["job_limits"] = job_limits()
+        templates.engine.globals["job_limits"] = limits = job_limits()
+        # The head's two JSON blobs are the same on every page while the app runs: encoded once.
+        templates.engine.globals["job_limits_json"] = htmlsafe_json_dumps(limits)
+        runtime = {
+            "transformers": vendor.url("transformers"),
+            "webgpu": {"mjs": vendor.url("ort_webgpu_mjs"), "wasm": vendor.url("ort_webgpu_wasm")},
+            "wasm": {"mjs": vendor.url("ort_wasm_mjs"), "wasm": vendor.url("ort_wasm_wasm")},
+        }
+        templates.engine.globals["inference_config_json"] = htmlsafe_json_dumps(
+            {"runtime": runtime, "local_model_path": "/models/"}
+        )
         templates.engine.globals["api_reference_url"] = API_REFERENCE_URL
         templates.engine.globals["module_preloads"] = module_preloads(STATIC_DIR)
 
