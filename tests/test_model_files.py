@@ -62,3 +62,50 @@ async def test_own_modules_and_css_are_revalidated_on_every_page(client: AsyncTe
     # Stable names: a cached copy from before a deploy must not be used without asking.
     for path in ("/static/js/room.js", "/static/js/mesh.js", "/static/css/app.css"):
         assert (await client.get(path)).headers["cache-control"] == "no-cache"
+
+
+async def test_static_files_do_not_read_the_session(user_client: AsyncTestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A room page revalidates about 25 of these on every visit: none may cost a session lookup.
+    store = user_client.app.stores.get("sessions")
+    looked_up: list[str] = []
+    original = store.get_with_user
+
+    async def counting(key: str):  # noqa: ANN202
+        looked_up.append(key)
+        return await original(key)
+
+    monkeypatch.setattr(store, "get_with_user", counting)
+    for path in ("/static/js/room.js", "/static/css/app.css", "/static/favicon.svg"):
+        response = await user_client.get(path)
+        assert response.status_code == 200 and "set-cookie" not in response.headers
+    assert looked_up == []
+    assert (await user_client.get("/rooms/global")).status_code == 200
+    assert len(looked_up) == 1  # the page itself does
+
+
+async def test_static_file_edited_on_disk_is_served_fresh(tmp_path) -> None:  # noqa: ANN001
+    from litestar import Litestar
+
+    from mesh_nanollm.static import static_files_router
+
+    (tmp_path / "js").mkdir()
+    module = tmp_path / "js" / "a.js"
+    module.write_text("export const a = 1;\n")
+    app = Litestar([static_files_router("/static", tmp_path, "static", {"Cache-Control": "no-cache"})])
+    async with AsyncTestClient(app) as client:
+        first = await client.get("/static/js/a.js")
+        assert first.text == "export const a = 1;\n" and first.headers["cache-control"] == "no-cache"
+        assert first.headers["content-type"] == "text/javascript; charset=utf-8"
+        module.write_text("export const a = 22;\n")  # another size: seen whatever the clock's resolution
+        second = await client.get("/static/js/a.js", headers={"If-None-Match": first.headers["etag"]})
+        assert second.status_code == 200 and second.text == "export const a = 22;\n"
+        assert second.headers["etag"] != first.headers["etag"]
+        # One file however its path is spelled; nothing outside the folder or hidden.
+        assert (await client.get("/static/js//./a.js")).headers["etag"] == second.headers["etag"]
+        (tmp_path / ".env").write_text("SECRET=1")
+        for path in ("/static/.env", "/static/js/../.env", "/static/js", "/static/", "/static/js/b.js"):
+            assert (await client.get(path)).status_code == 404, path
+        head = await client.head("/static/js/a.js")
+        assert head.status_code == 200 and head.content == b""
+        assert head.headers["content-length"] == str(len("export const a = 22;\n"))
+        assert head.headers["etag"] == second.headers["etag"]

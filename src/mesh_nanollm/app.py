@@ -53,7 +53,7 @@ from mesh_nanollm.rooms.routes import RoomApi, RoomPages
 from mesh_nanollm.security import BearerAwareCSRFMiddleware, limit_password_hashing
 from mesh_nanollm.sessions import DatabaseStore, QuietSessionConfig
 from mesh_nanollm.settings import PROJECT_ROOT, Settings, load_settings
-from mesh_nanollm.static import answer_not_modified
+from mesh_nanollm.static import answer_not_modified, static_files_router
 from mesh_nanollm.stats.routes import StatsApi, StatsPages
 from mesh_nanollm.system import health, home, models
 from mesh_nanollm.throttle import Throttles, delete_expired
@@ -62,6 +62,9 @@ from mesh_nanollm.vendor import load_vendor_manifest, vendor_router
 log = logging.getLogger("mesh_nanollm")
 
 STATIC_DIR = PROJECT_ROOT / "static"
+# Files belong to no one's session: a room page revalidates about 25 of them on every visit, and
+# the session middleware read a signed-in user's session from the database for each one.
+FILE_PATHS = [r"^/static/", r"^/models/"]
 TEMPLATES_DIR = PROJECT_ROOT / "templates"
 MAX_BODY_BYTES = 1024 * 1024
 SWEEP_EVERY_S = 60
@@ -234,14 +237,17 @@ async def api_docs_headers(response: Response) -> Response:
     return security_headers(response)
 
 
-async def static_headers(response: Response) -> Response:
-    # Stable names (no bundler): revalidate every time, so a page never mixes modules of two deploys.
-    response.headers.setdefault("Cache-Control", "no-cache")
-    # A worker script must declare COEP itself, or a cross-origin-isolated page may not start it.
-    response.headers.setdefault("Cross-Origin-Embedder-Policy", "credentialless")
-    # Of the files here only worker scripts run under their own policy; pages keep the strict one.
-    response.headers.setdefault("Content-Security-Policy", WORKER_CONTENT_SECURITY_POLICY)
-    return security_headers(response)
+# The app's own files. Stable names (no bundler): revalidated every time, so a page never mixes
+# modules of two deploys. A worker script must declare COEP itself, or a cross-origin-isolated page
+# may not start it; of these files only worker scripts run under their own policy, pages keep theirs.
+STATIC_HEADERS = {
+    "Cache-Control": "no-cache",
+    "Cross-Origin-Embedder-Policy": "credentialless",
+    "Content-Security-Policy": WORKER_CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+}
 
 
 def remembered_url_for() -> Any:
@@ -300,7 +306,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         cookie_samesite="lax",
         # Socket.IO authenticates its own handshake; the schema is read-only. The OpenAI-compatible
         # routes take Bearer tokens only, which browsers never attach on their own.
-        exclude=["/socket.io", r"^/api/rooms/[^/]+/v1/"],
+        exclude=["/socket.io", r"^/api/rooms/[^/]+/v1/", *FILE_PATHS],
     )
     state = State(
         {
@@ -331,13 +337,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ConversationApi,
         GatewayApi,
         vendor_router(STATIC_DIR),
-        create_static_files_router(
-            path="/static",
-            directories=[STATIC_DIR],
-            name="static",
-            after_request=static_headers,
-            middleware=[answer_not_modified],
-        ),
+        static_files_router("/static", STATIC_DIR, "static", STATIC_HEADERS),
     ]
     if settings.models_dir.is_dir():
         route_handlers.append(
@@ -368,6 +368,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                 httponly=True,
                 samesite="lax",
                 max_age=14 * 24 * 3600,
+                exclude=FILE_PATHS,
             ).middleware,
             DefineMiddleware(BearerAwareCSRFMiddleware, config=csrf),
         ],
