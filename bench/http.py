@@ -1,5 +1,6 @@
-"""HTTP benchmark on Postgres: the room page (alone, and with three live peers), the job history
-and a deep "load more" page, for a user with 1,000 jobs and one with 1,000,000. With `--compare`,
+"""HTTP benchmark on Postgres: the room page (alone, and with three live peers), the job history,
+a deep "load more" page and one of the page's own modules, for a user with 1,000 jobs and one
+with 1,000,000. With `--compare`,
 another checkout's code answers the same pages, measured in the same rounds.
 Usage: `uv run python bench/http.py [--help]`.
 """
@@ -55,6 +56,7 @@ HISTORY_DAYS = 365
 ROWS_PER_PAGE = 25
 RATIO_TARGET = 1.2
 FLOOR = "GET /login (floor)"
+STATIC = "GET /static/js/room.js"
 RESULTS_DIR = PROJECT_ROOT / "bench" / "results"
 
 # One INSERT ... SELECT per batch: Postgres builds the rows itself, so seeding a million jobs
@@ -519,6 +521,9 @@ def main() -> None:
                 f"GET /rooms/{LAB} (3 peers)": (f"/rooms/{LAB}", {}, None),
                 "GET /jobs": ("/jobs", {}, ROWS_PER_PAGE),
                 "GET /jobs?cursor=<half>": ("/jobs?cursor={cursor}", {"HX-Request": "true"}, ROWS_PER_PAGE),
+                # One of the ~33 own modules and stylesheets a room page asks for (revalidates, once
+                # cached) on every visit, by a signed-in browser: its cookie comes along.
+                STATIC: ("/static/js/room.js", {}, None),
             }
             for _, base in servers.values():
                 for target, (path, extra, rows) in targets.items():
