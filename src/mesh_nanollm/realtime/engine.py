@@ -38,13 +38,15 @@ class LeanSocket(AsyncSocket):
     _send: Any = None
     _writes: deque[Any]
 
-    def deliver(self, pkt: packet.Packet) -> None:
-        """Send `pkt`: at once if nothing is queued before it and fewer than WRITES_IN_FLIGHT writes
-        are under way, else through the queue and the writer."""
+    def deliver(self, data: str) -> None:
+        """Send `data` (an encoded Socket.IO packet) as an engine.io MESSAGE: at once if nothing is
+        queued before it and fewer than WRITES_IN_FLIGHT writes are under way, else through the
+        queue and the writer."""
         if self._send is not None and self.queue.empty() and len(self._writes) < WRITES_IN_FLIGHT:
-            self._writes.append(self._send(_message(pkt)))
+            # The frame `_message` would build from the packet, without the packet.
+            self._writes.append(self._send({"type": "websocket.send", "bytes": None, "text": "4" + data}))
         else:
-            self.queue.put_nowait(pkt)
+            self.queue.put_nowait(packet.Packet(packet.MESSAGE, data))
 
     async def _websocket_handler(self, ws: Any) -> Any:
         if self.connected:  # an upgrade from long-polling: not offered (websocket only), keep stock

@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 import msgspec
 import socketio
-from engineio import packet as eio_packet
 
 from mesh_nanollm.realtime.presence import RoomChanges
 from mesh_nanollm.security import hash_token
@@ -69,7 +68,7 @@ def relay_signal(sio: socketio.AsyncServer, eio_sid: str, payload: dict[str, obj
     """
     socket = sio.eio.sockets.get(eio_sid)
     if socket is not None and not socket.closed:
-        socket.deliver(eio_packet.Packet(eio_packet.MESSAGE, "2" + _encode(["signal", payload]).decode()))
+        socket.deliver("2" + _encode(["signal", payload]).decode())
 
 
 async def notify_error(sio: socketio.AsyncServer, sid: str, code: str, message: str) -> None:

@@ -111,6 +111,13 @@ class SignalingServer(socketio.AsyncServer):
         # timeout. The join alone gets a task of its own; clients wait for its ack anyway.
         if data and data[0] == "join_room":
             self._spawn(super()._handle_event(eio_sid, namespace, id, data))
+        elif data and data[0] == "signal" and id is None and namespace in (None, "/"):
+            # The relay's hot path: what the library's _handle_event, _handle_event_internal and
+            # _trigger_event do for an event without an ack, in one step (no log call, no
+            # handler lookup by name, no coroutine check, two coroutines fewer per message).
+            sid = self.manager.sid_from_eio_sid(eio_sid, "/")
+            if self.manager.is_connected(sid, "/"):
+                await self.handlers["/"]["signal"](sid, *data[1:])
         else:
             await super()._handle_event(eio_sid, namespace, id, data)
 
