@@ -187,7 +187,9 @@ def start_server(tmp: Path, database_url: str | None = None, port: int | None = 
         stderr=subprocess.STDOUT,
     )
     server = LiveServer(f"http://127.0.0.1:{port}", process, database_url, log_path, env)
-    deadline = time.monotonic() + 30
+    # Generous: a healthy server answers in a second or two and this returns then, but a CI host
+    # busy with other work has taken over 30 s to start one (imports, migrations, Granian).
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited early:\n{server.log()}")
