@@ -505,6 +505,19 @@ async def test_bearer_token_authenticates_api(user_client: AsyncTestClient) -> N
     assert "global" in [room["slug"] for room in response.json()]
 
 
+async def test_bearer_token_use_is_shown_on_the_settings_page(user_client: AsyncTestClient) -> None:
+    token = await new_token(user_client)
+    assert "never" in (await user_client.get("/settings")).text
+    cookies = dict(user_client.cookies)
+    user_client.cookies.clear()
+    response = await user_client.get("/api/rooms", headers={"authorization": f"Bearer {token}"})
+    assert response.status_code == 200
+    user_client.cookies.update(cookies)
+    listing = (await user_client.get("/settings")).text
+    assert "never" not in listing
+    assert re.search(r"<td>\d{4}-\d{2}-\d{2} \d{2}:\d{2}</td>", listing)
+
+
 async def test_revoked_token_gets_401_json(user_client: AsyncTestClient) -> None:
     token = await new_token(user_client)
     [token_id] = token_ids((await user_client.get("/settings")).text)

@@ -34,14 +34,21 @@ class LocalPeer:
     room_slug: str
     username: str
     status: Status
+    # The entry of `status` (statuses are replaced, never changed): a join's ack lists every peer
+    # of the room, so a burst of joins asked for the same entries hundreds of times each.
+    _entry: tuple[Status, PeerView] | None = field(default=None, repr=False)
 
     def entry(self) -> PeerView:
         s = self.status
-        return PeerView(
+        if self._entry is not None and self._entry[0] is s:
+            return self._entry[1]
+        view = PeerView(
             self.peer_id, self.username, s.backend, s.state, s.models_warm, s.queue, s.tok_s, s.pause_reason or "",
             [LinkRtt(link.peer_id, link.rtt_ms) for link in s.links],
             [Served(job.model, job.requester) for job in s.serving],
         )
+        self._entry = (s, view)
+        return view
 
 
 @dataclass
