@@ -65,7 +65,7 @@ async def test_own_modules_and_css_are_revalidated_on_every_page(client: AsyncTe
 
 
 async def test_static_files_do_not_read_the_session(user_client: AsyncTestClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    # A room page revalidates about 25 of these on every visit: none may cost a session lookup.
+    # A room page revalidates 33 of these on every visit: none may cost a session lookup.
     store = user_client.app.stores.get("sessions")
     looked_up: list[str] = []
     original = store.get_with_user

@@ -62,7 +62,7 @@ from mesh_nanollm.vendor import load_vendor_manifest, vendor_router
 log = logging.getLogger("mesh_nanollm")
 
 STATIC_DIR = PROJECT_ROOT / "static"
-# Files belong to no one's session: a room page revalidates about 25 of them on every visit, and
+# Files belong to no one's session: a room page revalidates 33 of them on every visit, and
 # the session middleware read a signed-in user's session from the database for each one.
 FILE_PATHS = [r"^/static/", r"^/models/"]
 TEMPLATES_DIR = PROJECT_ROOT / "templates"

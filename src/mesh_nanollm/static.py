@@ -2,7 +2,7 @@
 for the self-hosted models.
 
 The app's ES modules and CSS keep stable names (no bundler) and are served `no-cache`, so a browser
-revalidates each on every page, about 25 for the room page. Litestar's file responses stat and
+revalidates each on every page, 33 for the room page. Litestar's file responses stat and
 read the file in a worker thread and never answer `If-None-Match`: a revalidation cost as much as
 the file. Here each file is read once (again if it changes on disk) with its headers ready, and a
 revalidation is a `stat` and an empty 304.
