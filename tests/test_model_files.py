@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from mesh_nanollm.settings import PROJECT_ROOT
+from mesh_nanollm.static import static_files_router
 
 TINY = PROJECT_ROOT / "models" / "tiny-gpt2"
 
@@ -70,7 +74,7 @@ async def test_static_files_do_not_read_the_session(user_client: AsyncTestClient
     looked_up: list[str] = []
     original = store.get_with_user
 
-    async def counting(key: str):  # noqa: ANN202
+    async def counting(key: str) -> tuple[bytes | None, object]:
         looked_up.append(key)
         return await original(key)
 
@@ -83,11 +87,7 @@ async def test_static_files_do_not_read_the_session(user_client: AsyncTestClient
     assert len(looked_up) == 1  # the page itself does
 
 
-async def test_static_file_edited_on_disk_is_served_fresh(tmp_path) -> None:  # noqa: ANN001
-    from litestar import Litestar
-
-    from mesh_nanollm.static import static_files_router
-
+async def test_static_file_edited_on_disk_is_served_fresh(tmp_path: Path) -> None:
     (tmp_path / "js").mkdir()
     module = tmp_path / "js" / "a.js"
     module.write_text("export const a = 1;\n")
