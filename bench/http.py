@@ -178,6 +178,9 @@ async def ensure_database(url: str, reseed: bool) -> None:
 
 def server_env(database_url: str, port: int) -> dict[str, str]:
     return os.environ | {
+        # As deployed: templates are not checked for edits on every render, and cookies are Secure
+        # (sign_in carries them by hand over this plain-HTTP loopback).
+        "MESH_ENV": "production",
         "DATABASE_URL": database_url,
         "SECRET_KEY": "bench-secret-key",
         "HOST": "127.0.0.1",
@@ -203,16 +206,30 @@ def start_server(database_url: str, workdir: Path, src: Path | None = None) -> t
 
 
 def sign_in(url: str, username: str) -> str:
-    """Register `username` (or sign in if it exists); returns the Cookie header of its session."""
-    with httpx.Client(base_url=url, follow_redirects=True, timeout=30) as client:
-        client.get("/login")
-        form = {"username": username, "password": PASSWORD, "_csrf_token": client.cookies["csrftoken"]}
-        response = client.post("/register", data=form | {"confirm": PASSWORD})
-        if response.url.path != "/rooms":
-            response = client.post("/login", data=form | {"next": "/rooms"})
-        if response.url.path != "/rooms":
+    """Register `username` (or sign in if it exists); returns the Cookie header of its session.
+    The server's cookies are Secure, which an HTTP client keeps from plain http: kept here instead."""
+    cookies: dict[str, str] = {}
+
+    def post(client: httpx.Client, path: str, form: dict[str, str]) -> httpx.Response:
+        headers = {"Cookie": "; ".join(f"{name}={value}" for name, value in cookies.items())}
+        response = client.post(path, data=form, headers=headers)
+        keep(response)
+        return response
+
+    def keep(response: httpx.Response) -> None:
+        for header in response.headers.get_list("set-cookie"):
+            name, _, rest = header.partition("=")
+            cookies[name.strip()] = rest.split(";", 1)[0]
+
+    with httpx.Client(base_url=url, timeout=30) as client:
+        keep(client.get("/login"))
+        form = {"username": username, "password": PASSWORD, "_csrf_token": cookies["csrftoken"]}
+        response = post(client, "/register", form | {"confirm": PASSWORD})
+        if response.headers.get("location") != "/rooms":
+            response = post(client, "/login", form | {"next": "/rooms"})
+        if response.headers.get("location") != "/rooms":
             sys.exit(f"bench: could not sign in as {username}: HTTP {response.status_code}")
-        return "; ".join(f"{name}={value}" for name, value in client.cookies.items())
+        return "; ".join(f"{name}={value}" for name, value in cookies.items())
 
 
 async def seed(database_url: str) -> None:
