@@ -149,13 +149,9 @@ async def test_a_peer_reading_slowly_gets_every_signal_in_order(live_server: Liv
     assert alice.events["error"] == []
 
 
-async def test_signals_to_a_vanished_peer_leave_the_sender_and_server_unharmed(live_server: LiveServer, account: Account, other_account: Account, peers) -> None:
+async def test_signals_to_a_vanished_peer_leave_the_sender_and_server_unharmed(live_server: LiveServer, joined_pair: JoinedPair, account: Account, other_account: Account, peers) -> None:
     room = await create_room(live_server.url, account, "vanishing room", private=False)
-    alice, carol = peers(), peers()
-    await alice.connect(live_server.url, token=account.token)
-    await carol.connect(live_server.url, token=other_account.token)
-    await alice.join(room["slug"])
-    await carol.join(room["slug"])
+    alice, carol = await joined_pair(room["slug"])
     log_from = live_server.log_path.stat().st_size
     url = live_server.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
     async with aiohttp.ClientSession() as http:

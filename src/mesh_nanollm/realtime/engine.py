@@ -43,8 +43,7 @@ class LeanSocket(AsyncSocket):
         queued before it and fewer than WRITES_IN_FLIGHT writes are under way, else through the
         queue and the writer."""
         if self._send is not None and self.queue.empty() and len(self._writes) < WRITES_IN_FLIGHT:
-            # The frame `_message` would build from the packet, without the packet.
-            self._writes.append(self._send({"type": "websocket.send", "bytes": None, "text": "4" + data}))
+            self._writes.append(self._send(_text_message("4" + data)))  # no engine.io packet object
         else:
             self.queue.put_nowait(packet.Packet(packet.MESSAGE, data))
 
@@ -125,7 +124,11 @@ def _message(pkt: packet.Packet) -> dict[str, Any]:
     data = pkt.encode()
     if isinstance(data, bytes):
         return {"type": "websocket.send", "bytes": data, "text": None}
-    return {"type": "websocket.send", "bytes": None, "text": data}
+    return _text_message(data)
+
+
+def _text_message(text: str) -> dict[str, Any]:
+    return {"type": "websocket.send", "bytes": None, "text": text}
 
 
 def use_lean_socket(server: Any, eio_sid: str) -> None:

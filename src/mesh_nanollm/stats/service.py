@@ -208,5 +208,6 @@ async def recent_speeds(room: Room, peer_ids: list[str], now: datetime | None = 
     )
     speeds: dict[str, list[float]] = defaultdict(list)
     for row in rows:
-        speeds[str(row["peer"])].append(row["decode_tokens"] * 1000 / row["decode_ms"])
+        if (speed := trace.tokens_per_s(row["decode_ms"], row["decode_tokens"])) is not None:
+            speeds[str(row["peer"])].append(speed)
     return dict(speeds)
