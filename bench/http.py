@@ -149,6 +149,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--compare", type=Path, metavar="SRC",
                         help="also serve the code in SRC (another checkout's src/, on PYTHONPATH) on the same"
                              " database, and measure both in every round, one right after the other")
+    parser.add_argument("--pages", nargs="+", metavar="TEXT",
+                        help="measure only the requests whose name contains one of these (the floor always)")
     return parser.parse_args()
 
 
@@ -542,6 +544,9 @@ def main() -> None:
                 # cached) on every visit, by a signed-in browser: its cookie comes along.
                 STATIC: ("/static/js/room.js", {}, None),
             }
+            if args.pages:
+                targets = {name: target for name, target in targets.items()
+                           if name == FLOOR or any(text in name for text in args.pages)}
             for _, base in servers.values():
                 for target, (path, extra, rows) in targets.items():
                     for username in users:

@@ -26,6 +26,7 @@ from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.template.config import TemplateConfig
 from litestar.types import Message, Scope
+from markupsafe import Markup
 
 from mesh_nanollm import db
 from mesh_nanollm.accounts.account import AccountSettings
@@ -46,6 +47,7 @@ from mesh_nanollm.openapi import (
     ErrorBody,
     openapi_config,
 )
+from mesh_nanollm.peers.panel import PeersPanel
 from mesh_nanollm.realtime.server import create_realtime
 from mesh_nanollm.request import MeshRequest
 from mesh_nanollm.rooms.manage import RoomSettingsPages
@@ -278,6 +280,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     limit_password_hashing(settings.password_hash_workers)
     realtime = create_realtime(settings)
     gateway = Gateway(realtime.jobs, realtime.presence, settings, across_instances=bool(settings.redis_url))
+    peers_panel = PeersPanel()
 
     def register_globals(templates: JinjaTemplateEngine) -> None:
         # Checking every template file for changes costs a stat per template on each render;
@@ -299,6 +302,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         )
         templates.engine.globals["api_reference_url"] = API_REFERENCE_URL
         templates.engine.globals["module_preloads"] = module_preloads(STATIC_DIR)
+        # The catalogue is fixed while the app runs: its four dozen escaped attributes, once.
+        templates.engine.globals["model_options"] = Markup(  # the template escapes what it shows
+            templates.engine.get_template("_model_options.html").render(models=catalogue.entries)
+        )
 
     csrf = CSRFConfig(
         secret=settings.secret_key,
@@ -359,6 +366,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "catalogue": Provide(lambda: catalogue, sync_to_thread=False),
             "throttle": Provide(lambda: throttle, sync_to_thread=False),
             "gateway": Provide(lambda: gateway, sync_to_thread=False),
+            "peers_panel": Provide(lambda: peers_panel, sync_to_thread=False),
         },
         middleware=[
             QuietSessionConfig(

@@ -15,7 +15,7 @@ from litestar.exceptions import NotAuthorizedException
 from litestar.middleware.csrf import CSRFMiddleware
 from litestar.types import Receive, Scope, Send
 
-from mesh_nanollm.db import as_objects
+from mesh_nanollm.db import as_objects, raw
 from mesh_nanollm.tables import ApiToken, User
 
 SESSION_USER_KEY = "user_id"
@@ -87,7 +87,7 @@ def bearer_token(headers: Any) -> str | None:
 
 
 async def user_for_token(token: str) -> User | None:
-    rows = await ApiToken.raw(_TOKEN_AND_USER, hash_token(token))
+    rows = await raw(ApiToken, _TOKEN_AND_USER, hash_token(token))
     if not rows:
         return None
     row = rows[0]

@@ -15,7 +15,7 @@ from litestar.middleware.session.server_side import (
 from litestar.stores.base import Store
 from litestar.types import Empty, Message, ScopeSession
 
-from mesh_nanollm.db import as_objects
+from mesh_nanollm.db import as_objects, raw
 from mesh_nanollm.security import SESSION_USER_KEY, remember_session_user
 from mesh_nanollm.tables import User, WebSession
 
@@ -58,7 +58,7 @@ class DatabaseStore(Store):
 
     async def get_with_user(self, key: str) -> tuple[bytes | None, User | None]:
         """The session's data and the user it names (None for an anonymous or a missing session)."""
-        rows = await WebSession.raw(_SESSION_AND_USER, key)
+        rows = await raw(WebSession, _SESSION_AND_USER, key)
         if not rows:
             return None, None
         row = rows[0]

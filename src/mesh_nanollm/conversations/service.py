@@ -19,6 +19,7 @@ from mesh_nanollm.conversations.schemas import (
     TurnCreate,
     TurnView,
 )
+from mesh_nanollm.db import raw
 from mesh_nanollm.errors import InvalidInput, NotFound
 from mesh_nanollm.rooms.service import get_room
 from mesh_nanollm.tables import Conversation, Job, Room, Turn, User
@@ -122,7 +123,7 @@ async def list_conversations(user: User, room: Room | None = None) -> list[Conve
     """The user's conversations, most recently used first; only those of `room`, if given."""
     # One statement, turn counts included, in raw SQL: the room page lists these on every load.
     in_room = " AND conversation.room = {}" if room is not None else ""
-    rows = await Conversation.raw(
+    rows = await raw(Conversation, 
         "SELECT conversation.id, conversation.title, conversation.updated_at, room.slug AS room_slug,"
         " room.name AS room_name,"
         " (SELECT count(*) FROM turn WHERE turn.conversation = conversation.id) AS turns"

@@ -11,6 +11,7 @@ from uuid import UUID
 
 import msgspec
 
+from mesh_nanollm.db import raw
 from mesh_nanollm.errors import Conflict, InvalidInput, NotFound, ServiceError
 from mesh_nanollm.jobs import trace
 from mesh_nanollm.jobs.schemas import JobCreate, JobParams, JobPatch, JobView
@@ -161,7 +162,7 @@ async def list_jobs(
         # A row-value comparison lets both databases walk the (requester, created_at, id) index.
         sql += " AND (job.created_at, job.id) < ({}, {})"
         args.extend(decode_cursor(cursor))
-    rows = await Job.raw(f"{sql} ORDER BY job.created_at DESC, job.id DESC LIMIT {{}}", *args, limit + 1)
+    rows = await raw(Job, f"{sql} ORDER BY job.created_at DESC, job.id DESC LIMIT {{}}", *args, limit + 1)
     views = [to_view(row, row["room_slug"]) for row in rows[:limit]]
     next_cursor = encode_cursor(views[-1].created_at, views[-1].id) if len(rows) > limit else None
     return views, next_cursor
@@ -170,7 +171,7 @@ async def list_jobs(
 async def list_models_used(user: User) -> list[str]:
     # A loose index scan: one index probe per distinct model on (requester, model_id, ...).
     # A plain SELECT DISTINCT reads every one of the user's jobs (145 ms at a million jobs).
-    rows = await Job.raw(
+    rows = await raw(Job, 
         "WITH RECURSIVE used(model_id, n) AS ("
         " SELECT (SELECT model_id FROM job WHERE requester = {} ORDER BY model_id LIMIT 1), 1"
         " UNION ALL"

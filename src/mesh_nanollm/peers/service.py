@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 from piccolo.query.functions.aggregate import Count
 
+from mesh_nanollm.db import raw
 from mesh_nanollm.peers.schemas import PeerView
 from mesh_nanollm.realtime.schemas import Capabilities, Status
 from mesh_nanollm.tables import PeerSession, Room
@@ -82,8 +83,8 @@ async def open_peer_sessions(joins: Sequence[PeerJoin]) -> list[str]:
 
 async def list_live_peers(room: Room, exclude: str | None = None) -> list[PeerView]:
     """The room's live peers on every instance, oldest first."""
-    rows = await PeerSession.raw(_LIVE_PEERS_SQL, room.id)
-    return [_view(row | {column: msgspec.json.decode(row[column]) for column in ("models_warm", "links", "serving")})
+    rows = await raw(PeerSession, _LIVE_PEERS_SQL, room.id)
+    return [_view(dict(row) | {column: msgspec.json.decode(row[column]) for column in ("models_warm", "links", "serving")})
             for row in rows if str(row["peer_id"]) != exclude]
 
 

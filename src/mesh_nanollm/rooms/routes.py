@@ -5,25 +5,24 @@ from __future__ import annotations
 from typing import Annotated, Any, ClassVar
 from uuid import UUID
 
-from litestar import Controller, get, post
+from jinja2 import Environment
+from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.di import NamedDependency, Provide
 from litestar.params import FromPath, JSONBody, QueryParameter, URLEncodedBody
 from litestar.plugins.htmx import HTMXRequest, HTMXTemplate, HXLocation
 from litestar.response import Redirect, Template
 from litestar.types import Dependencies
 
-from mesh_nanollm.catalogue import Catalogue
 from mesh_nanollm.conversations import service as conversations
 from mesh_nanollm.errors import Forbidden, ServiceError
 from mesh_nanollm.openapi import BEARER, errors
+from mesh_nanollm.peers.panel import PeersPanel
 from mesh_nanollm.peers.schemas import PeerView
 from mesh_nanollm.peers.service import list_live_peers
-from mesh_nanollm.peers.topology import draw_mesh
 from mesh_nanollm.rooms import service
 from mesh_nanollm.rooms.codes import format_code
 from mesh_nanollm.rooms.schemas import RoomCreate, RoomView
 from mesh_nanollm.security import provide_user
-from mesh_nanollm.stats.service import recent_speeds
 from mesh_nanollm.tables import Room, User
 
 Form = URLEncodedBody[dict[str, str]]
@@ -39,6 +38,10 @@ def room_view(room: Room, peers: int, user: NamedDependency[User], owner_name: s
         created_at=room.created_at,
         invite_code=format_code(room.invite_code) if room.invite_code and room.owner == user.id else None,
     )
+
+
+def templates(request: Request) -> Environment:
+    return request.app.template_engine.engine  # type: ignore[union-attr]  # the app's Jinja engine
 
 
 def go_to(request: HTMXRequest, path: str) -> Redirect | HXLocation:
@@ -94,26 +97,23 @@ class RoomPages(Controller):
 
     @get("/{slug:str}", name="room")
     async def room(
-        self, user: NamedDependency[User], slug: FromPath[str], catalogue: NamedDependency[Catalogue],
-        conversation: Annotated[UUID | None, QueryParameter()] = None,
+        self, request: Request, user: NamedDependency[User], slug: FromPath[str],
+        peers_panel: NamedDependency[PeersPanel], conversation: Annotated[UUID | None, QueryParameter()] = None,
     ) -> Template:
         try:
             room = await service.get_room(user, slug)
         except Forbidden as exc:
             return self._locked(user, slug, exc.detail, 403)
-        peers = await list_live_peers(room)
         context = {
             "user": user,
             "room": room,
-            "peers": peers,
-            "mesh": draw_mesh(peers, await recent_speeds(room, [p.peer_id for p in peers])),
-            "models": catalogue.entries,
+            "peers_panel": await peers_panel.render(templates(request), room, {"request": request}),
             "is_owner": room.owner == user.id,
             "invite_code": format_code(room.invite_code) if room.invite_code else None,
             **await conversations.room_context(user, room, conversation),
         }
         # Cross-origin isolated, as every page is (app.security_headers).
-        return Template("room.html", context=context)
+        return Template("room.html", context=context, media_type=MediaType.HTML)
 
     def _locked(self, user: User, slug: str, detail: str, status: int, **extra: Any) -> Template:
         """The page of a private room for someone not in it: why, and a field for its code."""
@@ -134,11 +134,11 @@ class RoomPages(Controller):
         return go_to(request, f"/rooms/{room.slug}")
 
     @get("/{slug:str}/peers", name="room_peers")
-    async def peers(self, user: NamedDependency[User], slug: FromPath[str]) -> Template:
+    async def peers(
+        self, request: Request, user: NamedDependency[User], slug: FromPath[str], peers_panel: NamedDependency[PeersPanel]
+    ) -> Response[str]:
         room = await service.get_room(user, slug)
-        peers = await list_live_peers(room)
-        mesh = draw_mesh(peers, await recent_speeds(room, [p.peer_id for p in peers]))
-        return HTMXTemplate(template_name="_peers.html", context={"user": user, "room": room, "peers": peers, "mesh": mesh})
+        return Response(await peers_panel.render(templates(request), room, {"request": request}), media_type=MediaType.HTML)
 
 
 class RoomApi(Controller):

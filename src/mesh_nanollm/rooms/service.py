@@ -7,7 +7,7 @@ import secrets
 import unicodedata
 from dataclasses import dataclass
 
-from mesh_nanollm.db import as_objects
+from mesh_nanollm.db import as_objects, raw
 from mesh_nanollm.errors import Conflict, Forbidden, InvalidInput, NotFound
 from mesh_nanollm.peers.service import count_live_peers
 from mesh_nanollm.rooms.codes import new_code, normalize_code
@@ -40,7 +40,7 @@ def validate_room_name(name: str) -> dict[str, str]:
 async def list_visible_rooms(user: User) -> list[Room]:
     """Public rooms and the private rooms `user` belongs to (one query); the global room first,
     then the newest first."""
-    rows = await Room.raw(
+    rows = await raw(Room, 
         "SELECT room.* FROM room WHERE NOT room.is_private"
         ' OR room.id IN (SELECT room_member.room FROM room_member WHERE room_member."user" = {})'
         " ORDER BY room.created_at DESC",
@@ -94,7 +94,7 @@ async def may_enter(user: User, room: Room) -> bool:
 
 async def get_room(user: User, slug: str) -> Room:
     """The room `slug` if `user` may see it; NotFound or Forbidden otherwise."""
-    rows = await Room.raw(
+    rows = await raw(Room, 
         "SELECT room.*, EXISTS (SELECT 1 FROM room_member WHERE room_member.room = room.id"
         ' AND room_member."user" = {}) AS is_member FROM room WHERE room.slug = {}',
         user.id,

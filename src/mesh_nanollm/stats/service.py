@@ -11,6 +11,7 @@ from typing import Any
 
 from piccolo.query.functions.aggregate import Count, Sum
 
+from mesh_nanollm.db import raw
 from mesh_nanollm.errors import ServiceError
 from mesh_nanollm.jobs import trace
 from mesh_nanollm.jobs.service import to_view
@@ -194,7 +195,7 @@ async def recent_speeds(room: Room, peer_ids: list[str], now: datetime | None = 
     # One statement for the peers asked about, and only the two columns a speed needs: the room
     # page runs this on every load, and building hundreds of job views for it cost more than the
     # rest of the page.
-    rows = await Job.raw(
+    rows = await raw(Job, 
         "SELECT peer, decode_ms, decode_tokens FROM ("
         " SELECT peer, decode_ms, decode_tokens, created_at,"
         " row_number() OVER (PARTITION BY peer ORDER BY created_at DESC) AS n FROM ("
