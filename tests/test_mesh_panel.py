@@ -184,3 +184,39 @@ def test_a_crowd_is_drawn_up_to_the_cap_and_the_rest_counted() -> None:
     positions = {(node.x, node.y) for node in mesh.nodes}
     assert len(positions) == MAX_DRAWN  # nobody drawn over anybody
     assert all(0 < x < mesh.width and 0 < y < mesh.height for x, y in positions)
+
+
+async def test_the_panel_follows_every_change_the_room_page_and_fragment_share(
+    user_client: AsyncTestClient,
+) -> None:
+    """The panel is rendered once for what it shows: a state change, a new peer or only a new
+    job's speed (the same peers) each give a new panel, on the fragment and on the page."""
+    slug, room, user, _ = await make_room(user_client)
+    peer = await add_peer(room, user)
+
+    async def fragment() -> str:
+        return (await user_client.get(f"/rooms/{slug}/peers", headers=HTMX)).text
+
+    def states(html: str) -> list[tuple[str, str]]:
+        return re.findall(r'data-testid="peer" data-peer-id="([^"]+)" data-state="(\w+)"', html)
+
+    first = await fragment()
+    assert states(first) == [(peer, "idle")] and await fragment() == first
+    assert first in (await user_client.get(f"/rooms/{slug}")).text
+
+    await PeerSession.update({PeerSession.state: "busy"}).where(PeerSession.peer_id == peer)
+    assert states(await fragment()) == [(peer, "busy")]
+
+    other = await add_peer(room, user)
+    assert states(await fragment()) == [(peer, "busy"), (other, "idle")]
+
+    assert "peer-spark" not in await fragment()
+    now = datetime.now(UTC)
+    await Job(room=room, requester=user, requester_peer=peer, model_id="tiny-gpt2", prompt="p",
+              status="succeeded", token_count=11, created_at=now, started_at=now, first_token_at=now,
+              finished_at=now, updated_at=now, decode_ms=500, decode_tokens=10).save()
+    changed = await fragment()
+    assert states(changed) == [(peer, "busy"), (other, "idle")]
+    row = re.search(rf'data-peer-id="{peer}".*?</li>', changed, re.DOTALL).group(0)
+    assert 'aria-label="Speed of its last 1 job: 20.0 to 20.0 tok/s, latest 20.0"' in row
+    assert changed in (await user_client.get(f"/rooms/{slug}")).text
