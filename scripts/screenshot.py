@@ -6,6 +6,7 @@ Usage: uv run python scripts/screenshot.py   (writes docs/screenshot-rooms.png a
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -29,6 +30,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 VIEWPORT = {"width": 1280, "height": 800}
+ROOM_VIEWPORT = {"width": 1280, "height": 1300}
 
 
 def start_app(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
@@ -74,8 +76,11 @@ def run_prompt(page: Page, prompt: str) -> None:
     expect(page.get_by_test_id("output")).not_to_be_empty(timeout=60_000)
     expect(page.get_by_test_id("cancel")).to_be_disabled(timeout=60_000)
     expect(page.get_by_test_id("metrics")).to_contain_text("recorded in history", timeout=30_000)
-    # Presence reaches the peers panel in batches, about a second behind the page's own badge.
-    expect(page.locator('[data-testid="peer"][data-link="self"]')).to_contain_text("idle", timeout=10_000)
+    # The panel catches up once the run is recorded: this tab back from busy (a new account does
+    # not share its device, so "paused") and its first speed in the sparkline.
+    me = page.locator('[data-testid="peer"][data-link="self"]')
+    expect(me).to_have_attribute("data-state", "paused", timeout=10_000)
+    expect(me.get_by_role("img", name=re.compile(r"^Speed of its last"))).to_be_visible(timeout=10_000)
 
 
 def main() -> None:
@@ -92,6 +97,9 @@ def main() -> None:
                 page.screenshot(path=str(DOCS / "screenshot-rooms.png"))
                 page.goto(f"{url}/rooms/lab-bench")
                 run_prompt(page, "Once upon a time")
+                # Taller, from the top: the model, the peers and the answer in one picture.
+                page.set_viewport_size(ROOM_VIEWPORT)
+                page.evaluate("window.scrollTo(0, 0)")
                 page.screenshot(path=str(DOCS / "screenshot-room.png"))
                 browser.close()
         finally:
