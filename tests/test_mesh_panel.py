@@ -120,6 +120,8 @@ async def test_peer_rows_show_recent_speed_as_a_sparkline(user_client: AsyncTest
 
     fragment = (await user_client.get(f"/rooms/{slug}/peers", headers=HTMX)).text
 
+    # Each peer once, oldest first, however many speeds it has.
+    assert re.findall(r'data-testid="peer" data-peer-id="([^"]+)"', fragment) == [str(fast), str(idle)]
     row = re.search(
         rf'data-testid="peer" data-peer-id="{fast}".*?</li>', fragment, re.DOTALL
     ).group(0)
