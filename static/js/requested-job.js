@@ -196,15 +196,19 @@ export class RequestedJob {
     attempt.resolve(outcome);
   }
 
-  /** The last attempt's "done": its text is the authority for what it added. */
+  /** The last attempt's "done": its text and its count are the authority for the whole answer.
+   * After a failover the streamed count (earlier attempts' tokens plus this one's) can run past
+   * the job's max_new_tokens: the resumed text re-tokenises to fewer tokens than were streamed
+   * (its trailing space, at least), and the worker's budget counts those. */
   finish(done) {
     this.attemptText = done.text ?? this.attemptText;
     this.text = this.resume + this.attemptText;
     this.resumedTokens = done.resumed_tokens ?? 0;
-    this.#hooks.onToken(this.text, this.seqBefore + this.seq);
+    const tokens = this.resumedTokens + (done.tokens ?? 0);
+    this.#hooks.onToken(this.text, tokens);
     const reason = this.cancelled ? "cancelled" : done.reason ?? "";
     this.attempts.at(-1).outcome = reason === "cancelled" ? "cancelled" : "finished";
-    return this.result(reason, this.resumedTokens + (done.tokens ?? 0), done);
+    return this.result(reason, tokens, done);
   }
 
   result(reason, tokens = 0, done = {}) {
