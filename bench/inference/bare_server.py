@@ -5,14 +5,16 @@ revalidated bench modules; COOP/COEP on everything).
 Playwright could answer these requests itself (`context.route`), but any route turns off the
 browser's HTTP cache for the whole context: every "warm" visit would then fetch transformers.js and
 the ORT wasm again, and V8 could never reuse its compiled wasm. A server of its own keeps the bare
-page independent of the app server too.
+page independent of the app server too, and a process of its own lets the benchmark count its CPU
+and set its priority as it does the app server's.
 """
 
 from __future__ import annotations
 
 import hashlib
 import mimetypes
-import threading
+import subprocess
+import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -96,13 +98,20 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class BareServer:
-    """Serves the bare page on 127.0.0.1 on a free port, from a thread, until `stop()`."""
+    """Serves the bare page on 127.0.0.1 on a free port, from a process of its own, until `stop()`."""
 
     def __init__(self) -> None:
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.process = subprocess.Popen([sys.executable, __file__], stdout=subprocess.PIPE, text=True)
+        self.url = self.process.stdout.readline().strip()
+        if not self.url:
+            raise RuntimeError(f"the bare page's server did not start (exit status {self.process.wait()})")
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.process.terminate()
+        self.process.wait(10)
+
+
+if __name__ == "__main__":
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    print(f"http://127.0.0.1:{httpd.server_address[1]}", flush=True)
+    httpd.serve_forever()

@@ -32,8 +32,11 @@ from playwright.async_api import Browser, BrowserContext, Page, Playwright, asyn
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.append(str(ROOT / "bench"))  # cpu.py
 from bare_server import ISOLATION, BareServer
-from conftest import CHROMIUM, CHROMIUM_ARGS, start_server
+from conftest import CHROMIUM, CHROMIUM_ARGS, free_port, start_server
+from cpu import cpu_seconds, cpu_used
+from edge import Edge
 
 from mesh_nanollm.vendor import load_vendor_manifest
 
@@ -41,6 +44,9 @@ MODEL, DTYPE = "tiny-gpt2", "q8"
 PROMPT = "You may"
 RESULTS_DIR = ROOT / "bench" / "results"
 READY_MARK = {"ours": "mesh:model-ready", "bare": "bare:model-ready"}
+# Opened for "model ready": the room page, its reference (bare), and bare.js in a worker of its own,
+# which shows how much of ours over bare is the worker itself (the room page must run one).
+OPEN_KINDS = ("ours", "bare", "bare-worker")
 # For the breakdown only: the room page with its jobs API calls answered inside the page, which
 # shows what recording (browser network work plus the server on these same cores) costs a run.
 UNRECORDED = """(() => {
@@ -95,7 +101,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--settle", type=float, default=5, help="seconds between the empty-cache and the warm open")
     parser.add_argument("--opens-only", action="store_true", help="measure model-ready times only, no generations")
     parser.add_argument("--server-priority", choices=["low", "same"], default="low",
-                        help="low: renice the app server to 19, standing in for a server on another machine")
+                        help="low: renice the app server and the bare page's to 19, standing in for servers on another machine")
+    parser.add_argument("--edge", action="store_true",
+                        help="serve both pages through a TLS edge speaking HTTP/2, as fly.io's proxy does (needs nginx)")
     return parser.parse_args()
 
 
@@ -122,9 +130,11 @@ async def sign_up(base_url: str) -> tuple[str, dict[str, str]]:
 class Pages:
     """Opens either page in a browser context and drives one generation through it."""
 
-    def __init__(self, base_url: str, bare_url: str, session: str, rooms: dict[str, str], threads: int) -> None:
+    def __init__(self, base_url: str, bare_url: str, session: str, rooms: dict[str, str], threads: int,
+                 chromium_args: list[str] = CHROMIUM_ARGS) -> None:
         vendor = load_vendor_manifest(ROOT / "static")
         self.base_url, self.session, self.rooms, self.threads = base_url, session, rooms, threads
+        self.chromium_args = chromium_args
         config = {"transformers": vendor.url("transformers"), "mjs": vendor.url("ort_wasm_mjs"),
                   "wasm": vendor.url("ort_wasm_wasm"), "model": MODEL, "dtype": DTYPE, "threads": threads}
         self.bare_urls = {kind: f"{bare_url}/bench/bare#{quote(json.dumps(config | {'worker': kind == 'bare-worker'}))}"
@@ -144,7 +154,7 @@ class Pages:
     async def new_profile(self, playwright: Playwright, folder: Path) -> BrowserContext:
         """A browser of its own on an empty profile kept on disk, as a person's is: V8 keeps the
         code it compiled (the ORT wasm's included) beside the HTTP cache's entries."""
-        context = await playwright.chromium.launch_persistent_context(folder, executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        context = await playwright.chromium.launch_persistent_context(folder, executable_path=CHROMIUM, args=self.chromium_args)
         await context.add_cookies([{"name": "mesh_session", "value": self.session, "url": self.base_url}])
         return context
 
@@ -229,28 +239,51 @@ async def steady_state(browser: Browser, pages: Pages, rounds: int, tokens: int)
     }
 
 
-async def page_opens(playwright: Playwright, pages: Pages, times: int, settle: float) -> dict[str, Any]:
+async def page_opens(playwright: Playwright, pages: Pages, times: int, settle: float,
+                     servers: dict[str, int]) -> dict[str, Any]:
     """"Model ready" when opening the page on an empty profile, then in a new tab after closing the
-    first (warm: a new renderer process, as when a person comes back to the room)."""
-    ready: dict[str, dict[str, list[float]]] = {kind: {"empty": [], "warm": []} for kind in READY_MARK}
+    first (warm: a new renderer process, as when a person comes back to the room), and the CPU
+    seconds each open cost until then: the browser's by process type and the page's server's."""
+    ready: dict[str, dict[str, list[float]]] = {kind: {"empty": [], "warm": []} for kind in OPEN_KINDS}
+    cpu: dict[str, dict[str, list[dict[str, float]]]] = {kind: {"empty": [], "warm": []} for kind in OPEN_KINDS}
+
+    async def open_(page: Page, kind: str, cache: str) -> None:
+        before = cpu_seconds(servers)
+        ready[kind][cache].append(await pages.open(page, kind))
+        used = cpu_used(before, cpu_seconds(servers))
+        # Only the server this page asks counts: the other one idles meanwhile.
+        mine = "app server" if kind == "ours" else "bare server"
+        cpu[kind][cache].append({key: value for key, value in used.items() if key not in servers or key == mine})
+
     for round_ in range(times):
-        for kind in ("ours", "bare") if round_ % 2 == 0 else ("bare", "ours"):
+        # Each kind first, middle and last in turn, so no kind always follows the same one.
+        shift = round_ % len(OPEN_KINDS)
+        for kind in OPEN_KINDS[shift:] + OPEN_KINDS[:shift]:
             with tempfile.TemporaryDirectory(prefix="mesh-bench-profile-") as folder:
                 context = await pages.new_profile(playwright, Path(folder))
                 page = await context.new_page()
-                ready[kind]["empty"].append(await pages.open(page, kind))
+                await open_(page, kind, "empty")
                 # Let the first visit finish its writes: transformers.js's Cache Storage copies, and
                 # V8's compiled wasm once its optimising tier is done.
                 await asyncio.sleep(settle)
                 await page.close()
                 page = await context.new_page()
-                ready[kind]["warm"].append(await pages.open(page, kind))
+                await open_(page, kind, "warm")
                 await context.close()
     opens: dict[str, Any] = {kind: {cache: summary(values) for cache, values in by_cache.items()} for kind, by_cache in ready.items()}
-    # Ours and bare of one round opened back to back: their ratio cancels slow drifts in the load.
-    opens["ratios"] = {cache: summary([o / b for o, b in zip(ready["ours"][cache], ready["bare"][cache], strict=True)])
-                       for cache in ("empty", "warm")}
+    # The kinds of one round are opened back to back: their ratios cancel slow drifts in the load.
+    def ratios(top: str, bottom: str) -> dict[str, dict[str, float]]:
+        return {cache: summary([t / b for t, b in zip(ready[top][cache], ready[bottom][cache], strict=True)])
+                for cache in ("empty", "warm")}
+
+    opens["ratios"] = ratios("ours", "bare")
+    opens["ratios_worker"] = {"ours ÷ bare-worker": ratios("ours", "bare-worker"),
+                              "bare-worker ÷ bare": ratios("bare-worker", "bare")}
+    opens["cpu_s"] = {kind: {cache: {key: statistics.median(row.get(key, 0.0) for row in rows)
+                                      for key in sorted({key for row in rows for key in row})}
+                             for cache, rows in by_cache.items()} for kind, by_cache in cpu.items()}
     opens["raw"] = ready
+    opens["raw_cpu_s"] = cpu
     return opens
 
 
@@ -276,12 +309,26 @@ def report_opens(results: dict[str, Any]) -> str:
     lines = ["| WASM threads | page | ready ms, empty cache | ready ms, warm (new tab) |", "| --- | --- | ---: | ---: |"]
     for threads, result in results["by_threads"].items():
         opens = result["opens"]
-        for kind in READY_MARK:
+        for kind in OPEN_KINDS:
             lines.append(f"| {threads} | {kind} | {spread(opens[kind]['empty'])} | {spread(opens[kind]['warm'])} |")
         ratios = opens["ratios"]
         lines.append(f"| {threads} | ours ÷ bare, median of rounds (min–max) | **{spread(ratios['empty'], 2)}×** "
                      f"| **{spread(ratios['warm'], 2)}×** |")
+        for name, pair in opens["ratios_worker"].items():
+            lines.append(f"| {threads} | {name} | {spread(pair['empty'], 2)}× | {spread(pair['warm'], 2)}× |")
+    lines += ["", ("CPU seconds until the model was ready, medians: all processes (the page's server; renderers; "
+                   "the rest: Chromium's browser, GPU and network processes, Playwright's driver, the edge if any):"), "",
+              "| WASM threads | page | empty cache | warm (new tab) |", "| --- | --- | ---: | ---: |"]
+    for threads, result in results["by_threads"].items():
+        for kind, by_cache in result["opens"]["cpu_s"].items():
+            lines.append(f"| {threads} | {kind} | {cpu_cell(by_cache['empty'])} | {cpu_cell(by_cache['warm'])} |")
     return "\n".join(lines)
+
+
+def cpu_cell(used: dict[str, float]) -> str:
+    server = sum(value for key, value in used.items() if key.endswith("server"))
+    renderer = used.get("renderer", 0.0)
+    return f"{sum(used.values()):.2f} ({server:.2f}; {renderer:.2f}; {sum(used.values()) - server - renderer:.2f})"
 
 
 def report(results: dict[str, Any]) -> str:
@@ -315,18 +362,23 @@ async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="mesh-bench-inference-") as tmp:
         server = start_server(Path(tmp))
         bare = BareServer()
+        servers = {"app server": server.process.pid, "bare server": bare.process.pid}
+        edge = Edge([server.url, bare.url], [free_port(), free_port()]) if args.edge else None
+        base_url, bare_url = (edge.urls[server.url], edge.urls[bare.url]) if edge else (server.url, bare.url)
+        chromium_args = CHROMIUM_ARGS + (edge.chromium_args if edge else [])
         if args.server_priority == "low":
-            renice_tree(server.process.pid, 19)
+            for pid in servers.values():
+                renice_tree(pid, 19)
         try:
             session, rooms = await sign_up(server.url)
             async with async_playwright() as playwright:
-                browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=chromium_args)
                 by_threads = {}
                 for threads in args.threads:
-                    pages = Pages(server.url, bare.url, session, rooms, threads)
+                    pages = Pages(base_url, bare_url, session, rooms, threads, chromium_args)
                     started = time.monotonic()
                     steady = None if args.opens_only else await steady_state(browser, pages, args.rounds, args.tokens)
-                    opens = await page_opens(playwright, pages, args.cold, args.settle)
+                    opens = await page_opens(playwright, pages, args.cold, args.settle, servers)
                     by_threads[threads] = {
                         "steady": steady,
                         "opens": opens,
@@ -337,6 +389,8 @@ async def main() -> None:
                 chromium = browser.version
                 await browser.close()
         finally:
+            if edge:
+                edge.stop()
             server.stop()
             bare.stop()
     results = {
@@ -346,6 +400,7 @@ async def main() -> None:
         "machine": platform.machine(),
         "load_average": {"before": load_before, "after": os.getloadavg()},
         "server_priority": args.server_priority,
+        "transport": "HTTP/2 through a TLS edge" if args.edge else "HTTP/1.1 straight to the servers",
         "model": MODEL, "dtype": DTYPE, "prompt": PROMPT, "tokens": args.tokens, "rounds": args.rounds,
         "opens_only": args.opens_only, "settle_s": args.settle,
         "by_threads": by_threads,
@@ -353,6 +408,7 @@ async def main() -> None:
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     path = RESULTS_DIR / f"inference-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
     path.write_text(json.dumps(results, indent=2))
+    print(f"transport: {results['transport']}")
     print(report(results))
     print(f"\nload average before {load_before}, after {results['load_average']['after']}; saved {path}")
 

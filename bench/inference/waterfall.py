@@ -19,8 +19,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bare_server import BareServer
+from edge import Edge
 from playwright.async_api import Page, Request, async_playwright
-from run import READY_MARK, Pages, sign_up, start_server  # start_server: the tests' (conftest.py)
+from run import (  # the tests' (conftest.py)
+    CHROMIUM_ARGS,
+    READY_MARK,
+    Pages,
+    free_port,
+    sign_up,
+    start_server,
+)
 
 # The page's resource entries and marks, on its own clock (ms since navigation started).
 PAGE_ENTRIES = """() => [
@@ -68,14 +76,20 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--opens", type=int, default=1, help="empty-then-warm opens per page")
     parser.add_argument("--threads", type=int, default=1, help="WASM threads")
+    parser.add_argument("--edge", action="store_true", help="through a TLS edge speaking HTTP/2 (run.py --edge)")
     args = parser.parse_args()
     print(f"load average at the start: {os.getloadavg()}")
     with tempfile.TemporaryDirectory(prefix="mesh-bench-waterfall-") as tmp:
         server = start_server(Path(tmp))
         bare = BareServer()
+        edge = Edge([server.url, bare.url], [free_port(), free_port()]) if args.edge else None
         try:
             session, rooms = await sign_up(server.url)
-            pages = Pages(server.url, bare.url, session, rooms, args.threads)
+            if edge:
+                pages = Pages(edge.urls[server.url], edge.urls[bare.url], session, rooms, args.threads,
+                              CHROMIUM_ARGS + edge.chromium_args)
+            else:
+                pages = Pages(server.url, bare.url, session, rooms, args.threads)
             async with async_playwright() as playwright:
                 for _ in range(args.opens):
                     for kind in READY_MARK:
@@ -92,6 +106,8 @@ async def main() -> None:
                                 await page.close()
                             await context.close()
         finally:
+            if edge:
+                edge.stop()
             server.stop()
             bare.stop()
     print(f"\nload average at the end: {os.getloadavg()}")

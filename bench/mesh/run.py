@@ -32,7 +32,9 @@ from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.append(str(ROOT / "bench"))  # cpu.py
 from conftest import CHROMIUM, CHROMIUM_ARGS, start_server
+from cpu import cpu_seconds, cpu_used
 
 MODEL = "tiny-gpt2"
 PROMPT = "You may"
@@ -155,52 +157,6 @@ async def create_room(base_url: str, session: str) -> str:
 def step(message: str) -> None:
     """Progress on stderr: a long run should say where it is."""
     print(f"{datetime.now().strftime('%H:%M:%S')} {message}", file=sys.stderr, flush=True)
-
-
-def cpu_seconds(server_pid: int) -> dict[str, float]:
-    """CPU time so far (user + system) of the app server, of this run's Chromium processes by
-    their type (browser, renderer, gpu-process, utility: the network service among them) and of
-    Playwright's driver, read from /proc: every process below this one but this one, the
-    server's subtree counted apart."""
-    tick = os.sysconf("SC_CLK_TCK")
-    parents: dict[int, int] = {}
-    seconds: dict[int, float] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # gone meanwhile
-            continue
-        pid = int(stat.parent.name)
-        parents[pid] = int(fields[1])
-        seconds[pid] = (int(fields[11]) + int(fields[12])) / tick
-    children: dict[int, list[int]] = {}
-    for pid, parent in parents.items():
-        children.setdefault(parent, []).append(pid)
-
-    def subtree(root: int) -> list[int]:
-        pids = [root]
-        for pid in pids:
-            pids.extend(children.get(pid, []))
-        return pids
-
-    server = subtree(server_pid)
-    used = {"server": sum(seconds.get(pid, 0.0) for pid in server)}
-    for pid in set(subtree(os.getpid())) - set(server) - {os.getpid()}:
-        try:
-            # Chromium's children rewrite theirs into one string: split on spaces too.
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").split()
-        except OSError:
-            continue
-        if argv[0].endswith((b"chromium", b"chrome")):
-            kind = next((a[7:].decode() for a in argv if a.startswith(b"--type=")), "browser")
-        else:
-            kind = "driver"  # Playwright's, which relays the bench's calls into the pages
-        used[kind] = used.get(kind, 0.0) + seconds[pid]
-    return used
-
-
-def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    return {key: after[key] - before.get(key, 0.0) for key in after}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -333,10 +289,10 @@ async def join_times(browsers: Browsers, size: int) -> dict[str, float]:
         await wait_all_open(pages[:-1], size - 2)
     for page in pages[:-1]:
         await page.evaluate("() => { window.signals = 0; }")
-    cpu = cpu_seconds(browsers.server_pid)
+    cpu = cpu_seconds({"server": browsers.server_pid})
     newcomer = await pages[-1].evaluate("s => window.join(s)", slug)
     newcomer_open = (await wait_all_open(pages[-1:], size - 1))[0]
-    newcomer_cpu = cpu_used(cpu, cpu_seconds(browsers.server_pid))
+    newcomer_cpu = cpu_used(cpu, cpu_seconds({"server": browsers.server_pid}))
     newcomer_signals = await pages[-1].evaluate("() => window.signals")
     for page in pages[:-1]:
         newcomer_signals += await page.evaluate("() => window.signals")
@@ -344,10 +300,10 @@ async def join_times(browsers: Browsers, size: int) -> dict[str, float]:
 
     slug = await create_room(browsers.base_url, session)
     pages = await harness_peers(browsers, size)
-    cpu = cpu_seconds(browsers.server_pid)
+    cpu = cpu_seconds({"server": browsers.server_pid})
     joined = await asyncio.gather(*(page.evaluate("s => window.join(s)", slug) for page in pages))
     everyone_open = await wait_all_open(pages, size - 1)
-    everyone_cpu = cpu_used(cpu, cpu_seconds(browsers.server_pid))
+    everyone_cpu = cpu_used(cpu, cpu_seconds({"server": browsers.server_pid}))
     signals = sum([await page.evaluate("() => window.signals") for page in pages])
     await browsers.close()
     return {
