@@ -111,6 +111,21 @@ async def test_unknown_page_shows_friendly_404(client: AsyncTestClient) -> None:
     assert "Traceback" not in response.text
 
 
+async def test_unknown_page_knows_who_is_signed_in(client: AsyncTestClient) -> None:
+    """No route answers the address, so no route read the session: the page looks the user up
+    itself, and shows the header a signed-in person sees everywhere else, not "Sign in"."""
+    username = await register(client)
+    response = await client.get("/no-such-page")
+    assert response.status_code == 404
+    assert f'<span class="who">{username}</span>' in response.text
+    assert "Sign out" in response.text and "Create account" not in response.text
+    assert ">Go to your rooms</a>" in response.text
+    client.cookies.delete("mesh_session")
+    anonymous = await client.get("/no-such-page")
+    assert anonymous.status_code == 404 and username not in anonymous.text
+    assert 'class="button" href="/login">Sign in</a>' in anonymous.text and "Go to your rooms" not in anonymous.text
+
+
 async def test_unknown_api_path_returns_json_404(client: AsyncTestClient) -> None:
     response = await client.get("/api/no-such-thing")
     assert response.status_code == 404

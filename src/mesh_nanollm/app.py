@@ -25,7 +25,7 @@ from litestar.response import Redirect, Template
 from litestar.static_files import create_static_files_router
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.template.config import TemplateConfig
-from litestar.types import Message, Scope
+from litestar.types import Message, Receive, Scope, Send
 from markupsafe import Markup
 
 from mesh_nanollm import db
@@ -64,6 +64,7 @@ from mesh_nanollm.vendor import load_vendor_manifest, vendor_router
 log = logging.getLogger("mesh_nanollm")
 
 STATIC_DIR = PROJECT_ROOT / "static"
+SESSION_COOKIE = "mesh_session"
 # Files belong to no one's session: a room page revalidates 33 of them on every visit, and
 # the session middleware read a signed-in user's session from the database for each one.
 FILE_PATHS = [r"^/static/", r"^/models/"]
@@ -129,7 +130,26 @@ def handle_error(request: Request, exc: Exception) -> Response:
     context = {"status": status, "title": TITLES.get(status, "Error"), "detail": detail,
                "user": request.scope.get("mesh.user")}
     # Error responses skip the after_request hooks: the error page needs the same headers as the rest.
-    return security_headers(Template("error.html", context=context, status_code=status, headers=headers))
+    return security_headers(ErrorPage("error.html", context=context, status_code=status, headers=headers))
+
+
+class ErrorPage(Template):
+    """error.html, greeting a signed-in person as every other page does. No route answers an
+    unknown address, so no route read the session, and its header would offer "Sign in" to
+    someone signed in: the session's user is looked up here instead."""
+
+    def to_asgi_response(self, app: Litestar | None, request: Request, **kwargs: Any) -> Any:
+        render = super().to_asgi_response
+
+        async def respond(scope: Scope, receive: Receive, send: Send) -> None:
+            if self.context.get("user") is None and (key := request.cookies.get(SESSION_COOKIE)):
+                try:
+                    _, self.context["user"] = await request.app.state.session_store.get_with_user(key)
+                except Exception:  # a database that is down still gets its error page, as a stranger's
+                    log.warning("error page: could not read the session", exc_info=True)
+            await render(app, request, **kwargs)(scope, receive, send)
+
+        return respond
 
 
 async def sweep(app: Litestar) -> None:
@@ -371,7 +391,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         middleware=[
             QuietSessionConfig(
                 store="sessions",
-                key="mesh_session",
+                key=SESSION_COOKIE,
                 secure=settings.production,
                 httponly=True,
                 samesite="lax",
