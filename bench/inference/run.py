@@ -353,7 +353,7 @@ def report(results: dict[str, Any]) -> str:
         lines.append(f"| {threads} | ours ÷ ours-untraced, median of pairs (95% interval) "
                      f"| {traced['median']:.3f}× ({low:.3f}–{high:.3f}×) | | | |")
         lines.append(f"| {threads} | ours' runs with their trace recorded | {result['steady']['ours_traced']} | | | |")
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n\n" + report_opens(results)
 
 
 async def main() -> None:
