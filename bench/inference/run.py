@@ -361,15 +361,16 @@ async def main() -> None:
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="mesh-bench-inference-") as tmp:
         server = start_server(Path(tmp))
-        bare = BareServer()
-        servers = {"app server": server.process.pid, "bare server": bare.process.pid}
-        edge = Edge([server.url, bare.url], [free_port(), free_port()]) if args.edge else None
-        base_url, bare_url = (edge.urls[server.url], edge.urls[bare.url]) if edge else (server.url, bare.url)
-        chromium_args = CHROMIUM_ARGS + (edge.chromium_args if edge else [])
-        if args.server_priority == "low":
-            for pid in servers.values():
-                renice_tree(pid, 19)
+        bare = edge = None
         try:
+            bare = BareServer()
+            servers = {"app server": server.process.pid, "bare server": bare.process.pid}
+            edge = Edge([server.url, bare.url], [free_port(), free_port()]) if args.edge else None
+            base_url, bare_url = (edge.urls[server.url], edge.urls[bare.url]) if edge else (server.url, bare.url)
+            chromium_args = CHROMIUM_ARGS + (edge.chromium_args if edge else [])
+            if args.server_priority == "low":
+                for pid in servers.values():
+                    renice_tree(pid, 19)
             session, rooms = await sign_up(server.url)
             async with async_playwright() as playwright:
                 browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=chromium_args)
@@ -391,8 +392,9 @@ async def main() -> None:
         finally:
             if edge:
                 edge.stop()
+            if bare:
+                bare.stop()
             server.stop()
-            bare.stop()
     results = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "chromium": chromium,

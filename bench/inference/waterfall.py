@@ -81,9 +81,10 @@ async def main() -> None:
     print(f"load average at the start: {os.getloadavg()}")
     with tempfile.TemporaryDirectory(prefix="mesh-bench-waterfall-") as tmp:
         server = start_server(Path(tmp))
-        bare = BareServer()
-        edge = Edge([server.url, bare.url], [free_port(), free_port()]) if args.edge else None
+        bare = edge = None
         try:
+            bare = BareServer()
+            edge = Edge([server.url, bare.url], [free_port(), free_port()]) if args.edge else None
             session, rooms = await sign_up(server.url)
             if edge:
                 pages = Pages(edge.urls[server.url], edge.urls[bare.url], session, rooms, args.threads,
@@ -108,8 +109,9 @@ async def main() -> None:
         finally:
             if edge:
                 edge.stop()
+            if bare:
+                bare.stop()
             server.stop()
-            bare.stop()
     print(f"\nload average at the end: {os.getloadavg()}")
 
 

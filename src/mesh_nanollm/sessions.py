@@ -123,9 +123,9 @@ class QuietSessionBackend(ServerSideSessionBackend):
         data: dict[str, Any] = {}
         if session_id := connection.cookies.get(self.config.key):
             store = self.config.get_store_from_app(connection.scope["app"])
-            raw, user = await store.get_with_user(session_id)  # type: ignore[attr-defined]
-            if raw is not None:
-                data = self.deserialize_data(raw)
+            stored, user = await store.get_with_user(session_id)  # type: ignore[attr-defined]
+            if stored is not None:
+                data = self.deserialize_data(stored)
                 remember_session_user(connection, data, user)
         connection.scope[_LOADED] = self.serialize_data(data, connection.scope) if data else None  # type: ignore[literal-required]
         connection.scope[_LOADED_USER] = data.get(SESSION_USER_KEY)  # type: ignore[literal-required]

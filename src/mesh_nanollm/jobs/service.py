@@ -41,14 +41,14 @@ def _now() -> datetime:
 
 
 def encode_cursor(created_at: datetime, job_id: UUID) -> str:
-    raw = f"{created_at.isoformat()}|{job_id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    plain = f"{created_at.isoformat()}|{job_id}".encode()
+    return base64.urlsafe_b64encode(plain).decode().rstrip("=")
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        stamp, _, job_id = raw.partition("|")
+        plain = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, _, job_id = plain.partition("|")
         created_at = datetime.fromisoformat(stamp)
         if created_at.tzinfo is None:
             raise ValueError("naive timestamp")
