@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 from conftest import LiveServer
 from playwright.async_api import Browser
-from support.accounts import sign_up
-from support.browser import new_context
+from support.browser import evaluate_signed_in
 
 from mesh_nanollm.jobs.trace import MAX_BUCKETS, MAX_EVENTS, MAX_TRACE_BYTES
 
@@ -65,12 +64,7 @@ EXERCISE = """async () => {
 async def test_page_trace_keeps_the_servers_caps_and_is_accepted(
     live_server: LiveServer, browser: Browser
 ) -> None:
-    account = await sign_up(live_server.url)
-    context = await new_context(browser, live_server.url, account.session_cookie)
-    page = await context.new_page()
-    await page.goto(f"{live_server.url}/jobs")
-    seen = await page.evaluate(EXERCISE)
-    await context.close()
+    seen = await evaluate_signed_in(browser, live_server.url, EXERCISE)
 
     assert seen["twoBuckets"] == {"start_ms": 10, "bucket_ms": 100, "counts": [3, 2]}
     merged = seen["merged"]

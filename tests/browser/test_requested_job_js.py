@@ -8,8 +8,7 @@ from __future__ import annotations
 import pytest
 from conftest import LiveServer
 from playwright.async_api import Browser
-from support.accounts import sign_up
-from support.browser import new_context
+from support.browser import evaluate_signed_in
 
 pytestmark = pytest.mark.browser
 
@@ -41,12 +40,7 @@ EXERCISE = """async () => {
 
 
 async def test_a_failed_over_job_ends_on_its_last_workers_count(live_server: LiveServer, browser: Browser) -> None:
-    account = await sign_up(live_server.url)
-    context = await new_context(browser, live_server.url, account.session_cookie)
-    page = await context.new_page()
-    await page.goto(f"{live_server.url}/jobs")
-    seen = await page.evaluate(EXERCISE)
-    await context.close()
+    seen = await evaluate_signed_in(browser, live_server.url, EXERCISE)
 
     assert seen["text"] == " upon a time, there was"
     assert seen["tokens"] == 6

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Request, Route
+
+from support.accounts import sign_up
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # Quiet and hermetic on a closed network; WebRTC on loopback needs the last two.
@@ -38,6 +41,19 @@ async def new_context(
         assert base_url, "a session cookie needs the server's URL"
         await sign_in(context, base_url, session_cookie)
     return context
+
+
+async def evaluate_signed_in(browser: Browser, base_url: str, script: str) -> Any:
+    """What `script` returns, run in a page (the history) of a newly signed-up account: for tests
+    that import the app's own modules and call them directly."""
+    account = await sign_up(base_url)
+    context = await new_context(browser, base_url, account.session_cookie)
+    page = await context.new_page()
+    await page.goto(f"{base_url}/jobs")
+    try:
+        return await page.evaluate(script)
+    finally:
+        await context.close()
 
 
 async def sign_in(context: BrowserContext, base_url: str, session_cookie: str) -> None:
