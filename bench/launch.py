@@ -1,6 +1,7 @@
 """Starting this project's server outside the tests (the benchmarks, scripts/screenshot.py) and
 reading what its processes use: a free port, the installed CLI, waiting until it is healthy, a
-scratch Postgres database, an account with an API token, CPU seconds of a process tree."""
+scratch Postgres database, an account with an API token, CPU seconds of a process tree, and of a
+browser benchmark's processes by kind."""
 
 from __future__ import annotations
 
@@ -130,3 +131,30 @@ def cpu_seconds(pids: list[int]) -> float:
             continue
         total += int(fields[11]) + int(fields[12])
     return total / TICK
+
+
+def cpu_by_kind(servers: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of each named server's process tree (`servers`: name → root pid), and of
+    the benchmark's other descendants by kind: Chromium's by process type (browser, renderer,
+    gpu-process, utility: the network service among them), everything else as "driver"
+    (Playwright's, which relays the benchmark's calls into the pages)."""
+    trees = {name: process_tree(pid) for name, pid in servers.items()}
+    used = {name: cpu_seconds(pids) for name, pids in trees.items()}
+    for pid in set(process_tree(os.getpid())).difference({os.getpid()}, *trees.values()):
+        try:
+            # Chromium's children rewrite theirs into one string: split on spaces too.
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").split()
+        except OSError:
+            continue
+        if not argv:  # a zombie: exited, not yet reaped
+            continue
+        if argv[0].endswith((b"chromium", b"chrome")):
+            kind = next((a[7:].decode() for a in argv if a.startswith(b"--type=")), "browser")
+        else:
+            kind = "driver"
+        used[kind] = used.get(kind, 0.0) + cpu_seconds([pid])
+    return used
+
+
+def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {key: after[key] - before.get(key, 0.0) for key in after}

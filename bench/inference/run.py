@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -22,6 +23,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,11 +35,11 @@ from playwright.async_api import Browser, BrowserContext, Page, Playwright, asyn
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
-sys.path.append(str(ROOT / "bench"))  # cpu.py
+sys.path.append(str(ROOT / "bench"))  # launch.py
 from bare_server import ISOLATION, BareServer
 from conftest import CHROMIUM, CHROMIUM_ARGS, free_port, start_server
-from cpu import cpu_seconds, cpu_used
 from edge import Edge
+from launch import cpu_by_kind, cpu_used
 
 from mesh_nanollm.vendor import load_vendor_manifest
 
@@ -248,9 +251,9 @@ async def page_opens(playwright: Playwright, pages: Pages, times: int, settle: f
     cpu: dict[str, dict[str, list[dict[str, float]]]] = {kind: {"empty": [], "warm": []} for kind in OPEN_KINDS}
 
     async def open_(page: Page, kind: str, cache: str) -> None:
-        before = cpu_seconds(servers)
+        before = cpu_by_kind(servers)
         ready[kind][cache].append(await pages.open(page, kind))
-        used = cpu_used(before, cpu_seconds(servers))
+        used = cpu_used(before, cpu_by_kind(servers))
         # Only the server this page asks counts: the other one idles meanwhile.
         mine = "app server" if kind == "ours" else "bare server"
         cpu[kind][cache].append({key: value for key, value in used.items() if key not in servers or key == mine})
@@ -356,45 +359,67 @@ def report(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n\n" + report_opens(results)
 
 
+@dataclass
+class Served:
+    """Both pages' servers, running: the addresses the browser uses (through the edge, if any),
+    the flags Chromium needs for them, and each server's pid."""
+
+    base_url: str
+    bare_url: str
+    chromium_args: list[str]
+    servers: dict[str, int]
+    app_url: str  # the app server itself, for signing up over HTTP
+
+
+@contextlib.contextmanager
+def serve(folder: Path, edge: bool) -> Iterator[Served]:
+    """The app server, the bare page's server and, with `edge`, the TLS edge in front of both;
+    all stopped at the end, or as soon as one of them fails to start."""
+    server = start_server(folder)
+    bare = front = None
+    try:
+        bare = BareServer()
+        front = Edge([server.url, bare.url], [free_port(), free_port()]) if edge else None
+        yield Served(
+            base_url=front.urls[server.url] if front else server.url,
+            bare_url=front.urls[bare.url] if front else bare.url,
+            chromium_args=CHROMIUM_ARGS + (front.chromium_args if front else []),
+            servers={"app server": server.process.pid, "bare server": bare.process.pid},
+            app_url=server.url,
+        )
+    finally:
+        if front:
+            front.stop()
+        if bare:
+            bare.stop()
+        server.stop()
+
+
 async def main() -> None:
     args = parse_args()
     load_before = os.getloadavg()
-    with tempfile.TemporaryDirectory(prefix="mesh-bench-inference-") as tmp:
-        server = start_server(Path(tmp))
-        bare = edge = None
-        try:
-            bare = BareServer()
-            servers = {"app server": server.process.pid, "bare server": bare.process.pid}
-            edge = Edge([server.url, bare.url], [free_port(), free_port()]) if args.edge else None
-            base_url, bare_url = (edge.urls[server.url], edge.urls[bare.url]) if edge else (server.url, bare.url)
-            chromium_args = CHROMIUM_ARGS + (edge.chromium_args if edge else [])
-            if args.server_priority == "low":
-                for pid in servers.values():
-                    renice_tree(pid, 19)
-            session, rooms = await sign_up(server.url)
-            async with async_playwright() as playwright:
-                browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=chromium_args)
-                by_threads = {}
-                for threads in args.threads:
-                    pages = Pages(base_url, bare_url, session, rooms, threads, chromium_args)
-                    started = time.monotonic()
-                    steady = None if args.opens_only else await steady_state(browser, pages, args.rounds, args.tokens)
-                    opens = await page_opens(playwright, pages, args.cold, args.settle, servers)
-                    by_threads[threads] = {
-                        "steady": steady,
-                        "opens": opens,
-                        **(compare(steady) if steady else {}),
-                        "seconds": time.monotonic() - started,
-                    }
-                    print(f"threads={threads}: done in {by_threads[threads]['seconds']:.0f} s", flush=True)
-                chromium = browser.version
-                await browser.close()
-        finally:
-            if edge:
-                edge.stop()
-            if bare:
-                bare.stop()
-            server.stop()
+    with tempfile.TemporaryDirectory(prefix="mesh-bench-inference-") as tmp, serve(Path(tmp), args.edge) as served:
+        if args.server_priority == "low":
+            for pid in served.servers.values():
+                renice_tree(pid, 19)
+        session, rooms = await sign_up(served.app_url)
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=served.chromium_args)
+            by_threads = {}
+            for threads in args.threads:
+                pages = Pages(served.base_url, served.bare_url, session, rooms, threads, served.chromium_args)
+                started = time.monotonic()
+                steady = None if args.opens_only else await steady_state(browser, pages, args.rounds, args.tokens)
+                opens = await page_opens(playwright, pages, args.cold, args.settle, served.servers)
+                by_threads[threads] = {
+                    "steady": steady,
+                    "opens": opens,
+                    **(compare(steady) if steady else {}),
+                    "seconds": time.monotonic() - started,
+                }
+                print(f"threads={threads}: done in {by_threads[threads]['seconds']:.0f} s", flush=True)
+            chromium = browser.version
+            await browser.close()
     results = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "chromium": chromium,

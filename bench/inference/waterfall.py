@@ -18,17 +18,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from bare_server import BareServer
-from edge import Edge
 from playwright.async_api import Page, Request, async_playwright
-from run import (  # the tests' (conftest.py)
-    CHROMIUM_ARGS,
-    READY_MARK,
-    Pages,
-    free_port,
-    sign_up,
-    start_server,
-)
+from run import READY_MARK, Pages, serve, sign_up
 
 # The page's resource entries and marks, on its own clock (ms since navigation started).
 PAGE_ENTRIES = """() => [
@@ -79,39 +70,24 @@ async def main() -> None:
     parser.add_argument("--edge", action="store_true", help="through a TLS edge speaking HTTP/2 (run.py --edge)")
     args = parser.parse_args()
     print(f"load average at the start: {os.getloadavg()}")
-    with tempfile.TemporaryDirectory(prefix="mesh-bench-waterfall-") as tmp:
-        server = start_server(Path(tmp))
-        bare = edge = None
-        try:
-            bare = BareServer()
-            edge = Edge([server.url, bare.url], [free_port(), free_port()]) if args.edge else None
-            session, rooms = await sign_up(server.url)
-            if edge:
-                pages = Pages(edge.urls[server.url], edge.urls[bare.url], session, rooms, args.threads,
-                              CHROMIUM_ARGS + edge.chromium_args)
-            else:
-                pages = Pages(server.url, bare.url, session, rooms, args.threads)
-            async with async_playwright() as playwright:
-                for _ in range(args.opens):
-                    for kind in READY_MARK:
-                        with tempfile.TemporaryDirectory(prefix="mesh-bench-profile-") as folder:
-                            context = await pages.new_profile(playwright, Path(folder))
-                            for cache in ("empty", "warm"):
-                                page = await context.new_page()
-                                scripts: list[Request] = []
-                                page.on("requestfinished", lambda r, s=scripts: r.url.endswith("worker.js") and s.append(r))
-                                ready = await pages.open(page, kind)
-                                rows = await entries(page, scripts)
-                                print(f"\n### {kind}, {cache}: model ready at {ready:.0f} ms\n\n{table(rows)}")
-                                await asyncio.sleep(5)  # the first visit's cache writes
-                                await page.close()
-                            await context.close()
-        finally:
-            if edge:
-                edge.stop()
-            if bare:
-                bare.stop()
-            server.stop()
+    with tempfile.TemporaryDirectory(prefix="mesh-bench-waterfall-") as tmp, serve(Path(tmp), args.edge) as served:
+        session, rooms = await sign_up(served.app_url)
+        pages = Pages(served.base_url, served.bare_url, session, rooms, args.threads, served.chromium_args)
+        async with async_playwright() as playwright:
+            for _ in range(args.opens):
+                for kind in READY_MARK:
+                    with tempfile.TemporaryDirectory(prefix="mesh-bench-profile-") as folder:
+                        context = await pages.new_profile(playwright, Path(folder))
+                        for cache in ("empty", "warm"):
+                            page = await context.new_page()
+                            scripts: list[Request] = []
+                            page.on("requestfinished", lambda r, s=scripts: r.url.endswith("worker.js") and s.append(r))
+                            ready = await pages.open(page, kind)
+                            rows = await entries(page, scripts)
+                            print(f"\n### {kind}, {cache}: model ready at {ready:.0f} ms\n\n{table(rows)}")
+                            await asyncio.sleep(5)  # the first visit's cache writes
+                            await page.close()
+                        await context.close()
     print(f"\nload average at the end: {os.getloadavg()}")
 
 

@@ -32,9 +32,9 @@ from playwright.async_api import Browser, BrowserContext, Page, async_playwright
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
-sys.path.append(str(ROOT / "bench"))  # cpu.py
+sys.path.append(str(ROOT / "bench"))  # launch.py
 from conftest import CHROMIUM, CHROMIUM_ARGS, start_server
-from cpu import cpu_seconds, cpu_used
+from launch import cpu_by_kind, cpu_used
 
 MODEL = "tiny-gpt2"
 PROMPT = "You may"
@@ -289,10 +289,10 @@ async def join_times(browsers: Browsers, size: int) -> dict[str, float]:
         await wait_all_open(pages[:-1], size - 2)
     for page in pages[:-1]:
         await page.evaluate("() => { window.signals = 0; }")
-    cpu = cpu_seconds({"server": browsers.server_pid})
+    cpu = cpu_by_kind({"server": browsers.server_pid})
     newcomer = await pages[-1].evaluate("s => window.join(s)", slug)
     newcomer_open = (await wait_all_open(pages[-1:], size - 1))[0]
-    newcomer_cpu = cpu_used(cpu, cpu_seconds({"server": browsers.server_pid}))
+    newcomer_cpu = cpu_used(cpu, cpu_by_kind({"server": browsers.server_pid}))
     newcomer_signals = await pages[-1].evaluate("() => window.signals")
     for page in pages[:-1]:
         newcomer_signals += await page.evaluate("() => window.signals")
@@ -300,10 +300,10 @@ async def join_times(browsers: Browsers, size: int) -> dict[str, float]:
 
     slug = await create_room(browsers.base_url, session)
     pages = await harness_peers(browsers, size)
-    cpu = cpu_seconds({"server": browsers.server_pid})
+    cpu = cpu_by_kind({"server": browsers.server_pid})
     joined = await asyncio.gather(*(page.evaluate("s => window.join(s)", slug) for page in pages))
     everyone_open = await wait_all_open(pages, size - 1)
-    everyone_cpu = cpu_used(cpu, cpu_seconds({"server": browsers.server_pid}))
+    everyone_cpu = cpu_used(cpu, cpu_by_kind({"server": browsers.server_pid}))
     signals = sum([await page.evaluate("() => window.signals") for page in pages])
     await browsers.close()
     return {
