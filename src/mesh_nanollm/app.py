@@ -344,6 +344,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "session_store": session_store,
             "realtime": realtime,
             "gateway": gateway,
+            "peers_panel": peers_panel,
         }
     )
     route_handlers: list[Any] = [
@@ -386,7 +387,6 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "catalogue": Provide(lambda: catalogue, sync_to_thread=False),
             "throttle": Provide(lambda: throttle, sync_to_thread=False),
             "gateway": Provide(lambda: gateway, sync_to_thread=False),
-            "peers_panel": Provide(lambda: peers_panel, sync_to_thread=False),
         },
         middleware=[
             QuietSessionConfig(
