@@ -36,6 +36,7 @@ class Script:
     # or "hold" (until `hold` is set, then the rest)
     prompt_tokens: int = 5
     pause: float = 0.02  # between batches
+    seqs: list[int] | None = None  # each batch's `seq` (the tokens so far); else one token a batch
     hold: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -78,19 +79,22 @@ class FakePeer:
     async def _serve(self, job_id: str) -> None:
         script = self.script
         text, seq = "", 0
-        for i, batch in enumerate(script.batches):
+        for i, batch in enumerate([*script.batches, None]):
             if script.stop_after is not None and i == script.stop_after:
                 if script.then == "disconnect":
                     await self.client.disconnect()
                     return
                 if script.then == "wait_cancel":
                     await self.cancelled.wait()
-                    await self.client.emit("job_done", {"job_id": job_id, "text": text, "metrics": {"tokens": seq, "reason": "cancelled", "backend": "wasm"}})
+                    metrics = {"tokens": seq, "prompt_tokens": script.prompt_tokens, "reason": "cancelled", "backend": "wasm"}
+                    await self.client.emit("job_done", {"job_id": job_id, "text": text, "metrics": metrics})
                 if script.then == "hold":
                     await script.hold.wait()
                 else:
                     return  # "hang": never another word
-            seq += 1
+            if batch is None:
+                break
+            seq = script.seqs[i] if script.seqs else seq + 1
             text += batch
             await self.client.emit("job_token", {"job_id": job_id, "seq": seq, "text": batch})
             await asyncio.sleep(script.pause)

@@ -77,6 +77,58 @@ async def test_stop_string_cuts_the_text_and_cancels_the_worker(room: Room) -> N
     assert (job["status"], job["output"], job["params"]["finish_reason"]) == ("succeeded", "alpha beta ", "stop")
 
 
+# A peer that does not stop at the stop string itself (an older tab): its second batch holds four
+# tokens, " beta END gam", and the stop string ends 9 of its 13 characters in: 3 of them.
+CUT_LATE = Script(["alpha", " beta END gam", "ma"], seqs=[1, 5, 6], prompt_tokens=6, stop_after=3, then="wait_cancel")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_stop_string_the_server_cuts_at_reports_the_peers_prompt_tokens_and_the_answers_tokens(
+    room: Room, stream: bool
+) -> None:
+    peer = await room.add_peer(CUT_LATE)
+    client = room.openai()
+
+    if stream:
+        chunks = [c async for c in await client.completions.create(
+            model=MODEL, prompt="x", max_tokens=60, stop=["END"], stream=True, stream_options={"include_usage": True}
+        )]
+        text, usage = "".join(c.choices[0].text for c in chunks if c.choices), chunks[-1].usage
+        finish = [c.choices[0].finish_reason for c in chunks if c.choices][-1]
+    else:
+        completion = await client.completions.create(model=MODEL, prompt="x", max_tokens=60, stop=["END"])
+        text, usage, finish = completion.choices[0].text, completion.usage, completion.choices[0].finish_reason
+
+    assert (text, finish) == ("alpha beta ", "stop")
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (6, 4, 10)
+    assert peer.runs[0]["params"]["stop"] == ["END"] and peer.cancels == [peer.runs[0]["job_id"]]
+    job = await room.job(peer.runs[0]["job_id"])
+    assert (job["status"], job["output"], job["token_count"]) == ("succeeded", "alpha beta ", 4)
+
+
+async def test_a_peer_that_stops_at_the_stop_string_itself_is_counted_as_it_says(room: Room) -> None:
+    # A current peer ends its answer before the stop string, and counts the token that completed it.
+    peer = await room.add_peer(Script(["Once", " upon a"], seqs=[1, 4], prompt_tokens=7))
+
+    chat = await room.openai().chat.completions.create(model=MODEL, messages=CHAT, stop="\n", max_tokens=60)
+
+    assert chat.choices[0].message.content == "Once upon a" and chat.choices[0].finish_reason == "stop"
+    assert (chat.usage.prompt_tokens, chat.usage.completion_tokens) == (7, 4)
+    assert peer.runs[0]["params"]["stop"] == ["\n"] and peer.cancels == []
+
+
+async def test_a_peer_that_vanishes_after_a_stop_string_does_not_hold_the_answer(room: Room) -> None:
+    peer = await room.add_peer(Script(["one", " two", " STOP", " three"], stop_after=3, then="disconnect"))
+
+    completion = await room.openai().completions.create(model=MODEL, prompt="count to three", stop=[" STOP"])
+
+    # It said nothing of the prompt: its size is estimated (4 characters a token).
+    assert completion.choices[0].text == "one two"
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (4, 3)
+    job = await room.job(peer.runs[0]["job_id"])
+    assert (job["status"], job["token_count"]) == ("succeeded", 3)
+
+
 async def test_closing_the_stream_cancels_the_job_on_the_worker(room: Room) -> None:
     peer = await room.add_peer(Script(["one", " two", " three"], stop_after=2, then="wait_cancel"))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -42,6 +43,9 @@ PROGRESS_EVERY_S = 60.0
 # after a pause. `too_large`: the model is over what that peer downloads for others.
 FINAL_DECLINES = {"unknown_model", "needs_other_backend", "invalid", "too_large"}
 ASK_AGAIN_AFTER_S = 2.0
+# After the server cut the text at a stop string (a peer that does not stop there itself), how long
+# it waits for that attempt's job_done, whose prompt_tokens the usage reports.
+STOP_DONE_WAIT_S = 2.0
 
 
 class GatewayError(Exception):
@@ -217,6 +221,7 @@ class Run:
     shunned: set[str] = field(default_factory=set)  # peers that failed or refused this job
     declined: dict[str, float] = field(default_factory=dict)  # peers that declined for now, and when
     text: str = ""  # everything the peers made so far: the next attempt's resume_text
+    stop_tokens: int | None = None  # once the server cut at a stop string: the answer's tokens up to it
     tokens_before: int = 0  # tokens of the attempts before this one
     attempt_tokens: int = 0
     attempt_text: str = ""
@@ -337,6 +342,8 @@ class Run:
             if event.kind == "token":
                 if out := await self._token(event.data):
                     yield out
+                if self.stop_tokens is not None:
+                    await self._end_at_stop()
             elif event.kind == "done":
                 if out := await self._done(event.data):
                     yield out
@@ -351,10 +358,11 @@ class Run:
             self.trace.add("first_token", attempt=self.attempts)
             await service.record_first_token(self.job_id)  # the job's first; later ones change nothing
             self.recorded_at = time.monotonic()
-        if data["seq"] > self.attempt_tokens:
-            self.trace.tokens_arrived(data["seq"] - self.attempt_tokens)
-        self.attempt_tokens = max(self.attempt_tokens, data["seq"])
-        out = self._add(data["text"])
+        made = max(0, data["seq"] - self.attempt_tokens)
+        if made:
+            self.trace.tokens_arrived(made)
+        self.attempt_tokens += made
+        out = self._add(data["text"], made)
         # A record nobody touches for JOB_ABANDON_AFTER is swept as abandoned: a long job keeps
         # its record fresh, and shows its text so far in the history while it runs.
         every = min(PROGRESS_EVERY_S, self.gateway.settings.abandon_after_s / 3)
@@ -363,26 +371,32 @@ class Run:
             await service.record_progress(self.job_id, self.cutter.text[: self.cutter.sent], self.tokens)
         return out
 
-    def _add(self, text: str) -> str:
+    def _add(self, text: str, made: int) -> str:
+        """Relay `text`, the last `made` tokens of the ones counted so far."""
         self.attempt_text += text
         self.text += text
+        start = len(self.cutter.text)
         out = self.cutter.feed(text)
-        if self.cutter.stopped and self.outcome is None:
-            self.outcome = Outcome("stop", self.tokens, 0)
+        if self.cutter.stopped and self.stop_tokens is None:
+            # Only the batch's token count is known, not where in its text each token ends: the
+            # tokens up to the stop string's end are taken in proportion to its characters.
+            share = (self.cutter.stop_end - start) / len(text) if text else 1.0
+            self.stop_tokens = self.tokens - made + min(made, max(1, math.ceil(made * share)))
         return out
 
     async def _done(self, data: dict[str, Any]) -> str:
         metrics = data.get("metrics") or {}
         whole = data.get("text", "")
         # Batches lost on the way (there should be none) are made good from the whole text.
-        out = self._add(whole[len(self.attempt_text):]) if whole.startswith(self.attempt_text) else ""
-        if self.outcome is not None:  # a stop string ended it
-            self.outcome.prompt_tokens = metrics.get("prompt_tokens") or 0
+        made = max(0, (metrics.get("tokens") or 0) - self.attempt_tokens)
+        self.attempt_tokens += made
+        out = self._add(whole[len(self.attempt_text):], made) if whole.startswith(self.attempt_text) else ""
+        if self.stop_tokens is not None:  # a stop string in the text made good ended it
+            self._stopped_here(metrics)
             return out
         if metrics.get("reason") == "cancelled":
             await self._fail_over("the worker cancelled the job", "error: cancelled by the worker")
             return out
-        self.attempt_tokens = max(self.attempt_tokens, metrics.get("tokens") or 0)
         # The worker's own clock, where the tokens were made (the decode clock here is where they arrived).
         worker = {key: metrics[key] for key in ("ttft_ms", "tok_s") if isinstance(metrics.get(key), (int, float))}
         self.trace.add("done", attempt=self.attempts, peer=UUID(self.peer.peer_id), tokens=self.tokens, **worker)
@@ -391,6 +405,31 @@ class Run:
             "length" if metrics.get("reason") == "length" else "stop", self.tokens, metrics.get("prompt_tokens") or 0
         )
         return out
+
+    async def _end_at_stop(self) -> None:
+        """The server cut the text at a stop string the peer did not stop at: cancel the job there
+        and wait a little for that attempt's job_done, whose prompt_tokens the usage reports. A peer
+        that vanishes or says nothing in time leaves the prompt's size estimated."""
+        peer = self.peer
+        assert peer is not None
+        await self.gateway.relay.cancel_on(peer.sid, self.id)
+        deadline = time.monotonic() + min(STOP_DONE_WAIT_S, self.gateway.settings.gateway_stall_timeout_s)
+        metrics: dict[str, Any] = {}
+        while (left := deadline - time.monotonic()) > 0:
+            event = await self.inbox.get(left)
+            if event is None or event.peer_id != peer.peer_id:
+                continue  # other peers' events are of no interest now: the job has its answer
+            if event.kind == "done":
+                metrics = event.data.get("metrics") or {}
+            if event.kind != "token":
+                break
+        self._stopped_here(metrics)
+
+    def _stopped_here(self, metrics: dict[str, Any]) -> None:
+        """The answer ends at the stop string the server cut at: its usage, as far as it is known."""
+        assert self.stop_tokens is not None
+        prompt = metrics.get("prompt_tokens") or math.ceil(len(self.spec.record_prompt) / CHARS_PER_TOKEN)
+        self.outcome = Outcome("stop", self.stop_tokens, prompt)
 
     async def _fail_over(self, why: str, reason: str) -> None:
         """The worker is gone or stuck: cancel it there, record the attempt, find another peer
@@ -423,13 +462,12 @@ class Run:
         free the peer and the client's slot."""
         try:
             if self.outcome is not None:
+                tokens = self.outcome.completion_tokens
                 if self.trace.events[-1].kind != "done":  # a stop string ended it, here
-                    self.trace.add("done", attempt=self.attempts, tokens=self.tokens)
+                    self.trace.add("done", attempt=self.attempts, tokens=tokens)
                 await service.record_finished(
-                    self.job_id, "succeeded", self.cutter.text, self.tokens, self.outcome.finish_reason, "", self.trace
+                    self.job_id, "succeeded", self.cutter.text, tokens, self.outcome.finish_reason, "", self.trace
                 )
-                if self.cutter.stopped and self.peer is not None:
-                    await self.gateway.relay.cancel_on(self.peer.sid, self.id)
             elif not self.failed:
                 if self.peer is not None:
                     await self.gateway.relay.cancel_on(self.peer.sid, self.id)

@@ -191,6 +191,8 @@ def job_spec(request: Request, user: User, room: Room, catalogue: Catalogue,
     if data.seed is not None:
         params["seed"] = data.seed
     stop = (data.stop,) if isinstance(data.stop, str) else tuple(data.stop or ())
+    if stop:  # a peer that knows them stops there itself; the server cuts for one that does not
+        params["stop"] = list(stop)
     common = {"room_id": room.id, "room_slug": room.slug, "user_id": user.id, "client": client_key(request),
               "model": model, "params": params, "stop": stop, "user": data.user}
     if isinstance(data, ChatRequest):

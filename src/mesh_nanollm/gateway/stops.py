@@ -1,4 +1,5 @@
-"""Stop strings, enforced by the server on the text it relays (peers never see them)."""
+"""Stop strings, enforced by the server on the text it relays. Peers get them too and stop there
+themselves; this cut is what holds for a peer that does not (docs/gateway.md, "While it runs")."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ class StopCutter:
         self.text = ""
         self.sent = 0
         self.stopped = False
+        self.stop_end = 0  # once stopped: where, in all the text fed, the first stop string completed
 
     def feed(self, text: str) -> str:
         """Add `text`; what may go to the client now."""
@@ -20,9 +22,11 @@ class StopCutter:
             return ""
         start = max(0, len(self.text) - self.hold)
         self.text += text
-        cut = min((i for s in self.stops if (i := self.text.find(s, start)) >= 0), default=-1)
-        if cut >= 0:
+        found = [(i, i + len(s)) for s in self.stops if (i := self.text.find(s, start)) >= 0]
+        if found:
+            cut = min(i for i, _ in found)
             self.stopped = True
+            self.stop_end = min(end for _, end in found)
             self.text = self.text[:cut]
             return self._release(cut)
         return self._release(len(self.text) - self.hold)
