@@ -141,6 +141,18 @@ async def test_wrong_method_on_api_returns_json_405(user_client: AsyncTestClient
     assert set(response.json()) >= {"error", "detail"}
 
 
+async def test_no_route_under_the_openai_routes_answers_in_openais_shape(client: AsyncTestClient) -> None:
+    wrong_method = await client.get("/api/rooms/global/v1/chat/completions")
+    unknown = await client.post("/api/rooms/global/v1/embeddings", json={"input": "x"})
+    assert wrong_method.status_code == 405 and "POST" in wrong_method.headers["allow"]
+    assert wrong_method.json() == {"error": {
+        "message": "Invalid method for URL (GET /api/rooms/global/v1/chat/completions).",
+        "type": "invalid_request_error", "param": None, "code": None,
+    }}
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["message"] == "Invalid URL (POST /api/rooms/global/v1/embeddings)."
+
+
 async def test_pages_carry_security_headers(client: AsyncTestClient) -> None:
     response = await client.get("/login")
     assert response.headers["x-content-type-options"] == "nosniff"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import quote
@@ -17,7 +18,7 @@ from litestar import Litestar, Request, Response, Router
 from litestar.config.csrf import CSRFConfig
 from litestar.datastructures import CacheControlHeader, State
 from litestar.di import Provide
-from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFoundException, ValidationException
 from litestar.middleware import DefineMiddleware
 from litestar.plugins.htmx import HTMXPlugin
 from litestar.plugins.jinja import JinjaTemplateEngine
@@ -35,7 +36,7 @@ from mesh_nanollm.catalogue import load_catalogue
 from mesh_nanollm.conversations.routes import ConversationApi, ConversationPages
 from mesh_nanollm.errors import ServiceError
 from mesh_nanollm.gateway.dispatch import Gateway
-from mesh_nanollm.gateway.routes import GatewayApi
+from mesh_nanollm.gateway.routes import GatewayApi, answer_error
 from mesh_nanollm.jobs.params import job_limits
 from mesh_nanollm.jobs.routes import JobApi, JobPages
 from mesh_nanollm.jobs.service import abandon_stale_jobs
@@ -68,6 +69,9 @@ SESSION_COOKIE = "mesh_session"
 # Files belong to no one's session: a room page revalidates 33 of them on every visit, and
 # the session middleware read a signed-in user's session from the database for each one.
 FILE_PATHS = [r"^/static/", r"^/models/"]
+# The room's OpenAI-compatible routes: their errors take OpenAI's shape, even where no route of
+# theirs answered (a wrong method, an address they do not have).
+OPENAI_PATHS = re.compile(r"^/api/rooms/[^/]+/v1(/|$)")
 TEMPLATES_DIR = PROJECT_ROOT / "templates"
 MAX_BODY_BYTES = 1024 * 1024
 SWEEP_EVERY_S = 60
@@ -116,6 +120,16 @@ def describe(exc: Exception) -> tuple[int, str]:
 
 
 def handle_error(request: Request, exc: Exception) -> Response:
+    if OPENAI_PATHS.match(request.url.path):
+        # No route of theirs answered: worded as OpenAI's own API words it.
+        where = f"{request.method} {request.url.path[:200]}"
+        if isinstance(exc, MethodNotAllowedException):
+            exc = MethodNotAllowedException(f"Invalid method for URL ({where}).", headers=exc.headers)
+        elif isinstance(exc, NotFoundException) and exc.detail == "Not Found":
+            exc = NotFoundException(f"Invalid URL ({where}).")
+        response = answer_error(request, exc)
+        response.headers.update(getattr(exc, "headers", None) or {})  # a 405's Allow
+        return response
     status, detail = describe(exc)
     if status >= 500:
         log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -333,7 +347,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         cookie_samesite="lax",
         # Socket.IO authenticates its own handshake; the schema is read-only. The OpenAI-compatible
         # routes take Bearer tokens only, which browsers never attach on their own.
-        exclude=["/socket.io", r"^/api/rooms/[^/]+/v1/", *FILE_PATHS],
+        exclude=["/socket.io", OPENAI_PATHS.pattern, *FILE_PATHS],
     )
     state = State(
         {
