@@ -83,6 +83,9 @@ def test_resume_continues_the_answer_so_far(engine: Engine) -> None:
     rest = "".join(resumed)
     assert text[:cut] + rest == text
     assert resumed.resumed_tokens + resumed.tokens == 30 and resumed.finish_reason == "length"
+    # With stop strings (the last characters held back until none can start there): the same text.
+    held = engine.generate(PROMPT, {"max_new_tokens": 30, "stop": ["never said"]}, threading.Event(), resume_text=text[:cut])
+    assert "".join(held) == rest
     # count_resumed=False (API jobs): max_new_tokens is what this attempt may add.
     more = engine.generate(PROMPT, {"max_new_tokens": 30}, threading.Event(), resume_text=text[:cut], count_resumed=False)
     list(more)
@@ -106,6 +109,9 @@ def test_default_length_is_the_pipelines_capped_by_the_context(engine: Engine) -
         ({"repetition_penalty": 0.5}, "params.repetition_penalty"),
         ({"seed": "x"}, "params.seed"),
         ({"max_new_tokens": True}, "params.max_new_tokens"),
+        ({"stop": "x"}, "params.stop"),
+        ({"stop": [""]}, "params.stop"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "params.stop"),
         ([], "params must be an object"),
     ],
 )
@@ -115,7 +121,21 @@ def test_bad_params_raise_a_clear_error(engine: Engine, params, words: str) -> N
 
 
 def test_unknown_params_are_ignored(engine: Engine) -> None:
-    assert run(engine, {"max_new_tokens": 5, "stop": ["x"]})[0] == run(engine, {"max_new_tokens": 5})[0]
+    assert run(engine, {"max_new_tokens": 5, "min_p": 0.1})[0] == run(engine, {"max_new_tokens": 5})[0]
+
+
+@pytest.mark.parametrize("stop", ["License", "the", "\n", "nditi"])
+def test_a_stop_string_ends_the_answer_before_it_counting_the_token_that_completed_it(engine: Engine, stop: str) -> None:
+    prompt = "Permission is hereby granted"
+    ids, whole, _ = run(engine, {"max_new_tokens": 60}, prompt)
+    assert stop in whole  # greedy: the same answer, up to the stop string
+    completed = next(n for n in range(1, len(ids) + 1) if stop in engine.decoder.decode(ids[:n]))
+
+    generation = engine.generate(prompt, {"max_new_tokens": 60, "stop": ["never said", stop]}, threading.Event())
+    pieces = list(generation)
+
+    assert "".join(pieces) == whole[: whole.index(stop)] and generation.finish_reason == "stop"
+    assert generation.tokens == completed and generation.token_ids == ids[:completed]
 
 
 def test_prompt_over_the_context_is_refused(engine: Engine) -> None:

@@ -78,6 +78,29 @@ async def test_worker_serves_the_gateway_and_shows_as_a_worker(room: Room) -> No
         assert record["status"] == "succeeded" and record["worker_peer"] == peer["peer_id"]
     finally:
         worker.stop()
+
+
+async def test_worker_stops_at_a_stop_string_and_the_usage_counts_what_it_made(room: Room) -> None:
+    prompt = "Permission is hereby granted"
+    engine = load_engine(MODEL, models_dir=PROJECT_ROOT / "models")
+    whole = engine.generate(prompt, {"max_new_tokens": 60}, threading.Event())
+    text = "".join(whole)
+    # The tokens up to the one that completed "License", as the worker counts them.
+    made = next(n for n in range(1, 61) if "License" in engine.decoder.decode(whole.token_ids[:n]))
+    worker = room.worker("--model", MODEL)
+    try:
+        worker.expect(r"joined room")
+        answer = await client(room).completions.create(model=MODEL, prompt=prompt, max_tokens=60, temperature=0, stop=["License"])
+
+        assert answer.choices[0].text == text[: text.index("License")] and answer.choices[0].finish_reason == "stop"
+        assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (whole.prompt_tokens, made)
+        job_id = str(uuid.UUID(answer.id.rsplit("-", 1)[1]))
+        assert worker.expect(r"^worker: job ").startswith(f"worker: job {job_id} {MODEL}: stop, {made} tokens")
+        async with httpx.AsyncClient(base_url=room.url) as http:
+            record = (await http.get(f"/api/jobs/{job_id}", headers={"Authorization": f"Bearer {room.account.token}"})).json()
+        assert (record["output"], record["token_count"]) == (answer.choices[0].text, made)
+    finally:
+        worker.stop()
     assert worker.finish() == 0
 
 

@@ -25,6 +25,7 @@ __all__ = ["Engine", "EngineError", "Generation", "load_engine"]
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 SAFE_INTEGER = 2**53 - 1
 PIPELINE_MAX_NEW_TOKENS = 256
+STOPS_MAX, STOP_LENGTH_MAX = 4, 64  # an API job's stop strings, as the gateway takes them
 ONNX_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
@@ -175,6 +176,10 @@ class Engine:
         # transformers.js's text-generation pipeline asks for 256 new tokens unless told otherwise,
         # over the generation_config's max_new_tokens: the browser's default is this one.
         max_new = number("max_new_tokens", 1, 4096, integer=True) or PIPELINE_MAX_NEW_TOKENS
+        stop = params.get("stop") or []
+        if not (isinstance(stop, list) and len(stop) <= STOPS_MAX
+                and all(isinstance(s, str) and 1 <= len(s) <= STOP_LENGTH_MAX for s in stop)):
+            raise EngineError(f"params.stop must be a list of at most {STOPS_MAX} strings of 1 to {STOP_LENGTH_MAX} characters.")
         return {
             "max_new_tokens": max_new,
             "repetition_penalty": penalty if penalty is not None else float(self.generation_config.get("repetition_penalty") or 1),
@@ -185,6 +190,7 @@ class Engine:
             "top_p": top_p if top_p is not None else 1.0,
             # A negative seed is not honoured (docs/mesh.md): such a job samples unseeded.
             "seed": seed if seed is not None and seed >= 0 else None,
+            "stop": tuple(stop),
         }
 
 
@@ -224,6 +230,13 @@ class Generation:
         penalty = RepetitionPenalty(options["repetition_penalty"], vocab, ids) if options["repetition_penalty"] != 1 else None
         rng = random.Random(options["seed"])
         streamer = TextStreamer(engine.decoder)
+        # With stop strings, the answer ends where the first one starts (it and what follows are
+        # never sent), and the last few characters wait until no stop string can start in them.
+        stops = options["stop"]
+        hold = max((len(s) for s in stops), default=1) - 1
+        released = ""  # what the streamer let go of so far
+        sent = checked = 0  # how much of it went out; how much was searched for stop strings
+        cut = -1  # where the first stop string starts, once one came
         cache = dict(engine.empty_cache)
         step_ids = ids
         past = 0
@@ -255,12 +268,23 @@ class Generation:
                 if self.tokens == 1:
                     self.ttft_ms = (first - received) * 1000
                 text = streamer.put(token)
+                if stops:
+                    released += text
+                    whole = released + streamer.pending
+                    start, checked = max(0, checked - hold), len(whole)
+                    cut = min((i for s in stops if (i := whole.find(s, start)) >= 0), default=-1)
+                    end = cut if cut >= 0 else len(released) - hold
+                    text = whole[sent:end] if end > sent else ""
+                    sent = max(sent, end)
                 if owed and text:
                     same = len(_common_prefix(owed, text))
                     text = text[same:]
                     owed = "" if text else owed[same:]
                 if text:
                     yield text
+            if cut >= 0:  # as a generator stopping at a stop string: its last token completed it
+                self.finish_reason = "stop"
+                break
             if token in engine.eos_ids:
                 self.finish_reason = "stop"
                 break
@@ -268,7 +292,9 @@ class Generation:
                 self.finish_reason = "length"
                 break
             step_ids = [token]
-        tail = streamer.end()
+        tail = "" if cut >= 0 else released[sent:] + streamer.end()
+        if stops and owed:  # the held text has not been through the debt yet
+            tail = tail[len(_common_prefix(owed, tail)):]
         if tail:
             yield tail
         if self.tokens > 1 and last > first:
@@ -323,6 +349,11 @@ class TextStreamer:
             piece = text[self.printed: text.rfind(" ") + 1]
         self.printed += len(piece)
         return piece
+
+    @property
+    def pending(self) -> str:
+        """The text of the tokens so far that `put` has not let go of yet."""
+        return self.text.value[self.printed:]
 
     def end(self) -> str:
         piece = self.text.value[self.printed:]
