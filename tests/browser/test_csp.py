@@ -8,8 +8,9 @@ import uuid
 import pytest
 from conftest import LiveServer
 from playwright.async_api import Browser, Page, expect
+from support.accounts import sign_up
 from support.browser import CspWatch, new_context
-from support.pages import ApiReferencePage, RegisterPage, RoomPage
+from support.pages import ApiReferencePage, RegisterPage, RoomPage, RoomsPage
 
 pytestmark = pytest.mark.browser
 
@@ -76,6 +77,31 @@ async def test_every_page_and_a_local_inference_run_without_csp_violations(
     await context.close()
     assert watch.violations == []
     assert errors == []
+
+
+async def test_form_swap_over_a_styled_field_runs_without_csp_violations(
+    live_server: LiveServer, browser: Browser
+) -> None:
+    # A style set through the CSSOM is allowed, and extensions, autofill and devtools set them on
+    # fields; htmx's settle step used to copy that style attribute onto the field swapped in.
+    account = await sign_up(live_server.url)
+    context = await new_context(browser, live_server.url, account.session_cookie)
+    watch = await CspWatch().attach(context)
+    page = await context.new_page()
+    await page.goto(f"{live_server.url}/rooms")
+    await (await RoomsPage(page, live_server.url).create_room("Styled fields")).open_settings()
+    name = page.get_by_label("Room name")
+    await name.evaluate("(field) => { field.style.outline = '2px solid gold'; }")
+    await name.fill("")
+    await page.get_by_role("button", name="Rename").click()
+    await expect(page.get_by_text("Give the room a name.")).to_be_visible()
+
+    # A violation of our own after the swap, of another directive: reports arrive in order, so once
+    # it is in, any the swap caused is in too.
+    async with page.expect_console_message(lambda message: "violation: script-src" in message.text):
+        await page.evaluate("document.head.append(Object.assign(document.createElement('script'), {textContent: '0'}))")
+    await context.close()
+    assert all("script-src" in line for line in watch.violations), watch.violations
 
 
 async def test_watch_reports_violations_in_pages_and_workers(live_server: LiveServer, browser: Browser) -> None:
