@@ -91,7 +91,7 @@ async def test_create_job_records_it_queued(user_client: AsyncTestClient) -> Non
         user_client, "Hello", mode="mesh", params={"max_new_tokens": 32, "temperature": 0.7}, requester_peer=peer
     )
     assert job["status"] == "queued"
-    assert job["room"] == "global" and job["model"] == "tiny-gpt2" and job["mode"] == "mesh"
+    assert job["room"] == "global" and job["room_name"] == "Global" and job["model"] == "tiny-gpt2" and job["mode"] == "mesh"
     assert job["prompt"] == "Hello" and job["requester_peer"] == peer
     assert job["params"]["max_new_tokens"] == 32 and job["params"]["temperature"] == 0.7
     assert job["attempts"] == 0 and job["started_at"] is None and job["output"] == ""
@@ -265,6 +265,24 @@ async def test_history_filters_by_status_room_and_model(user_client: AsyncTestCl
     assert job_rows(fragment.text) == [running["id"]]
     empty = await user_client.get("/jobs?status=failed")
     assert "No jobs match these filters." in empty.text
+
+
+async def test_history_rows_name_the_room_and_how_the_job_ran(user_client: AsyncTestClient) -> None:
+    # Two rooms of one name: the filter tells them apart by their addresses.
+    first, second = [(await user_client.post("/api/rooms", json={"name": "Study <b>hall</b>"})).json() for _ in range(2)]
+    in_room = await create_job(user_client, room=first["slug"], mode="mesh")
+    await create_job(user_client)
+
+    page = await user_client.get("/jobs")
+    rows = re.findall(r'<tr data-testid="job-row" data-job-id="([^"]+)">(.*?)</tr>', page.text, re.DOTALL)
+    assert [job_id for job_id, _ in rows][1] == in_room["id"]
+    room_cell = re.search(r'<td data-label="Room">(.*?)</td>', rows[1][1]).group(1)
+    assert room_cell == f'<a href="/rooms/{first["slug"]}">Study &lt;b&gt;hall&lt;/b&gt;</a>'
+    modes = [re.search(r'data-testid="job-row-mode">([^<]+)<', row).group(1) for _, row in rows]
+    assert modes == ["local", "mesh"]
+    for room in (first, second):
+        assert f'<option value="{room["slug"]}" >Study &lt;b&gt;hall&lt;/b&gt; ({room["slug"]})</option>' in page.text
+    assert '<option value="global" >Global</option>' in page.text
 
 
 async def test_api_pagination_has_no_duplicates_or_gaps(user_client: AsyncTestClient) -> None:

@@ -82,7 +82,8 @@ class JobPatch(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
 
 class JobView(msgspec.Struct):
     id: UUID
-    room: str
+    room: str  # its slug
+    room_name: str
     model: str
     task: str
     mode: str
@@ -108,6 +109,7 @@ class JobView(msgspec.Struct):
     openapi_example: ClassVar[dict[str, Any]] = {
         "id": "5f0c2a3e-8b1d-4e6f-a2c4-9d7e1b3f6a80",
         "room": "global",
+        "room_name": "Global",
         "model": "tiny-gpt2",
         "task": "text-generation",
         "mode": "mesh",

@@ -58,13 +58,14 @@ def decode_cursor(cursor: str) -> tuple[datetime, UUID]:
         raise ServiceError("The page cursor is malformed; start again from the first page.") from exc
 
 
-def to_view(row: dict[str, Any], room_slug: str) -> JobView:
+def to_view(row: dict[str, Any]) -> JobView:
     ttft_ms = None
     if row["started_at"] and row["first_token_at"]:
         ttft_ms = (row["first_token_at"] - row["started_at"]).total_seconds() * 1000
     return JobView(
         id=row["id"],
-        room=room_slug,
+        room=row["room_slug"],
+        room_name=row["room_name"],
         model=row["model_id"],
         task=row["task"],
         mode=row["mode"],
@@ -95,7 +96,7 @@ def _json(value: Any) -> Any:
     return msgspec.json.decode(value) if isinstance(value, (str, bytes)) else value
 
 
-_COLUMNS = (Job.all_columns(), Job.room.slug.as_alias("room_slug"))
+_COLUMNS = (Job.all_columns(), Job.room.slug.as_alias("room_slug"), Job.room.name.as_alias("room_name"))
 
 
 async def create_job(user: User, data: JobCreate) -> JobView:
@@ -127,7 +128,7 @@ async def get_job(user: User, job_id: UUID) -> JobView:
     row = await Job.select(*_COLUMNS).where(Job.id == job_id, Job.requester == user.id).first()
     if row is None:
         raise NotFound("No such job.")
-    return to_view(row, row["room_slug"])
+    return to_view(row)
 
 
 async def describe_workers(job: JobView) -> list[str]:
@@ -148,7 +149,10 @@ async def list_jobs(
     limit = max(1, min(limit, PAGE_MAX))
     # Raw SQL with bound values, the filters appended as text: the history runs this on every
     # load, and Piccolo took longer to build it than Postgres to answer it.
-    sql = "SELECT job.*, room.slug AS room_slug FROM job JOIN room ON room.id = job.room WHERE job.requester = {}"
+    sql = (
+        "SELECT job.*, room.slug AS room_slug, room.name AS room_name FROM job JOIN room ON room.id = job.room"
+        " WHERE job.requester = {}"
+    )
     args: list[Any] = [user.id]
     for condition, value in (
         ("job.status = {}", filters.status),
@@ -163,7 +167,7 @@ async def list_jobs(
         sql += " AND (job.created_at, job.id) < ({}, {})"
         args.extend(decode_cursor(cursor))
     rows = await raw(Job, f"{sql} ORDER BY job.created_at DESC, job.id DESC LIMIT {{}}", *args, limit + 1)
-    views = [to_view(row, row["room_slug"]) for row in rows[:limit]]
+    views = [to_view(row) for row in rows[:limit]]
     next_cursor = encode_cursor(views[-1].created_at, views[-1].id) if len(rows) > limit else None
     return views, next_cursor
 

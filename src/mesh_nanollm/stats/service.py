@@ -126,7 +126,7 @@ async def room_stats(room: Room, period: str, now: datetime | None = None) -> Ro
 
     samples: dict[tuple[str, str], tuple[list[float], list[float]]] = defaultdict(lambda: ([], []))
     for row in speed_rows:
-        view = to_view(row | _SKIPPED, room.slug)
+        view = to_view(row | _SKIPPED | {"room_slug": room.slug, "room_name": room.name})
         peer = _ran_on(row)
         backend = peers[peer]["backend"] if peer in peers else ""
         ttfts, speeds = samples[(row["model_id"], backend or "unknown")]
