@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import LiveServer
-from playwright.async_api import Page, Route, expect
+from playwright.async_api import Dialog, Page, Route, expect
 from support.accounts import sign_up
 from support.browser import sign_in
 from support.pages import ChatPage
@@ -200,18 +200,27 @@ async def test_a_stored_conversation_reopens_from_the_lists_and_carries_on(
         "", [("user", "You may"), ("assistant", turns[1]["content"]), ("user", "The Program")]
     )
 
-    # Deleted from the list, it is gone; the other stays.
+    # Deleted from the list, after the browser's question, it is gone; the other stays.
     await (
         page.get_by_role("navigation", name="Main")
         .get_by_role("link", name="Conversations")
         .click()
     )
-    await (
-        page.locator(f'[data-conversation-id="{first["id"]}"]')
-        .get_by_role("button", name="Delete")
-        .click()
-    )
+    delete = page.locator(f'[data-conversation-id="{first["id"]}"]').get_by_role("button", name="Delete")
+    asked: list[str] = []
+
+    async def answer(dialog: Dialog, accept: bool) -> None:
+        asked.append(dialog.message)
+        await (dialog.accept() if accept else dialog.dismiss())
+
+    page.once("dialog", lambda dialog: answer(dialog, accept=False))
+    await delete.click()
+    await page.reload()  # cancelled: the server still has it
+    await expect(page.get_by_test_id("conversation-row")).to_have_count(2)
+    page.once("dialog", lambda dialog: answer(dialog, accept=True))
+    await delete.click()
     await expect(page.get_by_test_id("conversation-row")).to_have_count(1)
+    assert asked == ["Delete “Licence words”? Its turns cannot be brought back."] * 2
     await expect(page.get_by_test_id("conversation-row")).to_have_attribute(
         "data-conversation-id", second["id"]
     )
