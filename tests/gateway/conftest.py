@@ -43,10 +43,11 @@ class Script:
 class FakePeer:
     """A Socket.IO client in a room, serving API jobs from a script."""
 
-    def __init__(self, script: Script | None = None, ack: Any = None) -> None:
+    def __init__(self, script: Script | None = None, ack: Any = None, warm: tuple[str, ...] = (MODEL,)) -> None:
         self.client = socketio.AsyncClient(reconnection=False)
         self.script = script or Script(["Hello", ",", " world"])
         self.ack = ack or {"ok": True}
+        self.warm = list(warm)
         self.runs: list[dict[str, Any]] = []
         self.cancels: list[str] = []
         self.errors: list[dict[str, Any]] = []
@@ -59,10 +60,10 @@ class FakePeer:
 
     async def join(self, url: str, account: Account, room: str, backend: str = "wasm") -> FakePeer:
         await self.client.connect(url, headers={"Authorization": f"Bearer {account.token}"}, transports=["websocket"], wait_timeout=10)
-        capabilities = {"backend": backend, "models_warm": [MODEL], "state": "idle"}
+        capabilities = {"backend": backend, "models_warm": self.warm, "state": "idle"}
         ack = await self.client.call("join_room", {"room": room, "capabilities": capabilities}, timeout=10)
         self.peer_id = ack["peer_id"]
-        await self.client.emit("status", {"state": "idle", "backend": backend, "models_warm": [MODEL], "queue": 0, "tok_s": 20})
+        await self.client.emit("status", {"state": "idle", "backend": backend, "models_warm": self.warm, "queue": 0, "tok_s": 20})
         return self
 
     async def _on_run(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -128,10 +129,11 @@ class Room:
     def openai(self, **options: Any) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(base_url=self.base_url, api_key=self.account.token, max_retries=0, **options)
 
-    async def add_peer(self, script: Script | None = None, url: str | None = None, **options: Any) -> FakePeer:
+    async def add_peer(self, script: Script | None = None, url: str | None = None, account: Account | None = None,
+                       **options: Any) -> FakePeer:
         peer = FakePeer(script, **options)
         self.peers.append(peer)
-        return await peer.join(url or self.url, self.account, self.slug)
+        return await peer.join(url or self.url, account or self.account, self.slug)
 
     async def job(self, job_id: str) -> dict[str, Any]:
         async with httpx.AsyncClient(base_url=self.url, timeout=10) as http:

@@ -195,6 +195,38 @@ async def test_models_lists_what_the_rooms_peers_can_run(room: Room) -> None:
     assert models[MODEL].peers_warm == 1 and models[MODEL].peers_able == 1  # type: ignore[attr-defined]
 
 
+async def test_models_lists_only_what_a_peer_would_run_within_its_download_limit(room: Room, gateway_server) -> None:
+    from support.accounts import sign_up
+
+    # Its user fetches nothing for others (share_download_mb 0, a new account's default).
+    cautious = await sign_up(gateway_server.url, "gw", share=False)
+    await room.add_peer(account=cautious, warm=())
+    assert (await room.openai().models.list()).data == []
+
+    await room.add_peer(account=cautious)  # another tab of the same user, with the model loaded
+    models = {m.id: m for m in (await room.openai().models.list()).data}
+
+    assert list(models) == [MODEL] and (models[MODEL].peers_warm, models[MODEL].peers_able) == (1, 1)  # type: ignore[attr-defined]
+
+
+async def test_a_model_no_peer_would_run_is_refused_at_once_saying_why(room: Room, gateway_server) -> None:
+    from support.accounts import sign_up
+
+    cautious = await sign_up(gateway_server.url, "gw", share=False)
+    unloaded = await room.add_peer(account=cautious, warm=())
+    refuses = await room.add_peer(ack={"error": {"code": "needs_other_backend", "message": "no WebGPU here"}})
+
+    with pytest.raises(openai.APIStatusError) as caught:
+        await room.openai().chat.completions.create(model=MODEL, messages=CHAT)
+
+    error = caught.value
+    assert error.status_code == 503 and error.response.json()["error"]["code"] == "no_peer_available"
+    message = error.response.json()["error"]["message"]
+    assert "over its 0 MB download limit" in message and "needs_other_backend: no WebGPU here" in message
+    assert "within" not in message  # it did not wait out GATEWAY_QUEUE_WAIT
+    assert unloaded.runs == [] and len(refuses.runs) == 1
+
+
 async def test_unknown_model_is_404_model_not_found(room: Room) -> None:
     await room.add_peer()
     with pytest.raises(openai.NotFoundError) as caught:

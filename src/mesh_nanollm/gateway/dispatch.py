@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from mesh_nanollm.catalogue import ModelEntry, runs_on
+from mesh_nanollm.catalogue import WORKER_BACKENDS, ModelEntry
 from mesh_nanollm.gateway import service
 from mesh_nanollm.gateway.stops import StopCutter
 from mesh_nanollm.jobs.trace import Recorder
@@ -43,6 +43,7 @@ PROGRESS_EVERY_S = 60.0
 # after a pause. `too_large`: the model is over what that peer downloads for others.
 FINAL_DECLINES = {"unknown_model", "needs_other_backend", "invalid", "too_large"}
 ASK_AGAIN_AFTER_S = 2.0
+MB = 1_000_000  # as the page counts its download limit (static/js/serving.js)
 # After the server cut the text at a stop string (a peer that does not stop there itself), how long
 # it waits for that attempt's job_done, whose prompt_tokens the usage reports.
 STOP_DONE_WAIT_S = 2.0
@@ -94,6 +95,21 @@ class Candidate:
     queue: int
     tok_s: float
     age_rank: int  # 0 for the room's oldest peer
+    download_mb: int = 0  # a browser's limit on what it fetches for others (its user's sharing settings)
+    paused: bool = False
+
+
+def why_not(peer: Candidate, model: ModelEntry) -> str | None:
+    """Why `peer` will not run `model`, whatever it waits for; None when it would. A headless
+    worker runs only the models it loaded; a page, those its backend runs that are loaded there or
+    within its download limit (the page declines the rest as `too_large`, static/js/serving.js)."""
+    if peer.backend in WORKER_BACKENDS:
+        return None if model.id in peer.models_warm else f"a worker ({peer.backend}) that has not loaded it"
+    if peer.backend not in model.backends:
+        return f"a browser whose backend ({peer.backend or 'not known yet'}) does not run it"
+    if model.id not in peer.models_warm and model.size_bytes > peer.download_mb * MB:
+        return f"a browser ({peer.backend}) where it is not loaded, over its {peer.download_mb} MB download limit"
+    return None
 
 
 def time_to_start_ms(peer: Candidate, model: ModelEntry, prompt_chars: int) -> float:
@@ -172,36 +188,37 @@ class Gateway:
         else:
             self.running.pop(client, None)
 
-    async def live_peers(self, room_id: int) -> list[Candidate]:
+    async def live_peers(self, room_id: int, *, paused: bool = False) -> list[Candidate]:
         """The room's live peers that serve, oldest first, each with its latest status: first-hand
         for the peers on this instance, as last written for the others. A paused peer (its tab
-        hidden, its user not sharing, …) is left out: nobody offers it work."""
+        hidden, its user not sharing, …) is left out unless asked for: nobody offers it work."""
         found = []
         for rank, row in enumerate(await list_peer_sockets(room_id)):
             peer_id = str(row["peer_id"])
             local = self.presence.peers.get(peer_id)
+            limit = row["download_mb"] or 0
             if local is not None:  # this instance hears its status first-hand
                 s = local.status
-                if s.state == "paused":
-                    continue
-                peer = Candidate(peer_id, local.sid, s.backend, tuple(s.models_warm), s.queue, s.tok_s, rank)
+                peer = Candidate(peer_id, local.sid, s.backend, tuple(s.models_warm), s.queue, s.tok_s, rank, limit,
+                                 s.state == "paused")
             elif self.across_instances:
-                if row["state"] == "paused":
-                    continue
                 peer = Candidate(
-                    peer_id, row["sid"], row["backend"], tuple(row["models_warm"] or ()), row["queue"], row["tok_s"], rank
+                    peer_id, row["sid"], row["backend"], tuple(row["models_warm"] or ()), row["queue"], row["tok_s"], rank,
+                    limit, row["state"] == "paused",
                 )
             else:  # a lone instance knows all its peers: this row's peer has left, unflushed
                 continue
-            found.append(peer)
+            if paused or not peer.paused:
+                found.append(peer)
         return found
 
-    async def candidates(self, spec: JobSpec, exclude: set[str]) -> list[Candidate]:
-        """The room's peers that could run the job now, cheapest first (ties: shorter queue, then
-        the peer that has been in the room longest)."""
+    def candidates(self, spec: JobSpec, peers: list[Candidate], exclude: set[str]) -> list[Candidate]:
+        """Of the room's `peers`, those that could run the job now, cheapest first (ties: shorter
+        queue, then the peer that has been in the room longest)."""
         found = [
-            peer for peer in await self.live_peers(spec.room_id)
-            if peer.peer_id not in exclude and peer.peer_id not in self.busy and runs_on(spec.model, peer.backend, peer.models_warm)
+            peer for peer in peers
+            if not peer.paused and peer.peer_id not in exclude and peer.peer_id not in self.busy
+            and why_not(peer, spec.model) is None
         ]
         chars = len(spec.record_prompt)
         found.sort(key=lambda p: (time_to_start_ms(p, spec.model, chars), p.queue, p.age_rank))
@@ -218,7 +235,7 @@ class Run:
     stack: contextlib.AsyncExitStack
     inbox: Inbox = field(init=False)
     peer: Candidate | None = None
-    shunned: set[str] = field(default_factory=set)  # peers that failed or refused this job
+    shunned: dict[str, str] = field(default_factory=dict)  # peers that failed or refused this job, and how
     declined: dict[str, float] = field(default_factory=dict)  # peers that declined for now, and when
     text: str = ""  # everything the peers made so far: the next attempt's resume_text
     stop_tokens: int | None = None  # once the server cut at a stop string: the answer's tokens up to it
@@ -266,15 +283,17 @@ class Run:
             await self._no_peer(f"{gateway.waiting} requests are already waiting for a peer")
         deadline = time.monotonic() + settings.gateway_queue_wait_s
         gateway.waiting += 1
+        hopeless = None
         try:
             while True:
                 now = time.monotonic()
                 resting = {p for p, at in self.declined.items() if now - at < ASK_AGAIN_AFTER_S}
-                for peer in await gateway.candidates(self.spec, self.shunned | resting):
+                peers = await gateway.live_peers(self.spec.room_id, paused=True)
+                for peer in gateway.candidates(self.spec, peers, self.shunned.keys() | resting):
                     if await self._offer(peer):
                         return
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if left <= 0 or (hopeless := self._hopeless(peers)):
                     break
                 freed = gateway.freed()
                 freed.clear()
@@ -282,7 +301,21 @@ class Run:
                     await asyncio.wait_for(freed.wait(), min(RECHECK_S, left))
         finally:
             gateway.waiting -= 1
-        await self._no_peer(f"no peer took it within {settings.gateway_queue_wait_s} s")
+        await self._no_peer(hopeless or f"no peer took it within {settings.gateway_queue_wait_s} s")
+
+    def _hopeless(self, peers: list[Candidate]) -> str | None:
+        """Why waiting cannot help, when every peer in the room has refused this job for good or
+        cannot run its model; None while one still could (it is busy, declined for now, paused,
+        or still starting), and while the room has no peer at all (one may yet come)."""
+        why = []
+        for peer in peers:
+            if peer.peer_id in self.shunned:
+                why.append(self.shunned[peer.peer_id])
+            elif not peer.backend or (reason := why_not(peer, self.spec.model)) is None:
+                return None
+            else:
+                why.append(reason)
+        return ("waiting would not help: " + "; ".join(why)) if why else None
 
     async def _offer(self, peer: Candidate) -> bool:
         gateway = self.gateway
@@ -306,7 +339,8 @@ class Run:
             await gateway.relay.cancel_on(peer.sid, self.id)
             self.declined[peer.peer_id] = time.monotonic()
         elif ack.error is None or ack.error.code in FINAL_DECLINES:
-            self.shunned.add(peer.peer_id)
+            message = ack.error.message if ack.error else "an answer that was not an ack"
+            self.shunned[peer.peer_id] = f"a peer that declined it ({reason}: {message[:200]})"
         else:
             self.declined[peer.peer_id] = time.monotonic()
         return False
@@ -438,7 +472,7 @@ class Run:
         assert old is not None
         self.trace.add("failover", attempt=self.attempts, peer=UUID(old.peer_id), reason=reason, tokens=self.tokens)
         self.peer = None
-        self.shunned.add(old.peer_id)
+        self.shunned[old.peer_id] = f"a peer that failed it ({reason})"
         self.gateway.release(old.peer_id)
         with contextlib.suppress(Exception):
             await self.gateway.relay.cancel_on(old.sid, self.id)

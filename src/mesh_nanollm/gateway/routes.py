@@ -18,9 +18,9 @@ from litestar.params import FromPath, JSONBody
 from litestar.response import Stream
 from litestar.types import Dependencies, ExceptionHandlersMap
 
-from mesh_nanollm.catalogue import Catalogue, ModelEntry, runs_on
+from mesh_nanollm.catalogue import Catalogue, ModelEntry
 from mesh_nanollm.errors import Forbidden, NotFound, ServiceError
-from mesh_nanollm.gateway.dispatch import Gateway, GatewayError, JobSpec, Run
+from mesh_nanollm.gateway.dispatch import Gateway, GatewayError, JobSpec, Run, why_not
 from mesh_nanollm.gateway.schemas import (
     MESSAGES_TOTAL_MAX,
     AssistantMessage,
@@ -276,13 +276,14 @@ class GatewayApi(Controller):
     @get("/models", summary="List the room's models (OpenAI)", responses=openai_errors(400, 401, 404))
     async def list_models(self, user: NamedDependency[User], slug: FromPath[str],
                           catalogue: NamedDependency[Catalogue], gateway: NamedDependency[Gateway]) -> ModelList:
-        """The catalogue's models that a live peer of the room could run now, with how many peers
-        have each loaded (`peers_warm`) and could run it (`peers_able`)."""
+        """The catalogue's models that a live peer of the room would run now (its backend runs it,
+        and it has it loaded or would download it for others), with how many peers have each
+        loaded (`peers_warm`) and would run it (`peers_able`)."""
         room = await get_room(user, slug)
         peers = await gateway.live_peers(room.id)
         cards = []
         for entry in catalogue.entries:
-            able = [p for p in peers if runs_on(entry, p.backend, p.models_warm)]
+            able = [p for p in peers if why_not(p, entry) is None]
             if able:
                 warm = sum(entry.id in p.models_warm for p in able)
                 cards.append(ModelCard(id=entry.id, created=0, owned_by=entry.source, peers_warm=warm, peers_able=len(able)))

@@ -196,11 +196,12 @@ async def credit_peer(peer_id: uuid.UUID, tokens: int) -> None:
 
 
 async def list_peer_sockets(room_id: int) -> list[dict[str, Any]]:
-    """The room's live peers with the socket each is reachable on and its last written status,
-    oldest first: whom the API's scheduler may send a job to."""
+    """The room's live peers with the socket each is reachable on, its last written status and its
+    user's download limit for others (`download_mb`), oldest first: whom the API's scheduler may
+    send a job to."""
     return await PeerSession.select(
         PeerSession.peer_id, PeerSession.sid, PeerSession.backend, PeerSession.state, PeerSession.models_warm,
-        PeerSession.queue, PeerSession.tok_s,
+        PeerSession.queue, PeerSession.tok_s, PeerSession.user.share_download_mb.as_alias("download_mb"),
     ).where(PeerSession.room == room_id, PeerSession.disconnected_at.is_null()).order_by(
         PeerSession.connected_at
     ).output(load_json=True)
