@@ -116,18 +116,43 @@ async def test_history_shows_each_job_as_a_card_with_its_prompt_at_390px(
         # What the wide table hides on a phone is on the card, each figure named.
         await expect(card.get_by_text(LONG_PROMPT[:30])).to_be_visible()
         # (The names are drawn by CSS: in the accessible name and on screen, not in the text content.)
-        await expect(card.get_by_role("cell", name="Room global")).to_be_visible()
+        await expect(card.get_by_role("cell", name="Room Global")).to_be_visible()
         await expect(card.get_by_role("cell", name="Tokens 0")).to_be_visible()
         box = await card.bounding_box()
         # A card across the page, not a cell squeezed into a column.
         assert main and box and box["width"] > main["width"] * 0.8
-        await expect(card.get_by_role("link")).to_be_visible()
+        await expect(card.get_by_role("link", name="Global")).to_be_visible()
     await (
-        page.locator(f'[data-testid="job-row"][data-job-id="{job_ids[0]}"]')
-        .get_by_role("link")
+        page.locator(f'[data-testid="job-row"][data-job-id="{job_ids[0]}"] time')
         .click()
     )
     await expect(page).to_have_url(f"{live_server.url}/jobs/{job_ids[0]}")
+    await context.close()
+
+
+async def test_room_statistics_show_every_figure_at_390px(live_server: LiveServer, browser: Browser) -> None:
+    account = await sign_up(live_server.url)
+    async with httpx.AsyncClient(
+        base_url=live_server.url, headers={"Authorization": f"Bearer {account.token}"}, timeout=10
+    ) as http:
+        for job_id in await record_jobs(live_server, account, 2):
+            await http.patch(f"/api/jobs/{job_id}", json={"status": "running"})
+            done = {"status": "succeeded", "output": " text", "token_count": 40, "decode_ms": 500, "decode_tokens": 39}
+            assert (await http.patch(f"/api/jobs/{job_id}", json=done)).status_code == 200
+    context = await new_context(
+        browser, live_server.url, account.session_cookie, viewport=PHONE_VIEWPORT
+    )
+    page = await context.new_page()
+    await page.goto(f"{live_server.url}/rooms/global/stats")
+    figures = page.locator("td[data-stat]")
+    await expect(figures.first).to_be_visible()
+    width = await page.evaluate("document.documentElement.clientWidth")
+    # The speed table's 9 columns were 671 pixels wide: its p90 and p99 lay off the screen.
+    assert await figures.count() == 7 + 3  # one speed row (jobs, 3 TTFT, 3 tok/s), one model row
+    for n in range(await figures.count()):
+        box = await figures.nth(n).bounding_box()
+        assert box and 0 <= box["x"] and box["x"] + box["width"] <= width, await figures.nth(n).get_attribute("data-stat")
+    await expect(page.get_by_role("cell", name="tok/s p99")).to_be_visible()
     await context.close()
 
 
