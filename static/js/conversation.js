@@ -4,8 +4,8 @@
  * recorded with the prompt they make: the model's chat template, or the plain "role: content" text.
  * It belongs to the peer session, like the run answering it: the page can be swapped out mid-answer.
  *
- * Events (CustomEvent): change (turns, title or id changed; re-render), stored (the server has it
- * now: lists may reload), problem {text}, load-failed {entry, reason, message} (the model could not be
+ * Events (CustomEvent): change (turns, title or id changed; re-render), stored (the server's copy
+ * changed, a turn added or dropped: lists may reload), problem {text}, load-failed {entry, reason, message} (the model could not be
  * read: load-failure.js's reason). */
 
 // What a job's prompt may hold (the jobs API and the data channel's job_run take 8000 characters).
@@ -129,7 +129,7 @@ export class Conversation extends EventTarget {
   async #cut(index) {
     await this.#api("DELETE", `/${this.id}/turns/${this.turns[index].position}`);
     this.turns.splice(index);
-    this.#emit("change");
+    this.#emitStored();
   }
 
   /** Run the conversation as it stands and store the answer as its next turn, linked to its job. */

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 from conftest import LiveServer
-from playwright.async_api import Dialog, Page, Route, expect
+from playwright.async_api import Dialog, Page, Response, Route, expect
 from support.accounts import sign_up
 from support.browser import sign_in
 from support.pages import ChatPage
 
 from browser.test_inference import CANCEL_ON_FIRST_WORDS
+from browser.test_model_settings import HUB, SMOL
 from mesh_nanollm.worker.engine import load_engine
 
 pytestmark = pytest.mark.browser
@@ -224,6 +225,36 @@ async def test_a_stored_conversation_reopens_from_the_lists_and_carries_on(
     await expect(page.get_by_test_id("conversation-row")).to_have_attribute(
         "data-conversation-id", second["id"]
     )
+
+
+async def test_a_question_dropped_when_its_model_fails_leaves_the_room_list_counting_right(
+    live_server: LiveServer, page: Page
+) -> None:
+    await page.context.route(HUB, lambda route: route.abort("internetdisconnected"))
+    chat = await open_chat(page, live_server)
+    await chat.send("You may", max_tokens=8)
+    row = page.get_by_test_id("conversation-row")
+    await expect(row).to_contain_text("2 turns")
+
+    # The question is stored (the list reloads: 3 turns), the model cannot be downloaded, the
+    # question is dropped again: the list reloads once more.
+    reloads = 0
+
+    def second_reload(response: Response) -> bool:
+        nonlocal reloads
+        reloads += "/conversations?room=global" in response.url
+        return reloads == 2
+
+    async with page.expect_response(second_reload, timeout=60_000):
+        await page.get_by_test_id("model").select_option(SMOL)
+        await page.get_by_test_id("prompt").fill("The licence")
+        await page.get_by_test_id("run").click()
+        await expect(page.get_by_test_id("model-error")).to_have_attribute(
+            "data-reason", "hub_unreachable", timeout=30_000
+        )
+    await expect(page.get_by_test_id("prompt")).to_have_value("The licence")
+    assert len((await chat.stored())["turns"]) == 2
+    await expect(row).to_contain_text("2 turns")
 
 
 INJECTED = (
