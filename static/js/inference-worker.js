@@ -267,7 +267,8 @@ async function generate({ id, model, prompt, messages, params = {}, resume_text:
     // last word: a byte-level BPE would read a trailing space as a token the model never produced.
     // The model writes that whitespace again; it is `owed`, and not sent a second time.
     const kept = resumeText.trimEnd();
-    let owed = resumeText.slice(kept.length);
+    const debt = resumeText.slice(kept.length);
+    let owed = debt;
     const resumed = kept ? answerTokens(tokenizer, input, kept) : [];
     if (!countResumed && options.max_new_tokens) options.max_new_tokens += resumed.length;
     const budget = options.max_new_tokens ?? generator.model.generation_config?.max_new_tokens;
@@ -287,11 +288,16 @@ async function generate({ id, model, prompt, messages, params = {}, resume_text:
       }
     }
 
-    const run = { tokens: 0, text: "", pending: "", first: 0, last: 0, posted: 0, postedAt: 0 };
+    // An API job's stop strings: the answer ends where the first one starts, at the token that
+    // completed it (reason "stop"); until no stop string can start in them, the last characters wait.
+    const stops = Array.isArray(params.stop) ? params.stop.filter((s) => typeof s === "string" && s !== "") : [];
+    const hold = stops.length ? Math.max(...stops.map((s) => s.length)) - 1 : 0;
+    const run = { tokens: 0, text: "", pending: "", first: 0, last: 0, posted: 0, postedAt: 0, ids: [], checked: 0, sent: 0, stopped: false };
     const streamer = new lib.TextStreamer(generator.tokenizer, {
       skip_prompt: true,
       skip_special_tokens: true,
       callback_function: (printed) => {
+        if (run.stopped) return;
         let same = 0;
         while (same < owed.length && same < printed.length && printed[same] === owed[same]) same += 1;
         const text = printed.slice(same);
@@ -300,7 +306,9 @@ async function generate({ id, model, prompt, messages, params = {}, resume_text:
         run.text += text;
         run.pending += text;
       },
-      token_callback_function: () => {
+      token_callback_function: (ids) => {
+        if (run.stopped) return;
+        if (stops.length) run.ids.push(...ids);
         run.last = performance.now();
         run.first ||= run.last;
         run.tokens += 1;
@@ -308,11 +316,28 @@ async function generate({ id, model, prompt, messages, params = {}, resume_text:
     });
     // {type: "token", seq, text}: seq counts the tokens so far, text is what they completed since the
     // last message (words arrive whole). The first and the last token are always posted at once.
-    const flush = () => {
-      post({ type: "token", id, seq: run.tokens, text: run.pending });
+    const flush = (final = false) => {
+      const end = final || run.stopped ? run.text.length : run.text.length - hold;
+      const text = stops.length ? run.text.slice(run.sent, Math.max(run.sent, end)) : run.pending;
+      run.sent = Math.max(run.sent, end);
+      post({ type: "token", id, seq: run.tokens, text });
       run.pending = "";
       run.posted = run.tokens;
       run.postedAt = run.last;
+    };
+    // The whole answer is decoded again at each token (only with stop strings): the streamer
+    // holds a word back until it ends, and a stop string may end inside one.
+    const checkStops = () => {
+      const whole = tokenizer.decode(run.ids, { skip_special_tokens: true });
+      const from = Math.max(0, run.checked - hold);
+      run.checked = whole.length;
+      const at = Math.min(...stops.map((s) => whole.indexOf(s, from)).filter((i) => i >= 0));
+      if (at === Infinity) return;
+      let same = 0;
+      while (same < debt.length && same < at && whole[same] === debt[same]) same += 1;
+      run.text = whole.slice(same, at);
+      run.stopped = true;
+      stopper.interrupt();
     };
     const put = streamer.put.bind(streamer);
     let replaying = resumed.length + 1; // the prompt, then the resumed tokens: none of them is news
@@ -320,13 +345,14 @@ async function generate({ id, model, prompt, messages, params = {}, resume_text:
       if (replaying > 0 && replaying-- <= resumed.length) return;
       const before = run.tokens;
       put(value);
-      if (run.tokens > before && due(run)) flush();
+      if (run.tokens > before && stops.length && !run.stopped) checkStops();
+      if (run.tokens > before && (due(run) || run.stopped)) flush();
       if (state.cancelFlag && Atomics.load(state.cancelFlag, 0) === 1) stopper.interrupt();
     };
     const end = streamer.end.bind(streamer);
     streamer.end = () => {
       end();
-      if (run.tokens > run.posted || run.pending) flush();
+      if (run.tokens > run.posted || run.pending || (stops.length && run.sent < run.text.length)) flush(true);
     };
 
     const processors = resumed.length ? [replayer(lib, resumed)] : [];
@@ -337,7 +363,9 @@ async function generate({ id, model, prompt, messages, params = {}, resume_text:
     await generator(input, { ...options, ...extra, streamer, stopping_criteria: [stopper] });
 
     const decodeS = (run.last - run.first) / 1000;
-    const reason = stopper.interrupted
+    const reason = run.stopped
+      ? "stop"
+      : stopper.interrupted
       ? "cancelled"
       : options.max_new_tokens && run.tokens + resumed.length >= options.max_new_tokens
         ? (limitedByContext ? "context" : "length")

@@ -115,6 +115,7 @@ const API_PARAM_RULES = {
   ...PARAM_RULES,
   max_new_tokens: int(1, JOB_LIMITS.api_max_new_tokens),
   seed: int(Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER), // a negative one is not honoured (docs/mesh.md)
+  stop: (v) => Array.isArray(v) && v.length <= 4 && v.every(text(64, 1)), // the API's stop strings (docs/gateway.md)
 };
 
 const chatMessage = (v) => isObject(v) && ROLES.includes(v.role) && text(API_PROMPT_CHARS)(v.content);

@@ -6,6 +6,9 @@ to another, and the client reads every word once."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -16,6 +19,7 @@ from support.accounts import Account, create_room, sign_up
 from support.pages import MODEL
 
 from mesh.conftest import OpenPeer, first_worker, room_name
+from mesh_nanollm.worker.engine import load_engine
 
 pytestmark = pytest.mark.browser
 
@@ -112,6 +116,24 @@ async def test_api_answers_as_the_room_page_would_streamed_or_not(
     assert [job["status"] for job in jobs] == ["succeeded"] * 4
     assert all(job["workers"] == [alice_id] and job["attempts"] == 1 for job in jobs)
     assert [job["output"] for job in jobs] == [local_chat["output"]] * 2 + [local["output"]] * 2
+
+    # A stop string: the page ends its answer there and counts the token that completed it (the
+    # headless worker's engine, greedy on the same model, says which one that is).
+    stop = local["output"].split()[5]
+    engine = load_engine(MODEL, models_dir=Path(__file__).resolve().parents[2] / "models")
+    greedy = engine.generate(PROMPT, {"max_new_tokens": 48}, threading.Event())
+    list(greedy)
+    made = next(n for n in range(1, 49) if stop in engine.decoder.decode(greedy.token_ids[:n]))
+    stopped = await client.completions.create(
+        model=MODEL, prompt=PROMPT, max_tokens=48, temperature=0, stop=[stop]
+    )
+    assert stopped.choices[0].text == local["output"][: local["output"].index(stop)]
+    assert stopped.choices[0].finish_reason == "stop"
+    assert (stopped.usage.prompt_tokens, stopped.usage.completion_tokens) == (completion.usage.prompt_tokens, made)
+    assert (await finished_api_job(live_server, owner, room["slug"]))["token_count"] == made
+    # The page stopped there itself: nobody had to cancel it, and it made no token past the stop.
+    await expect(alice.serving).to_have_attribute("data-job-id", str(uuid.UUID(stopped.id.rsplit("-", 1)[1])))
+    await expect(alice.serving).to_have_text(f"Ran {MODEL} for an API request: {made} tokens")
     assert not [line for line in alice.console if line.startswith("pageerror")]
 
 
