@@ -28,6 +28,9 @@ async def test_a_pause_and_its_reason_reach_the_room_the_api_and_the_panel(
     joined = await alice.wait_for("peer_joined", lambda e: any(p["peer_id"] == bob.peer_id for p in e["peers"]))
     bob_seen = next(p for p in joined["peers"] if p["peer_id"] == bob.peer_id)
     assert (bob_seen["state"], bob_seen["pause_reason"]) == ("paused", "sharing_off")
+    # Said as the choice it is, not as a pause.
+    panel = await peers_panel(live_server, account, room["slug"])
+    assert "not sharing" in panel and "paused —" not in panel
 
     await bob.emit("status", {"state": "paused", "pause_reason": "hidden", "backend": "wasm"})
     update = await alice.wait_for("peer_updated", lambda e: any(p.get("pause_reason") == "hidden" for p in e["peers"]))
