@@ -75,7 +75,8 @@ async def test_register_taken_username_shows_error(client: AsyncTestClient) -> N
     client.cookies.clear()
     response = await sign_up(client, username.upper())
     assert response.status_code == 422
-    assert "That username is taken." in flash(response.text)
+    assert flash(response.text) == ["That username is taken."]  # at the field, not again on top
+    assert 'id="username-error"' in response.text
     assert f'value="{username.upper()}"' in response.text
 
 
@@ -97,7 +98,7 @@ async def test_register_invalid_input_rerenders_form_with_error(
     response = await sign_up(client, username, password, confirm)
     assert response.status_code == 422
     assert "<form" in response.text
-    assert message in flash(response.text)
+    assert flash(response.text) == ["Please correct the highlighted fields.", message]
     assert "mesh_session" not in client.cookies
 
 
