@@ -117,7 +117,8 @@ async def test_delete_account_ends_every_credential_and_handles_the_rooms(
     await Job(room=rooms[public], requester=user.id, model_id="tiny-gpt2", prompt="mine", mode="local").save()
 
     response = await user_client.post("/settings/account/delete", data={"password": PASSWORD}, follow_redirects=False)
-    assert response.status_code == 303 and response.headers["location"] == "/register"
+    assert response.status_code == 303 and response.headers["location"] == "/register?account=deleted"
+    assert flash((await user_client.get(response.headers["location"])).text) == ["Your account has been deleted."]
 
     assert (await user_client.get("/rooms", follow_redirects=False)).status_code == 303
     assert (await user_client.get("/api/rooms", headers={"Authorization": f"Bearer {token}"})).status_code == 401

@@ -35,7 +35,8 @@ async def test_change_password_then_delete_the_account(live_server: LiveServer, 
     await page.get_by_role("button", name="Delete my account").click()
     await expect(page).to_have_url(f"{base}/settings")
     await settings.delete_account("battery staple")
-    await expect(page).to_have_url(f"{base}/register")
+    await expect(page).to_have_url(f"{base}/register?account=deleted")
+    await expect(page.get_by_test_id("flash")).to_have_text("Your account has been deleted.")
     await expect(page.get_by_text(username)).to_have_count(0)
 
     await page.goto(f"{base}/login")

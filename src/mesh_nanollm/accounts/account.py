@@ -83,4 +83,4 @@ class AccountSettings(Controller):
             await notify_signed_out(realtime, session_id)
         for token_hash in token_hashes:
             await notify_token_revoked(realtime, token_hash)
-        return Redirect("/register", status_code=303)
+        return Redirect("/register?account=deleted", status_code=303)

@@ -96,10 +96,14 @@ class AccountController(Controller):
         return Redirect(target, status_code=303, cookies=cookies)
 
     @get("/register", name="register")
-    async def register_page(self, user: NamedDependency[User | None], next: FromQuery[str | None] = None) -> Template | Redirect:
+    async def register_page(
+        self, user: NamedDependency[User | None], next: FromQuery[str | None] = None, account: FromQuery[str | None] = None
+    ) -> Template | Redirect:
         if user is not None:
             return Redirect(safe_next(next), status_code=303)
-        return Template("register.html", context={"next": safe_next(next), "values": {}, "errors": {}})
+        # Where deleting an account lands (account.py); a notice only, anyone may ask for it.
+        context = {"next": safe_next(next), "values": {}, "errors": {}, "account_deleted": account == "deleted"}
+        return Template("register.html", context=context)
 
     @post("/register", name="register_submit", status_code=200)
     async def register(self, request: HTMXRequest, data: Form, throttle: NamedDependency[Throttles]) -> Template | Redirect:
