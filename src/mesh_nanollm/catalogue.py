@@ -47,13 +47,6 @@ class ModelEntry(msgspec.Struct, forbid_unknown_fields=True):
     }
 
 
-def runs_on(entry: ModelEntry, backend: str, models_warm: tuple[str, ...] | list[str]) -> bool:
-    """Whether a peer with this backend and these warm models could run `entry`."""
-    if backend in WORKER_BACKENDS:
-        return entry.id in models_warm
-    return backend in entry.backends
-
-
 class CatalogueFile(msgspec.Struct, forbid_unknown_fields=True):
     models: list[ModelEntry]
 
