@@ -58,6 +58,11 @@ async def test_invite_link_and_code_bring_people_into_a_private_room(live_server
     await (await RegisterPage(third, base).open()).sign_up(name("third"), PASSWORD)
     locked = await RoomPage(third, base).open(slug)
     await expect(locked.heading).to_have_text("Private room")
+    # Side by side, the code's card as tall as its form, next to the 403 card, not across the page.
+    refusal = await third.locator("section", has=locked.heading).bounding_box()
+    join = await third.locator("#join-form").bounding_box()
+    assert refusal and join and join["height"] < refusal["height"]
+    assert 0 < join["x"] - (refusal["x"] + refusal["width"]) < 40
     await locked.enter_code("nope")
     await expect(third.get_by_test_id("flash").filter(has_text="That invite code is not valid.")).to_be_visible()
     await expect(third.get_by_label("Invite code")).to_have_value("nope")
