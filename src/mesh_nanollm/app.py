@@ -262,6 +262,19 @@ async def list_every_allowed_method(message: Message, scope: Scope) -> None:
         message["headers"] = [*headers, (b"allow", ", ".join(sorted(methods)).encode())]
 
 
+async def keep_the_address(message: Message, scope: Scope) -> None:
+    """A boosted form answered with a page of its own (its errors, say) rather than a redirect:
+    htmx would show the form's action in the address bar, where a reload asks for a POST-only
+    address. The address stays the page's that holds the form."""
+    if message["type"] != "http.response.start" or scope.get("method") in ("GET", "HEAD"):
+        return
+    if 300 <= message["status"] < 400 or (b"hx-boosted", b"true") not in scope.get("headers", []):
+        return
+    headers = message.get("headers", [])
+    if not any(name.lower() in (b"hx-location", b"hx-redirect") for name, _ in headers):  # going elsewhere
+        message["headers"] = [*headers, (b"hx-push-url", b"false")]
+
+
 # The after-request hooks are coroutines: Litestar runs a plain function hook in a worker thread,
 # a hand-off that cost more than the hook itself on every response.
 async def page_headers(response: Response) -> Response:
@@ -425,7 +438,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         ),
         exception_handlers={Exception: handle_error},
         after_request=page_headers,
-        before_send=[list_every_allowed_method],
+        before_send=[list_every_allowed_method, keep_the_address],
         request_max_body_size=MAX_BODY_BYTES,
         lifespan=[lifespan, realtime.lifespan],
     )

@@ -71,7 +71,7 @@ async def test_a_run_streams_on_while_its_person_walks_the_app_and_back(live_ser
     await history.open_job(job["id"])
     await expect(page.get_by_test_id("job-status")).to_have_text("running")
     # From the job page back to its room, by its link.
-    await page.get_by_role("link", name="global", exact=True).click()
+    await page.locator("main").get_by_role("link", name="Global", exact=True).click()
     await expect(page).to_have_url(f"{live_server.url}/rooms/global")
     # The room page shows the run still going, with the text it had and more coming.
     await expect(room.cancel).to_be_enabled()
@@ -207,3 +207,19 @@ async def test_another_room_waits_for_the_run_to_finish_then_joins(live_server: 
     await expect(dock.root).not_to_have_attribute("data-peer-id", first)
     await expect(page.get_by_test_id("run")).to_be_enabled()
     await expect(room.flash).to_have_text("")
+
+
+async def test_a_refused_form_keeps_the_address_of_its_page(live_server: LiveServer, page: Page) -> None:
+    account = await sign_up(live_server.url)
+    await sign_in(page.context, live_server.url, account.session_cookie)
+    await page.goto(f"{live_server.url}/rooms")
+    await (await RoomsPage(page, live_server.url).create_room("Addressed")).open_settings()
+    settings_url = page.url
+    await page.get_by_label("Room name").fill("")
+    await page.get_by_role("button", name="Rename").click()
+    await expect(page.get_by_text("Give the room a name.")).to_be_visible()
+    # Not the form's action (POST only): a reload would have asked for it and got a 405.
+    assert page.url == settings_url
+    response = await page.reload()
+    assert response is not None and response.status == 200
+    await expect(page.get_by_label("Room name")).to_have_value("Addressed")
