@@ -206,7 +206,8 @@ CSP_DIRECTIVES = {
     "worker-src": ("'self'",),
     # 'self' also covers the Socket.IO websocket (ws:/wss: to this host).
     "connect-src": ("'self'", *HUB_SOURCES),
-    # htmx 4's indicator rules are a constructed stylesheet, which style-src does not govern.
+    # htmx 4's indicator rules are a constructed stylesheet, which style-src does not govern; its
+    # settle step, which sets style attributes, is off (base.html's htmx-config).
     "style-src": ("'self'",),
     "img-src": ("'self'",),
     "object-src": ("'none'",),
