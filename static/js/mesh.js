@@ -27,11 +27,15 @@ import { parseMessage, readCapabilities, toServer } from "/static/js/protocol.js
 import { Requester } from "/static/js/requester.js";
 import { Serving } from "/static/js/serving.js";
 
+// A headless worker's backends (catalogue.WORKER_BACKENDS on the server): a peer that is no browser.
+const WORKER_BACKENDS = new Set(["onnxruntime-cpu", "onnxruntime-cuda"]);
+
 export class Mesh extends EventTarget {
   #local;
   #conn = null;
   #links;
   #usernames = new Map(); // peer id → username, from the server's presence (not self-claimed)
+  #workers = new Set(); // peer ids of headless workers (their backend is ONNX Runtime's, not a browser's)
   #lane;
   #serving;
   #requester;
@@ -47,7 +51,7 @@ export class Mesh extends EventTarget {
       reject: (link, problem) => this.#reject(link, problem),
       emitWork: (detail) => this.dispatchEvent(new CustomEvent("work", { detail })),
     });
-    this.#requester = new Requester(local, this.#lane, { usernameOf, links: () => this.links.values() });
+    this.#requester = new Requester(local, this.#lane, { nameOf: (peerId) => this.nameOf(peerId), links: () => this.links.values() });
     this.#links = new Links({
       opened: (link) => {
         link.send(this.#hello());
@@ -133,11 +137,16 @@ export class Mesh extends EventTarget {
     return this.#usernames.get(peerId) ?? "a peer";
   }
 
+  /** "alice's browser", or "alice's worker" for a headless one. */
+  nameOf(peerId) {
+    return `${this.usernameOf(peerId)}'s ${this.#workers.has(peerId) ? "worker" : "browser"}`;
+  }
+
   /**
    * Run `job` = {id, model, prompt, params} here, on the mesh or wherever is best (mode
    * local|mesh|auto). onToken(text, tokens) gets the whole answer so far and about how many
    * tokens it holds after each token message;
-   * onAttempt({worker, username, resume_text}) is called as each attempt starts (worker null =
+   * onAttempt({worker, name, resume_text}) is called as each attempt starts (worker null =
    * this page). Returns {done, cancel()}: done resolves with {text, tokens, reason, attempts:
    * [{worker, username, outcome}], fallback} or rejects with the error that ended the job.
    */
@@ -156,6 +165,8 @@ export class Mesh extends EventTarget {
     for (const peer of peers) {
       const known = this.#usernames.has(peer.peer_id);
       this.#usernames.set(peer.peer_id, peer.username);
+      if (WORKER_BACKENDS.has(peer.backend)) this.#workers.add(peer.peer_id);
+      else if (peer.backend) this.#workers.delete(peer.peer_id);
       // A peer that linked to us before its peer_joined arrived gets its name now.
       const link = this.links.get(peer.peer_id);
       if (link && !known) this.#emitLink(link);

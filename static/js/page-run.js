@@ -11,7 +11,7 @@ import { JobTrace, honestTokS } from "/static/js/job-trace.js";
 /** Where an answer came from, when not (only) from this browser. */
 function whereItRan({ attempts }) {
   if (attempts.every((attempt) => !attempt.worker)) return "";
-  const name = (attempt) => (attempt.worker ? `${attempt.username}'s browser` : "this browser");
+  const name = (attempt) => attempt.name ?? "this browser";
   if (attempts.length === 1) return `ran on ${name(attempts[0])}`;
   return `${attempts.slice(0, -1).map(name).join(", ")} dropped out; ${name(attempts.at(-1))} finished it`;
 }

@@ -31,15 +31,15 @@ export class RequestedJob {
   resumedTokens = 0;
   seq = 0; // tokens the current attempt has sent
   seqBefore = 0; // tokens earlier attempts sent
-  attempts = []; // {worker, username, outcome}
+  attempts = []; // {worker, name, outcome}: name as mesh.nameOf says it
   tried = new Set();
-  declines = new Map(); // peer id → {username, reason, limit_mb?}: who would not take it, latest first
+  declines = new Map(); // peer id → {name, reason, limit_mb?}: who would not take it, latest first
   refused = new Set(); // peers whose decline holds for the whole job (FINAL_DECLINES)
   cancelled = false;
   fallback = ""; // why a mesh job ran here: no_peers | declined
   local = false;
 
-  #hooks; // onToken, onAttempt, onTrace(kind, fields), usernameOf, cancelHere
+  #hooks; // onToken, onAttempt, onTrace(kind, fields), nameOf, cancelHere
   #offers = null; // {waiting: Map link → true, answers: [], resolve}
   #attempt = null; // {link, seq, resolve}
   #cancelTimer = null;
@@ -103,14 +103,14 @@ export class RequestedJob {
 
   /** `peerId` will not take this job (it declined, or its hello says it is paused), and why. */
   declined(peerId, { reason, limit_mb }) {
-    this.declines.set(peerId, { username: this.#hooks.usernameOf(peerId), reason, limit_mb });
+    this.declines.set(peerId, { name: this.#hooks.nameOf(peerId), reason, limit_mb });
     this.#hooks.onTrace("declined", { peer: peerId, reason: limit_mb === undefined ? reason : `${reason} (${limit_mb} MB)` });
     if (FINAL_DECLINES.has(reason)) this.refused.add(peerId);
   }
 
   /** "alice's browser: sharing is off; bob's browser: model over its 50 MB download limit". */
   whyNobody() {
-    return [...this.declines.values()].map((d) => `${d.username}'s browser: ${whyDeclined(d)}`).join("; ");
+    return [...this.declines.values()].map((d) => `${d.name}: ${whyDeclined(d)}`).join("; ");
   }
 
   /** Send job_run to `link`; resolves with {done} | {error} | {lost}. */
@@ -132,12 +132,12 @@ export class RequestedJob {
 
   startAttempt(link) {
     const worker = link?.peerId ?? null;
-    const username = worker ? this.#hooks.usernameOf(worker) : null;
-    this.attempts.push({ worker, username, outcome: "running" });
+    const name = worker ? this.#hooks.nameOf(worker) : null;
+    this.attempts.push({ worker, name, outcome: "running" });
     this.attemptText = "";
     this.seqBefore += this.seq;
     this.seq = 0;
-    this.#hooks.onAttempt({ worker, username, resume_text: this.resume });
+    this.#hooks.onAttempt({ worker, name, resume_text: this.resume });
   }
 
   linkLost(link) {

@@ -14,7 +14,7 @@ export class Requester {
   #jobs = new Map(); // job id → RequestedJob
   #local;
   #lane;
-  #hooks; // links() → the mesh's open and opening Links, usernameOf(peerId)
+  #hooks; // links() → the mesh's open and opening Links, nameOf(peerId)
 
   constructor(local, lane, hooks) {
     this.#local = local;
@@ -28,7 +28,7 @@ export class Requester {
       onToken,
       onAttempt,
       onTrace,
-      usernameOf: this.#hooks.usernameOf,
+      nameOf: this.#hooks.nameOf,
       cancelHere: () => this.#local.cancel(job.id),
     });
     this.#jobs.set(job.id, requested);

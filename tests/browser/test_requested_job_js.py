@@ -20,7 +20,7 @@ EXERCISE = """async () => {
     onToken: (text, seq) => counts.push(seq),
     onAttempt: () => {},
     onTrace: () => {},
-    usernameOf: () => "someone",
+    nameOf: () => "someone's browser",
   });
   const link = (peerId) => ({ peerId, send: () => true });
   const first = link("a");

@@ -90,7 +90,7 @@ REQUESTER = """async (model) => {
   const received = { alice: [], bob: [], carol: [] };
   const hello = (state, pause_reason) => ({ backend: "wasm", models: [model], models_warm: [], state, pause_reason, queue: 0, tok_s: 50 });
   const links = [];
-  const requester = new Requester(local, new InferenceLane(() => {}), { links: () => links, usernameOf: (id) => id });
+  const requester = new Requester(local, new InferenceLane(() => {}), { links: () => links, nameOf: (id) => `${id}'s browser` });
   const link = (peerId, hi) => {
     const made = { peerId, state: "open", hello: hi, rtt: 1, send(m) {
       received[peerId].push(m.type);

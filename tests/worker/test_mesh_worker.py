@@ -110,6 +110,14 @@ async def test_browser_mesh_job_runs_on_the_worker_over_a_data_channel(
     # Greedy decoding: the worker's onnxruntime wrote what the browser's transformers.js writes.
     assert meshed["output"] == local["output"] and meshed["token_count"] == local["token_count"]
     await expect(alice.output).to_have_text(local["output"])
+    # Named as what it is, on the room page and the job's page: no browser.
+    peers = await (await alice.page.context.request.get(f"{alice.base_url}/api/rooms/{room['slug']}/peers")).json()
+    [username] = [peer["username"] for peer in peers if peer["peer_id"] == worker_id]
+    await expect(alice.metrics).to_contain_text(f"ran on {username}'s worker")
+    job_page = await alice.page.context.new_page()
+    await job_page.goto(f"{alice.base_url}/jobs/{meshed['id']}")
+    await expect(job_page.get_by_text(f"ran in {username}'s worker")).to_be_visible()
+    await job_page.close()
     # The worker's own line for the job (the page runs it under its own id, not the record's).
     line = await worker.wait_for_line(f"{MODEL} (mesh, for peer {await alice.own_peer_id()}): ")
     assert line.endswith(f": length, {meshed['token_count']} tokens")

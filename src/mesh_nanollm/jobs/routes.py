@@ -71,7 +71,7 @@ class JobPages(Controller):
         trace = await service.get_trace(job_id)
         drawing = None
         if trace is not None:
-            names = await peers.peer_usernames({event.peer for event in trace.events if event.peer})
+            names = await peers.peer_names({event.peer for event in trace.events if event.peer})
             drawing = timeline.lay_out(trace, names, "your browser")
         conversation = await conversation_of_job(user, job_id)
         context = {"user": user, "job": job, "workers": workers, "timeline": drawing, "conversation": conversation}

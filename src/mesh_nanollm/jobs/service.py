@@ -132,12 +132,11 @@ async def get_job(user: User, job_id: UUID) -> JobView:
 
 
 async def describe_workers(job: JobView) -> list[str]:
-    """Who ran each attempt, as the history page says it: "your browser" or "<username>'s browser"."""
-    usernames = await peers.peer_usernames({UUID(worker) for worker in job.workers if worker != "local"})
+    """Who ran each attempt, as the history page says it: "your browser", "<username>'s browser" or
+    "<username>'s worker"."""
+    names = await peers.peer_names({UUID(worker) for worker in job.workers if worker != "local"})
     return [
-        "your browser" if worker == "local"
-        else f"{usernames[worker]}'s browser" if worker in usernames
-        else "a peer no longer on record"
+        "your browser" if worker == "local" else names.get(worker, "a peer no longer on record")
         for worker in job.workers
     ]
 

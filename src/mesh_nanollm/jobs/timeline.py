@@ -100,13 +100,11 @@ def describe(event: TraceEvent, name: str) -> str:
 
 
 def lay_out(trace: Trace, names: dict[str, str], here: str) -> Timeline:
-    """`names`: username behind each peer id; `here`: who runs an attempt that names no peer."""
+    """`names`: what to call each peer, by id (peers.peer_names); `here`: who runs an attempt that
+    names no peer."""
 
     def name(event: TraceEvent) -> str:
-        if event.peer is None:
-            return here
-        peer = str(event.peer)
-        return f"{names[peer]}'s browser" if peer in names else "a peer no longer on record"
+        return here if event.peer is None else names.get(str(event.peer), "a peer no longer on record")
 
     events = trace.events
     series = trace.tokens

@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 from piccolo.query.functions.aggregate import Count
 
+from mesh_nanollm.catalogue import WORKER_BACKENDS
 from mesh_nanollm.db import raw
 from mesh_nanollm.peers.schemas import PeerView
 from mesh_nanollm.realtime.schemas import Capabilities, Status
@@ -163,15 +164,19 @@ async def is_peer_of(peer_id: uuid.UUID, room_id: int, user_id: int | None = Non
     return await query
 
 
-async def peer_usernames(peer_ids: Iterable[uuid.UUID]) -> dict[str, str]:
-    """The username behind each peer still on record, by peer id."""
+async def peer_names(peer_ids: Iterable[uuid.UUID]) -> dict[str, str]:
+    """How pages name each peer still on record, by peer id: "<username>'s browser", or
+    "<username>'s worker" for a headless one."""
     ids = list(peer_ids)
     if not ids:
         return {}
-    rows = await PeerSession.select(PeerSession.peer_id, PeerSession.user.username.as_alias("username")).where(
-        PeerSession.peer_id.is_in(ids)
-    )
-    return {str(row["peer_id"]): row["username"] for row in rows}
+    rows = await PeerSession.select(
+        PeerSession.peer_id, PeerSession.backend, PeerSession.user.username.as_alias("username")
+    ).where(PeerSession.peer_id.is_in(ids))
+    return {
+        str(row["peer_id"]): f"{row['username']}'s {'worker' if row['backend'] in WORKER_BACKENDS else 'browser'}"
+        for row in rows
+    }
 
 
 async def peers_still_around(peer_ids: list[uuid.UUID], since: datetime) -> set[uuid.UUID]:
