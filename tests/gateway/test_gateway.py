@@ -262,6 +262,11 @@ async def test_a_private_room_is_404_for_non_members(room: Room, gateway_server)
         ({"messages": CHAT, "temperature": 3}, "temperature"),
         ({"messages": CHAT, "surprise": 1}, "surprise"),
         ({}, "messages"),
+        # Values of the wrong type, which OpenAI refuses too (Litestar alone would convert them).
+        ({"messages": CHAT, "max_tokens": "10"}, "max_tokens"),
+        ({"messages": CHAT, "stream": "true"}, "stream"),
+        ({"messages": CHAT, "seed": 7.5}, "seed"),
+        ({"messages": [{"role": "user", "content": 5}]}, "messages[0].content"),
     ],
 )
 async def test_unsupported_or_malformed_chat_requests_are_400_in_openais_shape(room: Room, body: dict, param: str) -> None:
@@ -271,6 +276,25 @@ async def test_unsupported_or_malformed_chat_requests_are_400_in_openais_shape(r
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"} and error["type"] == "invalid_request_error"
     assert error["param"] == param, error
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        ("/chat/completions", b'{"model": "tiny-gpt2", "messages": [{"role": "user", "content": "x"}], "temperature": 1e400}', "temperature"),
+        ("/completions", b'{"model": "tiny-gpt2", "prompt": "x", "max_tokens": 1e400}', "max_tokens"),
+    ],
+    ids=["chat", "completions"],
+)
+async def test_a_number_out_of_range_is_400_naming_its_field(room: Room, path: str, body: bytes, param: str) -> None:
+    async with httpx.AsyncClient(base_url=room.base_url, timeout=10) as http:
+        response = await http.post(path, content=body, headers={
+            "Authorization": f"Bearer {room.account.token}", "Content-Type": "application/json"})
+
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["param"], error["type"]) == (param, "invalid_request_error")
+    assert error["message"] == "The request is not valid: Number out of range"
 
 
 async def test_bad_json_and_missing_token_answer_in_openais_shape(room: Room) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, ClassVar
 
 import anyio
@@ -40,6 +40,7 @@ from mesh_nanollm.gateway.schemas import (
     Usage,
 )
 from mesh_nanollm.openapi import BEARER
+from mesh_nanollm.request import json_depth
 from mesh_nanollm.rooms.service import get_room
 from mesh_nanollm.security import bearer_token, hash_token, user_for_token
 from mesh_nanollm.tables import Room, User
@@ -117,6 +118,28 @@ def _param_from(message: str) -> str | None:
         return where.rstrip("`")
     _, found, name = message.partition(" field `")
     return name.split("`", 1)[0] if found else None
+
+
+def decode_strictly(body_type: type[msgspec.Struct]) -> Callable[[Request], Awaitable[None]]:
+    """A before_request hook that decodes the body as `body_type` with msgspec's strict rules.
+    Litestar converts a body with `strict=False`, which takes `"10"` for 10 and `"true"` for true,
+    where OpenAI answers 400; and its untyped first pass reports a number out of range at `$[...]`,
+    naming no field. Litestar's own decoding then repeats this one and finds nothing new."""
+
+    async def decode(request: Request) -> None:
+        body = await request.body()
+        if json_depth(body) > request.app.state.settings.json_max_depth:
+            return  # MeshRequest.json refuses it, before decoding anything
+        try:
+            msgspec.json.decode(body, type=body_type, strict=True)
+        except msgspec.ValidationError as exc:
+            message = str(exc)
+            raise GatewayError(400, f"The request is not valid: {message.split(' - at ', 1)[0]}",
+                               param=_param_from(message)) from None
+        except msgspec.DecodeError:
+            return  # not JSON at all: Litestar's decoding says so, as before
+
+    return decode
 
 
 def refuse_unsupported(data: ChatRequest | CompletionRequest) -> None:
@@ -290,7 +313,7 @@ class GatewayApi(Controller):
         return ModelList(cards)
 
     @post("/chat/completions", summary="Create a chat completion (OpenAI)", status_code=200,
-          responses=openai_errors(400, 401, 404, 413, 429, 503))
+          responses=openai_errors(400, 401, 404, 413, 429, 503), before_request=decode_strictly(ChatRequest))
     async def chat(self, request: Request, user: NamedDependency[User], slug: FromPath[str],
                    catalogue: NamedDependency[Catalogue], gateway: NamedDependency[Gateway],
                    data: JSONBody[ChatRequest]) -> Response[ChatCompletion]:
@@ -309,7 +332,7 @@ class GatewayApi(Controller):
         return Response(ChatCompletion(completion_id, created, spec.model.id, [choice], usage(run)))
 
     @post("/completions", summary="Create a text completion (OpenAI)", status_code=200,
-          responses=openai_errors(400, 401, 404, 413, 429, 503))
+          responses=openai_errors(400, 401, 404, 413, 429, 503), before_request=decode_strictly(CompletionRequest))
     async def completions(self, request: Request, user: NamedDependency[User], slug: FromPath[str],
                           catalogue: NamedDependency[Catalogue], gateway: NamedDependency[Gateway],
                           data: JSONBody[CompletionRequest]) -> Response[TextCompletion]:
