@@ -292,6 +292,25 @@ def test_throttle_settings_trust_no_proxy_header_unless_told(tmp_path: Path) -> 
         load_settings(base | {"REGISTER_LIMIT": "0"})
 
 
+@pytest.mark.parametrize(
+    "name", ["JOB_ABANDON_AFTER", "DB_POOL_SIZE", "SOCKET_RATE", "SOCKET_BURST", "SOCKET_AUTH_TIMEOUT", "PING_INTERVAL",
+             "PING_TIMEOUT", "PRESENCE_INTERVAL_MS", "PEER_STALE_AFTER"],
+)
+def test_intervals_rates_and_sizes_must_be_positive(tmp_path: Path, name: str) -> None:
+    # PRESENCE_INTERVAL_MS=0 had the idle server spin a core; none of these means anything at 0.
+    base = {"SECRET_KEY_FILE": str(tmp_path / "secret")}
+    with pytest.raises(SettingsError, match=f"^{name} must be at least 1, got 0"):
+        load_settings(base | {name: "0"})
+
+
+@pytest.mark.parametrize("name", ["GATEWAY_QUEUE_WAIT", "GATEWAY_QUEUE_MAX"])
+def test_the_gateways_queue_may_be_zero_but_not_negative(tmp_path: Path, name: str) -> None:
+    base = {"SECRET_KEY_FILE": str(tmp_path / "secret")}
+    assert load_settings(base | {name: "0"})
+    with pytest.raises(SettingsError, match=f"^{name} must be 0 or more, got -1"):
+        load_settings(base | {name: "-1"})
+
+
 def test_production_requires_secret_key() -> None:
     with pytest.raises(SettingsError, match="SECRET_KEY must be set when MESH_ENV=production"):
         load_settings({"MESH_ENV": "production"})

@@ -131,6 +131,13 @@ def _positive(environ: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def _non_negative(environ: Mapping[str, str], name: str, default: int) -> int:
+    value = _int(environ, name, default)
+    if value < 0:
+        raise SettingsError(f"{name} must be 0 or more, got {value}")
+    return value
+
+
 def _port(environ: Mapping[str, str]) -> int:
     port = _int(environ, "PORT", DEFAULTS.port)
     if not 1 <= port <= 65535:
@@ -200,15 +207,15 @@ def load_settings(environ: Mapping[str, str] | None = None, *, secret: bool = Tr
         # In production the app runs in a container, reachable only through its published port.
         host=environ.get("HOST") or ("0.0.0.0" if env == "production" else DEFAULTS.host),
         port=_port(environ),
-        abandon_after_s=_int(environ, "JOB_ABANDON_AFTER", DEFAULTS.abandon_after_s),
-        db_pool_size=_int(environ, "DB_POOL_SIZE", DEFAULTS.db_pool_size),
-        socket_rate=_int(environ, "SOCKET_RATE", DEFAULTS.socket_rate),
-        socket_burst=_int(environ, "SOCKET_BURST", DEFAULTS.socket_burst),
-        socket_auth_timeout_s=_int(environ, "SOCKET_AUTH_TIMEOUT", DEFAULTS.socket_auth_timeout_s),
-        ping_interval_s=_int(environ, "PING_INTERVAL", DEFAULTS.ping_interval_s),
-        ping_timeout_s=_int(environ, "PING_TIMEOUT", DEFAULTS.ping_timeout_s),
-        presence_interval_ms=_int(environ, "PRESENCE_INTERVAL_MS", DEFAULTS.presence_interval_ms),
-        peer_stale_after_s=_int(environ, "PEER_STALE_AFTER", DEFAULTS.peer_stale_after_s),
+        abandon_after_s=_positive(environ, "JOB_ABANDON_AFTER", DEFAULTS.abandon_after_s),
+        db_pool_size=_positive(environ, "DB_POOL_SIZE", DEFAULTS.db_pool_size),
+        socket_rate=_positive(environ, "SOCKET_RATE", DEFAULTS.socket_rate),
+        socket_burst=_positive(environ, "SOCKET_BURST", DEFAULTS.socket_burst),
+        socket_auth_timeout_s=_positive(environ, "SOCKET_AUTH_TIMEOUT", DEFAULTS.socket_auth_timeout_s),
+        ping_interval_s=_positive(environ, "PING_INTERVAL", DEFAULTS.ping_interval_s),
+        ping_timeout_s=_positive(environ, "PING_TIMEOUT", DEFAULTS.ping_timeout_s),
+        presence_interval_ms=_positive(environ, "PRESENCE_INTERVAL_MS", DEFAULTS.presence_interval_ms),
+        peer_stale_after_s=_positive(environ, "PEER_STALE_AFTER", DEFAULTS.peer_stale_after_s),
         trusted_client_ip_header=environ.get("TRUSTED_CLIENT_IP_HEADER", "").strip().lower() or None,
         login_window_s=_positive(environ, "LOGIN_WINDOW", DEFAULTS.login_window_s),
         login_client_limit=_positive(environ, "LOGIN_CLIENT_LIMIT", DEFAULTS.login_client_limit),
@@ -218,8 +225,8 @@ def load_settings(environ: Mapping[str, str] | None = None, *, secret: bool = Tr
         register_limit=_positive(environ, "REGISTER_LIMIT", DEFAULTS.register_limit),
         password_hash_workers=_positive(environ, "PASSWORD_HASH_WORKERS", DEFAULTS.password_hash_workers),
         json_max_depth=_json_max_depth(environ),
-        gateway_queue_wait_s=_int(environ, "GATEWAY_QUEUE_WAIT", DEFAULTS.gateway_queue_wait_s),
-        gateway_queue_max=_int(environ, "GATEWAY_QUEUE_MAX", DEFAULTS.gateway_queue_max),
+        gateway_queue_wait_s=_non_negative(environ, "GATEWAY_QUEUE_WAIT", DEFAULTS.gateway_queue_wait_s),
+        gateway_queue_max=_non_negative(environ, "GATEWAY_QUEUE_MAX", DEFAULTS.gateway_queue_max),
         gateway_token_concurrency=_positive(environ, "GATEWAY_TOKEN_CONCURRENCY", DEFAULTS.gateway_token_concurrency),
         gateway_ack_timeout_s=_positive(environ, "GATEWAY_ACK_TIMEOUT", DEFAULTS.gateway_ack_timeout_s),
         gateway_stall_timeout_s=_positive(environ, "GATEWAY_STALL_TIMEOUT", DEFAULTS.gateway_stall_timeout_s),
