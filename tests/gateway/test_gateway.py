@@ -209,6 +209,34 @@ async def test_models_lists_only_what_a_peer_would_run_within_its_download_limit
     assert list(models) == [MODEL] and (models[MODEL].peers_warm, models[MODEL].peers_able) == (1, 1)  # type: ignore[attr-defined]
 
 
+async def test_retrieve_model_returns_its_card_even_with_a_slash_in_its_id(room: Room) -> None:
+    smol = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    await room.add_peer(warm=(MODEL, smol))
+    await room.add_peer(warm=(smol,))
+    client = room.openai()
+
+    card = await client.models.retrieve(smol)
+    listed = {m.id: m for m in (await client.models.list()).data}
+
+    assert (card.id, card.object, card.owned_by) == (smol, "model", "hub")
+    assert (card.peers_warm, card.peers_able) == (2, 2)  # type: ignore[attr-defined]
+    assert card == listed[smol] and (await client.models.retrieve(MODEL)) == listed[MODEL]
+
+
+@pytest.mark.parametrize("model", ["no-such-model", "Xenova/distilgpt2"])
+async def test_retrieve_model_is_404_for_a_model_the_room_would_not_run(room: Room, gateway_server, model: str) -> None:
+    from support.accounts import sign_up
+
+    # Its user fetches nothing for others: it runs tiny-gpt2 only, not distilgpt2 (in the catalogue).
+    await room.add_peer(account=await sign_up(gateway_server.url, "gw", share=False))
+
+    with pytest.raises(openai.NotFoundError) as caught:
+        await room.openai().models.retrieve(model)
+
+    error = caught.value.response.json()["error"]
+    assert (error["code"], error["param"], error["type"]) == ("model_not_found", "model", "invalid_request_error")
+
+
 async def test_a_model_no_peer_would_run_is_refused_at_once_saying_why(room: Room, gateway_server) -> None:
     from support.accounts import sign_up
 

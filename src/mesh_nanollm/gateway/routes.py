@@ -1,5 +1,5 @@
-"""The room as an OpenAI-compatible API: /api/rooms/{slug}/v1/models, /chat/completions and
-/completions. These routes answer errors in OpenAI's shape, which its clients parse."""
+"""The room as an OpenAI-compatible API: /api/rooms/{slug}/v1/models (and /models/{model}),
+/chat/completions and /completions. These routes answer errors in OpenAI's shape, which its clients parse."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from litestar.types import Dependencies, ExceptionHandlersMap
 
 from mesh_nanollm.catalogue import Catalogue, ModelEntry
 from mesh_nanollm.errors import Forbidden, NotFound, ServiceError
-from mesh_nanollm.gateway.dispatch import Gateway, GatewayError, JobSpec, Run, why_not
+from mesh_nanollm.gateway.dispatch import Candidate, Gateway, GatewayError, JobSpec, Run, why_not
 from mesh_nanollm.gateway.schemas import (
     MESSAGES_TOTAL_MAX,
     AssistantMessage,
@@ -185,6 +185,15 @@ def find_model(catalogue: Catalogue, model: str) -> ModelEntry:
                        "GET …/v1/models lists the ones the room serves.", code="model_not_found", param="model")
 
 
+def model_card(entry: ModelEntry, peers: list[Candidate]) -> ModelCard | None:
+    """`entry`'s card as the room's live `peers` make it, or None when none of them would run it."""
+    able = [p for p in peers if why_not(p, entry) is None]
+    if not able:
+        return None
+    warm = sum(entry.id in p.models_warm for p in able)
+    return ModelCard(id=entry.id, created=0, owned_by=entry.source, peers_warm=warm, peers_able=len(able))
+
+
 async def provide_token_user(request: Request) -> User:
     """The owner of the request's Bearer token. These routes take tokens only, never the session
     cookie, which is why they need no CSRF token (app.create_app exempts them)."""
@@ -304,13 +313,21 @@ class GatewayApi(Controller):
         loaded (`peers_warm`) and would run it (`peers_able`)."""
         room = await get_room(user, slug)
         peers = await gateway.live_peers(room.id)
-        cards = []
-        for entry in catalogue.entries:
-            able = [p for p in peers if why_not(p, entry) is None]
-            if able:
-                warm = sum(entry.id in p.models_warm for p in able)
-                cards.append(ModelCard(id=entry.id, created=0, owned_by=entry.source, peers_warm=warm, peers_able=len(able)))
-        return ModelList(cards)
+        return ModelList([card for entry in catalogue.entries if (card := model_card(entry, peers))])
+
+    # `path`: model ids may hold a slash (HuggingFaceTB/SmolLM2-135M-Instruct); the value starts with one.
+    @get("/models/{model:path}", summary="Retrieve one of the room's models (OpenAI)", responses=openai_errors(400, 401, 404))
+    async def retrieve_model(self, user: NamedDependency[User], slug: FromPath[str], model: FromPath[str],
+                             catalogue: NamedDependency[Catalogue], gateway: NamedDependency[Gateway]) -> ModelCard:
+        """The card `…/v1/models` lists for this model; 404 `model_not_found` when it is not in the
+        catalogue or no live peer of the room would run it now."""
+        room = await get_room(user, slug)
+        entry = find_model(catalogue, model.removeprefix("/"))
+        card = model_card(entry, await gateway.live_peers(room.id))
+        if card is None:
+            raise GatewayError(404, f"No peer in room “{room.slug}” would run the model “{entry.id}” now; "
+                               "GET …/v1/models lists the ones it serves.", code="model_not_found", param="model")
+        return card
 
     @post("/chat/completions", summary="Create a chat completion (OpenAI)", status_code=200,
           responses=openai_errors(400, 401, 404, 413, 429, 503), before_request=decode_strictly(ChatRequest))

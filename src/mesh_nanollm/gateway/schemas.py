@@ -200,6 +200,11 @@ class ModelCard(msgspec.Struct):
     peers_able: int
     object: Literal["model"] = "model"
 
+    openapi_example: ClassVar[dict[str, Any]] = {
+        "id": "HuggingFaceTB/SmolLM2-135M-Instruct", "object": "model", "created": 0, "owned_by": "hub",
+        "peers_warm": 1, "peers_able": 2,
+    }
+
 
 class ModelList(msgspec.Struct):
     data: list[ModelCard]
