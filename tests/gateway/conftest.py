@@ -33,7 +33,8 @@ class Script:
     reason: str = "stop"
     stop_after: int | None = None  # send this many batches, then...
     then: str = "done"  # ..."hang" (go silent), "disconnect", "wait_cancel" (until job_cancel)
-    # or "hold" (until `hold` is set, then the rest)
+    # "hold" (until `hold` is set, then the rest) or "error" (job_error with `error`'s code and message)
+    error: tuple[str, str] = ("generate_failed", "")
     prompt_tokens: int = 5
     pause: float = 0.02  # between batches
     seqs: list[int] | None = None  # each batch's `seq` (the tokens so far); else one token a batch
@@ -89,6 +90,10 @@ class FakePeer:
                     await self.cancelled.wait()
                     metrics = {"tokens": seq, "prompt_tokens": script.prompt_tokens, "reason": "cancelled", "backend": "wasm"}
                     await self.client.emit("job_done", {"job_id": job_id, "text": text, "metrics": metrics})
+                if script.then == "error":
+                    code, message = script.error
+                    await self.client.emit("job_error", {"job_id": job_id, "code": code, "message": message})
+                    return
                 if script.then == "hold":
                     await script.hold.wait()
                 else:

@@ -255,6 +255,65 @@ async def test_a_model_no_peer_would_run_is_refused_at_once_saying_why(room: Roo
     assert unloaded.runs == [] and len(refuses.runs) == 1
 
 
+TOO_LONG = "The prompt is 6403 tokens; this model reads at most 255."
+
+
+@pytest.mark.parametrize("peers", ["worker", "page", "both"])
+@pytest.mark.parametrize(("endpoint", "param"), [("chat", "messages"), ("completions", "prompt")])
+async def test_a_prompt_every_peer_finds_too_long_is_400_context_length_exceeded(
+    room: Room, endpoint: str, param: str, peers: str
+) -> None:
+    # A headless worker declines it at once; a page accepts, then reports `too_long` as job_error.
+    asked = []
+    if peers in ("worker", "both"):
+        asked.append(await room.add_peer(ack={"error": {"code": "invalid", "message": TOO_LONG}}))
+    if peers in ("page", "both"):
+        asked.append(await room.add_peer(Script([], stop_after=0, then="error", error=("too_long", TOO_LONG))))
+    client = room.openai()
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        if endpoint == "chat":
+            await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "word " * 6400}])
+        else:
+            await client.completions.create(model=MODEL, prompt="word " * 6400)
+
+    error = caught.value.response.json()["error"]
+    assert (error["type"], error["code"], error["param"]) == ("invalid_request_error", "context_length_exceeded", param)
+    assert TOO_LONG in error["message"] and "retry-after" not in caught.value.response.headers
+    assert [len(peer.runs) for peer in asked] == [1] * len(asked)  # each asked once
+    job = await room.job(asked[0].runs[0]["job_id"])
+    assert job["status"] == "failed" and TOO_LONG in job["error"]
+
+
+async def test_a_request_a_peer_declines_as_invalid_is_400_with_its_reason(room: Room) -> None:
+    await room.add_peer(ack={"error": {"code": "invalid", "message": "The prompt is empty once tokenised."}})
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        await room.openai().completions.create(model=MODEL, prompt=" ")
+
+    error = caught.value.response.json()["error"]
+    assert "The prompt is empty once tokenised." in error["message"] and error["type"] == "invalid_request_error"
+
+
+async def test_a_peer_whose_ack_is_not_one_still_leaves_a_503(room: Room) -> None:
+    # The relay reads an ack it cannot parse as an `invalid` decline: the peer's fault, not the request's.
+    await room.add_peer(ack={"ok": "sure"})
+
+    with pytest.raises(openai.APIStatusError) as caught:
+        await room.openai().completions.create(model=MODEL, prompt="x")
+
+    assert caught.value.status_code == 503 and caught.value.response.json()["error"]["code"] == "no_peer_available"
+
+
+async def test_an_empty_completion_prompt_is_400_naming_prompt(room: Room) -> None:
+    peer = await room.add_peer()
+
+    with pytest.raises(openai.BadRequestError) as caught:
+        await room.openai().completions.create(model=MODEL, prompt="")
+
+    assert caught.value.response.json()["error"]["param"] == "prompt" and peer.runs == []
+
+
 async def test_unknown_model_is_404_model_not_found(room: Room) -> None:
     await room.add_peer()
     with pytest.raises(openai.NotFoundError) as caught:

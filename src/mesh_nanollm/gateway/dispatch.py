@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -42,6 +43,12 @@ PROGRESS_EVERY_S = 60.0
 # declined for now (`busy`, `not_ready`, `paused`, `sharing_off`) or did not answer is asked again
 # after a pause. `too_large`: the model is over what that peer downloads for others.
 FINAL_DECLINES = {"unknown_model", "needs_other_backend", "invalid", "too_large"}
+# A peer's `invalid` decline is about the request itself (the worker's prompt over the model's
+# context, or empty once tokenised), except the one JobRelay.run_on makes of an ack that is not one.
+NOT_AN_ACK = "The ack is not valid"
+# What both the headless worker and the page's inference worker (its job_error `too_long`, after the
+# ack) say of a prompt over the model's context.
+OVER_CONTEXT = re.compile(r"The prompt is \d+ tokens; this model reads at most \d+")
 ASK_AGAIN_AFTER_S = 2.0
 MB = 1_000_000  # as the page counts its download limit (static/js/serving.js)
 # After the server cut the text at a stop string (a peer that does not stop there itself), how long
@@ -236,6 +243,7 @@ class Run:
     inbox: Inbox = field(init=False)
     peer: Candidate | None = None
     shunned: dict[str, str] = field(default_factory=dict)  # peers that failed or refused this job, and how
+    refusals: dict[str, str] = field(default_factory=dict)  # peers that found the request itself invalid: their reason
     declined: dict[str, float] = field(default_factory=dict)  # peers that declined for now, and when
     text: str = ""  # everything the peers made so far: the next attempt's resume_text
     stop_tokens: int | None = None  # once the server cut at a stop string: the answer's tokens up to it
@@ -301,6 +309,8 @@ class Run:
                     await asyncio.wait_for(freed.wait(), min(RECHECK_S, left))
         finally:
             gateway.waiting -= 1
+        if hopeless and self.refusals and not self.text:
+            await self._refuse_request()
         await self._no_peer(hopeless or f"no peer took it within {settings.gateway_queue_wait_s} s")
 
     def _hopeless(self, peers: list[Candidate]) -> str | None:
@@ -341,9 +351,30 @@ class Run:
         elif ack.error is None or ack.error.code in FINAL_DECLINES:
             message = ack.error.message if ack.error else "an answer that was not an ack"
             self.shunned[peer.peer_id] = f"a peer that declined it ({reason}: {message[:200]})"
+            if reason == "invalid" and not message.startswith(NOT_AN_ACK):
+                self.refusals[peer.peer_id] = message[:500]
         else:
             self.declined[peer.peer_id] = time.monotonic()
         return False
+
+    async def _refuse_request(self) -> None:
+        """Every peer of the room refused the job for good, and one of them because of the request
+        itself (its prompt over the model's context, say): waiting or retrying cannot help, so the
+        client gets a 400 with that peer's reason, not a 503 its client would retry."""
+        self.failed = True
+        reasons = list(self.refusals.values())
+        reason = next((r for r in reasons if OVER_CONTEXT.search(r)), reasons[0])
+        field_name = "messages" if self.spec.messages is not None else "prompt"
+        too_long = OVER_CONTEXT.search(reason) is not None
+        self.trace.add("error", reason=f"refused by the peers: {reason}")
+        await service.record_finished(
+            self.job_id, "failed", self.cutter.text, self.tokens, None, f"Refused by the room's peers: {reason}", self.trace
+        )
+        advice = f" Shorten the {field_name}, or use a model that reads more." if too_long else ""
+        raise GatewayError(
+            400, f"Model “{self.spec.model.id}” cannot run this request: {reason}{advice}", "invalid_request_error",
+            "context_length_exceeded" if too_long else None, field_name if too_long else None,
+        )
 
     async def _no_peer(self, why: str) -> None:
         self.failed = True
@@ -383,6 +414,9 @@ class Run:
                     yield out
             else:
                 error = f"{event.data.get('code')}: {event.data.get('message')}"
+                if event.kind == "error" and event.data.get("code") == "too_long" and not self.attempt_tokens:
+                    # A page accepts first, then finds the prompt over its model's context.
+                    self.refusals[event.peer_id] = str(event.data.get("message"))[:500]
                 why = "its socket closed" if event.kind == "gone" else error
                 await self._fail_over(f"the worker stopped ({why})", "closed" if event.kind == "gone" else f"error: {error}")
 

@@ -94,7 +94,9 @@ class ChatRequest(_Common):
 class CompletionRequest(_Common):
     """POST …/v1/completions."""
 
-    prompt: Annotated[str, msgspec.Meta(max_length=PROMPT_MAX)]
+    # Not empty: a model without a chat template has nothing to continue (its peers decline it), so
+    # it is refused here at once, naming the field.
+    prompt: Annotated[str, msgspec.Meta(min_length=1, max_length=PROMPT_MAX)]
     echo: Unsupported = None
     best_of: Unsupported = None
     suffix: Unsupported = None
