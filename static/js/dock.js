@@ -15,20 +15,24 @@ const STATES = { loading: "loading a model", busy: "generating", idle: "idle" };
 // Why a paused tab serves nobody now (pause.js); its own prompts still run.
 const PAUSED = { sharing_off: "not sharing", hidden: "paused: tab hidden", battery: "paused: battery low", device_lost: "paused: GPU lost" };
 
-function servingText(work) {
-  if (!work || !["queued", "running"].includes(work.state)) return "";
+// What the dock last said aloud: a screen reader hears each change of state once, not each count.
+let said = "";
+
+/** What this tab serves now: {state} for the screen reader, and {text} with its speed for the eye. */
+function serving(work) {
+  if (!work || !["queued", "running"].includes(work.state)) return { state: "", text: "" };
   const who = work.api ? "an API request" : `${work.username}'s job`;
-  if (work.state === "queued") return `Waiting to serve ${who}`;
+  if (work.state === "queued") return { state: `Waiting to serve ${who}`, text: `Waiting to serve ${who}` };
   if (served?.job_id !== work.job_id) served = { job_id: work.job_id, at: performance.now(), tokens: work.tokens };
   const seconds = (performance.now() - served.at) / 1000;
   const rate = seconds > 0.5 ? ` — ${((work.tokens - served.tokens) / seconds).toFixed(0)} tok/s` : "";
-  return `Serving ${who}${rate}`;
+  return { state: `Serving ${who}`, text: `Serving ${who}${rate}` };
 }
 
-function doingText() {
+function doing() {
   const run = session.run;
-  if (run?.running) return `Running your prompt — ${run.tokens} token${run.tokens === 1 ? "" : "s"}`;
-  return servingText(session.work);
+  if (run?.running) return { state: "Running your prompt", text: `Running your prompt — ${run.tokens} token${run.tokens === 1 ? "" : "s"}` };
+  return serving(session.work);
 }
 
 function render() {
@@ -45,7 +49,13 @@ function render() {
   dock.dataset.peerId = session.conn?.peerId ?? "";
   part("model").textContent = status.models_warm.length ? `warm: ${status.models_warm.join(", ")}` : "no model warm";
   const pending = session.pending ? ` · joins ${session.pending.name} next` : "";
-  part("work").textContent = doingText() + pending;
+  const now = doing();
+  part("work").textContent = now.text + pending;
+  // Said when it starts; when it is over, the room page says how it ended (its answer, or why not).
+  if (now.state + pending !== said) {
+    said = now.state + pending;
+    part("news").textContent = said;
+  }
 }
 
 if (dock) {

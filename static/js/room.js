@@ -99,6 +99,7 @@ function setRunning(v) {
   const running = Boolean(session.run?.running) || Boolean(session.conversation?.busy);
   // A screen reader announces the answer once it is complete, not every streamed piece.
   ui.output.setAttribute("aria-busy", String(running));
+  ui.turns.setAttribute("aria-busy", String(running));
   ui.run.disabled = running || !session.mesh || Boolean(session.problem?.fatal) || session.slug !== v.slug;
   ui.cancel.disabled = !running;
   ui.model.disabled = running;
@@ -130,6 +131,8 @@ function showMetrics({ ui }, { ttft, tokS, tokens, reason, where = "" }, job) {
 function showRun(v, run) {
   const { ui, stop } = v;
   let shownFailure = false;
+  // Emptied, so the next answer is said even where it has the same words.
+  ui.answerStatus.textContent = "";
   const text = document.createTextNode(run.text);
   ui.output.replaceChildren(text);
   ui.metrics.replaceChildren();
@@ -154,7 +157,17 @@ function showRun(v, run) {
   };
   for (const type of ["end", "recorded", "flash"]) run.addEventListener(type, render, { signal: stop.signal });
   run.addEventListener("token", showText, { signal: stop.signal });
+  run.addEventListener("end", () => announceAnswer(v, run), { signal: stop.signal });
   render();
+}
+
+/** A chat answer that just ended, said once to a screen reader (the plain-text output says its own:
+ * it is a live region, busy while it streams). A failure is the flash's to say. */
+function announceAnswer({ ui }, run) {
+  const answering = session.conversation?.turns.some((turn) => turn.run === run);
+  const text = run.text.trim();
+  if (!answering || run.error || !text) return;
+  ui.answerStatus.textContent = run.metrics?.reason === "cancelled" ? `Answer, cancelled: ${text}` : `Answer: ${text}`;
 }
 
 /** The selected model changed (by the person, or back to one that works): say what it is, and start
@@ -314,6 +327,9 @@ function showStyle(v) {
   ui.conversation.hidden = !chat;
   ui.systemWrap.hidden = !chat;
   ui.outputPane.hidden = chat;
+  // In a chat the output streams inside the latest bubble, which is redrawn as it goes: the answer
+  // is said by #answer-status instead (announceAnswer).
+  ui.output.setAttribute("aria-live", chat ? "off" : "polite");
   if (!chat) {
     ui.output.hidden = false;
     ui.outputPane.append(ui.output);
@@ -342,7 +358,7 @@ function bind(el) {
     flash: $("run-flash"), serving: $("serving"), connection: $("connection"),
     style: $("prompt-style"), system: $("system-prompt"), systemWrap: $("system-wrap"), systemNote: $("system-note"),
     conversation: $("conversation"), turns: $("turns"), title: $("conversation-title"), outputPane: $("output-pane"),
-    newConversation: $("new-conversation"),
+    newConversation: $("new-conversation"), answerStatus: $("answer-status"),
     settings: $("sampling"), sampling: bindSampling(el.ownerDocument), modelInfo: $("model-info"), modelError: $("model-error"),
     deviceModels: $("device-models"),
   };

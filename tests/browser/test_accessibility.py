@@ -1,0 +1,83 @@
+"""The app with a screen reader, in headless Chromium: a chat answer is said once it is finished,
+not counted out token by token."""
+
+from __future__ import annotations
+
+import re
+from itertools import groupby
+
+import pytest
+from conftest import LiveServer
+from playwright.async_api import Browser
+from support.a11y import LIVE_REGIONS, busy_changes, said
+from support.accounts import create_room, sign_up
+from support.browser import new_context, slow_tokens
+from support.pages import ChatPage, RoomPage
+
+pytestmark = pytest.mark.browser
+
+# Slow enough that the dock counts several tokens while the answer streams.
+MS_PER_TOKEN = 40
+TOKEN_COUNT = re.compile(r"\b\d+ tokens?\b")
+
+
+async def test_chat_answer_is_said_once_when_finished_and_no_token_count_is_said(
+    live_server: LiveServer, browser: Browser
+) -> None:
+    account = await sign_up(live_server.url)
+    context = await new_context(browser, live_server.url, account.session_cookie)
+    await slow_tokens(context, MS_PER_TOKEN)
+    await context.add_init_script(LIVE_REGIONS)
+    page = await context.new_page()
+    # A room of its own: the global room's statistics are other tests' to count.
+    room = await create_room(live_server.url, account, "Live regions", private=False)
+    chat = await ChatPage(page, live_server.url, account=account).open(room["slug"])
+    await chat.wait_until_warm()
+    counts: list[str] = []
+    page.on(
+        "console",
+        lambda message: counts.append(message.text) if message.text.startswith("dock:") else None,
+    )
+    await page.evaluate("""() => new MutationObserver(() => console.log("dock:" + document.querySelector('[data-testid="dock-work"]').textContent))
+      .observe(document.querySelector('[data-testid="dock-work"]'), { childList: true, characterData: true, subtree: true })""")
+
+    await chat.send("Tell me a story", 12)
+    answer = (await chat.stored())["turns"][-1]["content"]
+    assert answer
+
+    # The dock still counts on screen...
+    assert any(TOKEN_COUNT.search(text) for text in counts), counts
+    spoken = await said(page)
+    # ...but no count is ever said; the start is, once.
+    assert [s.text for s in spoken if TOKEN_COUNT.search(s.text)] == []
+    assert [s.text for s in spoken if "Running your prompt" in s.text] == ["Running your prompt"]
+    # The answer is said once, as a whole, by a polite region.
+    answers = [s for s in spoken if answer in s.text]
+    assert [s.text for s in answers] == [f"Answer: {answer}"], spoken
+    region = page.locator(f"#{answers[0].region}")
+    assert await region.evaluate(
+        "el => el.getAttribute('role') === 'status' || el.getAttribute('aria-live') === 'polite'"
+    )
+    # The conversation is marked busy while the answer streams and is stored, then not.
+    changes = [value for value, _ in groupby(await busy_changes(page, "turns"))]
+    assert changes[-2:] == ["true", "false"], changes
+    await context.close()
+
+
+async def test_plain_text_output_is_said_once_when_finished(
+    live_server: LiveServer, browser: Browser
+) -> None:
+    account = await sign_up(live_server.url)
+    context = await new_context(browser, live_server.url, account.session_cookie)
+    await slow_tokens(context, MS_PER_TOKEN)
+    await context.add_init_script(LIVE_REGIONS)
+    page = await context.new_page()
+    slug = (await create_room(live_server.url, account, "Plain output", private=False))["slug"]
+    room = await RoomPage(page, live_server.url, account=account).open(slug)
+    await room.wait_until_warm()
+
+    job = await room.run_and_wait("Once upon a time", 8)
+    spoken = await said(page)
+    assert [s.text for s in spoken if s.region == "output"] == [job["output"].strip()]
+    assert [s.text for s in spoken if TOKEN_COUNT.search(s.text)] == []
+    await context.close()
