@@ -1,5 +1,5 @@
 """The app with a screen reader, in headless Chromium: a chat answer is said once it is finished,
-not counted out token by token."""
+not counted out token by token; every control and heading has a name."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from itertools import groupby
 
 import pytest
 from conftest import LiveServer
-from playwright.async_api import Browser
-from support.a11y import LIVE_REGIONS, busy_changes, said
+from playwright.async_api import Browser, Page, expect
+from support.a11y import LIVE_REGIONS, busy_changes, nameless, said
 from support.accounts import create_room, sign_up
 from support.browser import new_context, slow_tokens
-from support.pages import ChatPage, RoomPage
+from support.pages import ChatPage, RoomPage, SettingsPage
 
 pytestmark = pytest.mark.browser
 
@@ -80,4 +80,65 @@ async def test_plain_text_output_is_said_once_when_finished(
     spoken = await said(page)
     assert [s.text for s in spoken if s.region == "output"] == [job["output"].strip()]
     assert [s.text for s in spoken if TOKEN_COUNT.search(s.text)] == []
+    await context.close()
+
+
+async def open_details(page: Page) -> None:
+    """Open every disclosure, so what is folded away is checked too."""
+    await page.evaluate("document.querySelectorAll('details').forEach((d) => (d.open = true))")
+
+
+async def test_every_control_heading_and_header_cell_has_a_name(
+    live_server: LiveServer, browser: Browser
+) -> None:
+    owner = await sign_up(live_server.url, "owner")
+    room = await create_room(live_server.url, owner, "Names lab", private=True)
+    context = await new_context(browser, live_server.url, owner.session_cookie)
+    page = await context.new_page()
+    unnamed: dict[str, list[str]] = {}
+    for path in (
+        "/rooms",
+        "/jobs",
+        "/conversations",
+        "/settings",
+        f"/rooms/{room['slug']}/settings",
+        f"/rooms/{room['slug']}",
+    ):
+        await page.goto(f"{live_server.url}{path}")
+        await expect(page.get_by_role("heading", level=1)).to_be_visible()
+        await open_details(page)
+        if path == "/settings":  # with the table of tokens (sign_up made one)
+            await expect(page.get_by_test_id("token-row")).to_have_count(1)
+        if found := await nameless(page):
+            unnamed[path] = found
+    anonymous = await browser.new_page()
+    for path in ("/login", "/register"):
+        await anonymous.goto(f"{live_server.url}{path}")
+        if found := await nameless(anonymous):
+            unnamed[path] = found
+    await anonymous.close()
+    await context.close()
+    assert unnamed == {}
+
+
+async def test_settings_headings_each_head_their_own_content(
+    live_server: LiveServer, browser: Browser
+) -> None:
+    account = await sign_up(live_server.url)
+    context = await new_context(browser, live_server.url, account.session_cookie)
+    page = await context.new_page()
+    await SettingsPage(page, live_server.url).open()
+    # No heading is followed straight away by a deeper one: each says something of its own first.
+    empty = await page.evaluate("""() => [...document.querySelectorAll("main :is(h1, h2, h3, h4)")].filter((h, i, all) => {
+        const next = all[i + 1];
+        if (!next || Number(next.tagName[1]) <= Number(h.tagName[1])) return false;
+        const range = document.createRange();
+        range.setStartAfter(h);
+        range.setEndBefore(next);
+        return !range.toString().trim() && !range.cloneContents().querySelector("input:not([type=hidden]), select, textarea, button");
+      }).map((h) => h.textContent.trim())""")
+    assert empty == []
+    await expect(
+        page.get_by_role("region", name="Account").get_by_role("heading", level=2)
+    ).to_have_text(["Change password", "Delete account"])
     await context.close()
