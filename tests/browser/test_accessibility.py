@@ -1,5 +1,6 @@
-"""The app with a screen reader, in headless Chromium: a chat answer is said once it is finished,
-not counted out token by token; every control and heading has a name."""
+"""The app with a screen reader and with low vision, in headless Chromium: a chat answer is said
+once it is finished, not counted out token by token; every control and heading has a name; the
+fields' edges stand out from the panels they sit on (3:1, WCAG 1.4.11)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from itertools import groupby
 import pytest
 from conftest import LiveServer
 from playwright.async_api import Browser, Page, expect
-from support.a11y import LIVE_REGIONS, busy_changes, nameless, said
+from support.a11y import CONTRAST, LIVE_REGIONS, busy_changes, nameless, said
 from support.accounts import create_room, sign_up
 from support.browser import new_context, slow_tokens
 from support.pages import ChatPage, RoomPage, SettingsPage
@@ -142,3 +143,35 @@ async def test_settings_headings_each_head_their_own_content(
         page.get_by_role("region", name="Account").get_by_role("heading", level=2)
     ).to_have_text(["Change password", "Delete account"])
     await context.close()
+
+
+FIELD_EDGES = f"""() => {{
+  const {{ contrast }} = {CONTRAST};
+  return [...document.querySelectorAll("input:not([type=checkbox]):not([type=radio]):not([type=hidden]), select, textarea")]
+    .filter((field) => field.checkVisibility())
+    .map((field) => ({{ field: field.id || field.name, ratio: contrast(getComputedStyle(field).borderTopColor, field.parentElement) }}))
+    .filter(({{ ratio }}) => ratio < 3);
+}}"""
+
+
+async def test_field_edges_stand_out_from_their_panel(
+    live_server: LiveServer, browser: Browser
+) -> None:
+    owner = await sign_up(live_server.url, "owner")
+    room = await create_room(live_server.url, owner, "Edges lab", private=True)
+    context = await new_context(browser, live_server.url, owner.session_cookie)
+    page = await context.new_page()
+    faint: dict[str, list] = {}
+    for path in (
+        "/rooms",
+        "/settings",
+        f"/rooms/{room['slug']}/settings",
+        f"/rooms/{room['slug']}",
+    ):
+        await page.goto(f"{live_server.url}{path}")
+        await expect(page.get_by_role("heading", level=1)).to_be_visible()
+        await open_details(page)
+        if found := await page.evaluate(FIELD_EDGES):
+            faint[path] = found
+    await context.close()
+    assert faint == {}

@@ -1,6 +1,6 @@
 """The app with a keyboard only, in headless Chromium: the skip link comes first and lands in the
 main content, Ctrl+Enter (Cmd+Enter) runs the prompt, Escape stops the run, and every control that
-Tab reaches shows where the focus is."""
+Tab reaches shows where the focus is, clearly enough to be seen."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import re
 import pytest
 from conftest import LiveServer
 from playwright.async_api import Browser, Locator, Page, expect
+from support.a11y import CONTRAST
 from support.accounts import create_room, sign_up
 from support.browser import new_context, slow_tokens
 from support.pages import RoomPage
@@ -19,20 +20,22 @@ pytestmark = pytest.mark.browser
 MS_PER_TOKEN = 60
 TAB_LIMIT = 80
 
-# What the focused element draws to show it (an outline or a ring); null once Tab has left the page
-# or come back round to an element it already visited.
+# What the focused element draws to show it: an outline at least 2px wide, 3:1 against what is
+# behind it (WCAG 1.4.11; a faint glow is not enough). Null once Tab has left the page or come back
+# round to an element it already visited.
 FOCUS_MARK = """() => {
+  const { contrast } = CONTRAST;
   const element = document.activeElement;
   window.visited ??= new WeakSet();
   if (!element || element === document.body || window.visited.has(element)) return null;
   window.visited.add(element);
   const style = getComputedStyle(element);
-  const outline = style.outlineStyle !== "none" && parseFloat(style.outlineWidth) > 0;
-  const ring = style.boxShadow !== "none";
+  const outline = style.outlineStyle !== "none" && parseFloat(style.outlineWidth) >= 2
+    && contrast(style.outlineColor, element.parentElement) >= 3;
   const label = element.tagName.toLowerCase() + (element.id ? "#" + element.id : "")
     + " " + (element.getAttribute("aria-label") || element.textContent || element.name || "").trim().slice(0, 30);
-  return { label, shown: outline || ring };
-}"""
+  return { label, shown: outline };
+}""".replace("CONTRAST", CONTRAST, 1)
 
 
 async def tab_to(page: Page, target: Locator) -> int:
