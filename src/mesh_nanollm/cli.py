@@ -190,9 +190,16 @@ def worker(args: argparse.Namespace, settings: Settings) -> None:
                           room=args.room or settings.worker_room, say=say)
         peer.listeners.append(Mesh(peer.runner, peer.sio, say).room_event)
         stopping = asyncio.Event()
+
+        def on_signal() -> None:
+            if stopping.is_set():  # a second Ctrl-C (or SIGTERM) does not wait for the jobs
+                say("stopping now: cancelling running jobs")
+                peer.runner.cancel_all()
+            stopping.set()
+
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stopping.set)
+            loop.add_signal_handler(sig, on_signal)
         try:
             await peer.start()
         except CannotJoin as exc:

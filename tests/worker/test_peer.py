@@ -138,7 +138,8 @@ async def test_worker_comes_back_after_the_server_is_killed(tmp_path: Path) -> N
         server.stop()
 
 
-async def test_sigterm_finishes_the_running_job_then_leaves_and_exits_0(room: Room) -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_a_stop_signal_finishes_the_running_job_then_leaves_and_exits_0(room: Room, stop_signal: signal.Signals) -> None:
     worker = room.worker("--model", MODEL)
     worker.expect(r"joined room")
     stream = await client(room).chat.completions.create(
@@ -146,14 +147,34 @@ async def test_sigterm_finishes_the_running_job_then_leaves_and_exits_0(room: Ro
     pieces, finish = [], None
     async for chunk in stream:
         if not pieces:
-            worker.process.send_signal(signal.SIGTERM)
+            worker.process.send_signal(stop_signal)
         if chunk.choices:
             pieces.append(chunk.choices[0].delta.content or "")
             finish = chunk.choices[0].finish_reason or finish
     # The client got the whole answer (to the model's context), not a cut one.
     assert finish == "length" and "".join(pieces) == greedy(MESSAGES, 4096)
     assert worker.finish() == 0
+    stopping = worker.lines.index("worker: stopping: finishing running jobs")
     job = next(i for i, line in enumerate(worker.lines) if f"{MODEL}: length" in line)
     left = worker.lines.index("worker: left the room")
-    assert job < left and left == len(worker.lines) - 1
+    assert stopping < job < left and left == len(worker.lines) - 1
     assert not any("Traceback" in line for line in worker.lines)
+
+
+async def test_a_second_sigint_cancels_the_running_job_then_leaves_and_exits_0(room: Room) -> None:
+    worker = room.worker("--model", MODEL)
+    worker.expect(r"joined room")
+    stream = await client(room).chat.completions.create(
+        model=MODEL, messages=MESSAGES, max_tokens=4096, temperature=0, stream=True)
+    async for _ in stream:
+        worker.process.send_signal(signal.SIGINT)
+        break
+    worker.expect(r"^worker: stopping: finishing running jobs$")
+    worker.process.send_signal(signal.SIGINT)
+    with contextlib.suppress(openai.APIError):
+        async for _ in stream:
+            pass
+    assert worker.finish() == 0
+    now = worker.lines.index("worker: stopping now: cancelling running jobs")
+    job = next(i for i, line in enumerate(worker.lines) if f"{MODEL}: cancelled" in line)
+    assert now < job < worker.lines.index("worker: left the room") == len(worker.lines) - 1

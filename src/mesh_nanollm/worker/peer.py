@@ -58,8 +58,11 @@ class WorkerPeer:
         self.api_jobs: set[str] = set()
         self.refused: str | None = None  # why the server refused the connection
         self.first_join: asyncio.Future[None] | None = None
+        # handle_sigint=False: python-socketio and engine.io would otherwise take SIGINT for
+        # themselves (engine.io replaces the loop's handler at connect) and Ctrl-C would not drain.
         self.sio = socketio.AsyncClient(reconnection=True, reconnection_attempts=0, reconnection_delay=1,
-                                        reconnection_delay_max=30, randomization_factor=0.5)
+                                        reconnection_delay_max=30, randomization_factor=0.5,
+                                        handle_sigint=False)
         for name in ("connect", "connect_error", "disconnect", "job_run", "job_cancel", "error"):
             self.sio.on(name, getattr(self, f"_on_{name}"))
         for name in ("peer_joined", "peer_left", "peer_updated", "signal"):

@@ -100,6 +100,10 @@ class Runner:
             job.cancelled.set()
         return job is not None
 
+    def cancel_all(self) -> None:
+        for job_id in list(self.jobs):
+            self.cancel(job_id)
+
     async def run(self, job: Job, send: Callable[[int, str], Awaitable[None]]) -> Outcome:
         """Decode `job` in a thread; `send(seq, text)` gets each batch of new text with the tokens
         generated so far. Errors from the runtime propagate (the caller sends job_error)."""
@@ -157,7 +161,6 @@ class Runner:
         deadline = time.monotonic() + bound_s
         while self.jobs and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
-        for job_id in list(self.jobs):
-            self.cancel(job_id)
+        self.cancel_all()
         while self.jobs:
             await asyncio.sleep(0.05)
