@@ -168,7 +168,8 @@ def worker(args: argparse.Namespace, settings: Settings) -> None:
     device = args.device or settings.worker_device
     jobs = args.jobs if args.jobs is not None else settings.worker_jobs
     if not token:
-        raise CannotStart("the worker needs an API token: --token or WORKER_TOKEN (make one on your account page)")
+        raise CannotStart("the worker needs an API token: --token or WORKER_TOKEN "
+                          "(make one on the Settings page, under API tokens)")
     if not models:
         raise CannotStart("the worker needs at least one model: --model ID or WORKER_MODELS")
     if device not in ("cpu", "cuda"):

@@ -19,7 +19,9 @@ def one_line(worker: Worker) -> str:
 
 async def test_a_wrong_token_is_one_line(room: Room) -> None:
     worker = Worker("--server", room.url, "--token", "not-a-token", "--room", room.slug, "--model", MODEL)
-    assert one_line(worker).startswith("mesh-nanollm: the server refused the connection: ")
+    # What to do about it, not the server's wording for browsers.
+    assert one_line(worker) == ("mesh-nanollm: the server refused the API token (mistyped, or revoked): "
+                                "make one on the Settings page, under API tokens")
 
 
 def test_an_unreachable_server_is_one_line() -> None:
@@ -41,7 +43,8 @@ async def test_a_room_it_cannot_join_is_one_line(room: Room) -> None:
 @pytest.mark.parametrize(
     ("args", "env", "line"),
     [
-        (["--model", MODEL], {}, "mesh-nanollm: the worker needs an API token: --token or WORKER_TOKEN"),
+        (["--model", MODEL], {}, ("mesh-nanollm: the worker needs an API token: --token or WORKER_TOKEN "
+                                  "(make one on the Settings page, under API tokens)")),
         (["--token", "t"], {}, "mesh-nanollm: the worker needs at least one model: --model ID or WORKER_MODELS"),
         (["--token", "t", "--model", MODEL], {"WORKER_DEVICE": "tpu"}, "mesh-nanollm: --device must be cpu or cuda, got 'tpu'"),
         (["--token", "t", "--model", MODEL, "--jobs", "0"], {}, "mesh-nanollm: --jobs must be at least 1, got 0"),

@@ -24,6 +24,7 @@ JOIN_TIMEOUT_S = 15
 TEXT_MAX = 128 * 1024  # job_done.text, as the server caps it
 MESSAGE_MAX = 2000
 API_REASONS = {"stop": "stop", "length": "length", "cancelled": "cancelled"}
+TOKEN_HELP = "make one on the Settings page, under API tokens"
 
 RoomListener = Callable[[str, dict[str, Any]], Awaitable[None]]
 
@@ -77,7 +78,8 @@ class WorkerPeer:
                                    transports=["websocket"], wait_timeout=JOIN_TIMEOUT_S, retry=False)
         except SocketIOError as exc:
             if self.refused is not None:
-                raise CannotJoin(f"the server refused the connection: {self.refused}") from None
+                # The token is all the worker signs in with: a refusal is about it.
+                raise CannotJoin(f"the server refused the API token (mistyped, or revoked): {TOKEN_HELP}") from None
             raise CannotJoin(f"cannot reach the server at {self.server} ({exc})") from None
         try:
             await asyncio.wait_for(self.first_join, JOIN_TIMEOUT_S)
