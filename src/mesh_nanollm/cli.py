@@ -151,8 +151,8 @@ DRAIN_S = 25
 
 
 def worker(args: argparse.Namespace, settings: Settings) -> None:
-    """Load the models, join the room, serve until SIGTERM or SIGINT; every failure to start is
-    one line (CannotStart)."""
+    """Load the models, join the room, serve until SIGTERM or SIGINT (the server ending its place
+    is exit status 1); every failure to start is one line (CannotStart)."""
     import signal
 
     try:
@@ -163,6 +163,7 @@ def worker(args: argparse.Namespace, settings: Settings) -> None:
     from mesh_nanollm.worker.peer import CannotJoin, WorkerPeer
     from mesh_nanollm.worker.runner import Runner
 
+    server = args.server or settings.worker_server
     token = args.token or settings.worker_token
     models = args.models or settings.worker_models
     device = args.device or settings.worker_device
@@ -187,7 +188,7 @@ def worker(args: argparse.Namespace, settings: Settings) -> None:
         print(f"worker: {line}", flush=True)
 
     async def serve_room() -> None:
-        peer = WorkerPeer(Runner(engines, jobs), server=args.server or settings.worker_server, token=token,
+        peer = WorkerPeer(Runner(engines, jobs), server=server, token=token,
                           room=args.room or settings.worker_room, say=say)
         peer.listeners.append(Mesh(peer.runner, peer.sio, say).room_event)
         stopping = asyncio.Event()
@@ -206,7 +207,12 @@ def worker(args: argparse.Namespace, settings: Settings) -> None:
         except CannotJoin as exc:
             await peer.sio.disconnect()
             raise CannotStart(str(exc)) from None
-        await stopping.wait()
+        stop = asyncio.ensure_future(stopping.wait())
+        await asyncio.wait([stop, peer.ended], return_when=asyncio.FIRST_COMPLETED)
+        if not stop.done():
+            stop.cancel()
+            await peer.close()
+            raise CannotStart(peer.ended.result())
         say("stopping: finishing running jobs")
         await peer.stop(DRAIN_S)
         say("left the room")

@@ -1,11 +1,13 @@
 """`mesh-nanollm worker` as a peer of a live server: it serves the gateway's jobs (asked with the
-`openai` client), shows in the peers panel as a worker, comes back after the server restarts, and
-drains on SIGTERM."""
+`openai` client), shows in the peers panel as a worker, comes back after the server restarts,
+drains on SIGTERM and SIGINT, and exits 1 when the server ends its place (token revoked, room
+deleted)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import threading
 import uuid
@@ -15,7 +17,7 @@ import httpx
 import openai
 import pytest
 from conftest import LiveServer, start_server
-from support.accounts import create_room, room_peers, sign_up
+from support.accounts import create_room, csrf_token, room_peers, sign_up
 
 from mesh_nanollm.worker.engine import load_engine
 from worker.conftest import GATEWAY_ENV, MODEL, PROJECT_ROOT, Room
@@ -158,7 +160,8 @@ async def test_a_stop_signal_finishes_the_running_job_then_leaves_and_exits_0(ro
     job = next(i for i, line in enumerate(worker.lines) if f"{MODEL}: length" in line)
     left = worker.lines.index("worker: left the room")
     assert stopping < job < left and left == len(worker.lines) - 1
-    assert not any("Traceback" in line for line in worker.lines)
+    # Its own leaving is not a lost server.
+    assert not any("Traceback" in line or "reconnecting" in line for line in worker.lines)
 
 
 async def test_a_second_sigint_cancels_the_running_job_then_leaves_and_exits_0(room: Room) -> None:
@@ -178,3 +181,47 @@ async def test_a_second_sigint_cancels_the_running_job_then_leaves_and_exits_0(r
     now = worker.lines.index("worker: stopping now: cancelling running jobs")
     job = next(i for i, line in enumerate(worker.lines) if f"{MODEL}: cancelled" in line)
     assert now < job < worker.lines.index("worker: left the room") == len(worker.lines) - 1
+
+
+async def revoke_token(room: Room) -> None:
+    """Revoke the worker's API token as its owner does, on the Settings page."""
+    async with httpx.AsyncClient(base_url=room.url, cookies={"mesh_session": room.account.session_cookie}) as http:
+        page = await http.get("/settings/")
+        [token_id] = re.findall(r'action="/settings/tokens/(\d+)/revoke"', page.text)
+        response = await http.post(f"/settings/tokens/{token_id}/revoke", data={"_csrf_token": await csrf_token(http)})
+        assert response.status_code in (200, 303), response.text[:300]
+
+
+async def delete_room(room: Room, name: str) -> None:
+    async with httpx.AsyncClient(base_url=room.url, cookies={"mesh_session": room.account.session_cookie}) as http:
+        response = await http.post(f"/rooms/{room.slug}/settings/delete",
+                                   data={"confirm": name, "_csrf_token": await csrf_token(http)})
+        assert response.status_code in (200, 303), response.text[:300]
+
+
+async def test_a_revoked_token_ends_the_worker_with_status_1_and_one_line(room: Room) -> None:
+    worker = room.worker("--model", MODEL)
+    try:
+        worker.expect(r"joined room")
+        await revoke_token(room)
+        assert worker.finish() == 1
+    finally:
+        worker.stop()
+    assert worker.lines[-1] == ("mesh-nanollm: the server closed the connection: the API token was revoked "
+                                "(or its account deleted); make one on the Settings page, under API tokens")
+    assert not any("Traceback" in line or "ERROR" in line or "reconnecting" in line for line in worker.lines)
+
+
+async def test_a_deleted_room_ends_the_worker_with_status_1_and_one_line(worker_server: LiveServer) -> None:
+    account = await sign_up(worker_server.url, "wk")
+    made = await create_room(worker_server.url, account, "doomed room", private=True)
+    room = Room(worker_server, account, made["slug"])
+    worker = room.worker("--model", MODEL)
+    try:
+        worker.expect(r"joined room")
+        await delete_room(room, "doomed room")
+        assert worker.finish() == 1
+    finally:
+        worker.stop()
+    assert worker.lines[-1].startswith(f"mesh-nanollm: the server closed the connection: cannot join room {room.slug!r}: ")
+    assert not any("Traceback" in line or "ERROR" in line for line in worker.lines)

@@ -2,7 +2,8 @@
 keeps its `status` current and serves the server's API jobs (`job_run` / `job_cancel` →
 `job_token` / `job_done` / `job_error`, docs/realtime.md "API jobs") as a browser tab does.
 
-It reconnects with backoff when the connection drops and joins again under a new peer id. Room
+It reconnects with backoff when the connection drops and joins again under a new peer id, and
+ends (`ended`) when the server will not have it back: the token revoked, the room lost. Room
 events (`joined`, `left`, `peer_joined`, `peer_left`, `peer_updated`, `signal`) all go through
 `room_event`, to every function in `listeners`: where the data-channel mesh plugs in.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -24,6 +26,8 @@ JOIN_TIMEOUT_S = 15
 TEXT_MAX = 128 * 1024  # job_done.text, as the server caps it
 MESSAGE_MAX = 2000
 API_REASONS = {"stop": "stop", "length": "length", "cancelled": "cancelled"}
+# Join refusals that no retry changes: the room is gone or closed to this account.
+FINAL_JOIN_ERRORS = ("forbidden", "not_found")
 TOKEN_HELP = "make one on the Settings page, under API tokens"
 
 RoomListener = Callable[[str, dict[str, Any]], Awaitable[None]]
@@ -59,23 +63,36 @@ class WorkerPeer:
         self.api_jobs: set[str] = set()
         self.refused: str | None = None  # why the server refused the connection
         self.first_join: asyncio.Future[None] | None = None
+        # Why the server will not have the worker back (one line); the command then exits 1.
+        self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self.closing = False  # stop() or close() runs: the disconnect that follows is ours
+        self.server_closed = False  # the last disconnect was the server's own
+        self.coming_back: asyncio.Task[None] | None = None
+        self.joining = False  # a join_room waits for its ack
         # handle_sigint=False: python-socketio and engine.io would otherwise take SIGINT for
         # themselves (engine.io replaces the loop's handler at connect) and Ctrl-C would not drain.
+        # Their errors go through our logging once instead of also through a handler of their own;
+        # their INFO and WARNING lines narrate what the worker's own lines already say.
+        library_log = logging.getLogger("mesh_nanollm.worker.socketio")
+        library_log.setLevel(logging.ERROR)
         self.sio = socketio.AsyncClient(reconnection=True, reconnection_attempts=0, reconnection_delay=1,
                                         reconnection_delay_max=30, randomization_factor=0.5,
-                                        handle_sigint=False)
+                                        handle_sigint=False, logger=library_log, engineio_logger=library_log)
         for name in ("connect", "connect_error", "disconnect", "job_run", "job_cancel", "error"):
             self.sio.on(name, getattr(self, f"_on_{name}"))
         for name in ("peer_joined", "peer_left", "peer_updated", "signal"):
             self.sio.on(name, self._relay(name))
         runner.changed = self.send_status
 
+    async def _connect(self, *, retry: bool) -> None:
+        await self.sio.connect(self.server, headers={"Authorization": f"Bearer {self.token}"},
+                               transports=["websocket"], wait_timeout=JOIN_TIMEOUT_S, retry=retry)
+
     async def start(self) -> None:
         """Connect and join; raises CannotJoin with one line when either fails."""
         self.first_join = asyncio.get_running_loop().create_future()
         try:
-            await self.sio.connect(self.server, headers={"Authorization": f"Bearer {self.token}"},
-                                   transports=["websocket"], wait_timeout=JOIN_TIMEOUT_S, retry=False)
+            await self._connect(retry=False)
         except SocketIOError as exc:
             if self.refused is not None:
                 # The token is all the worker signs in with: a refusal is about it.
@@ -91,11 +108,29 @@ class WorkerPeer:
         self.runner.closed = True
         await self.send_status_now()  # busy from now on: the server stops offering it jobs
         await self.runner.drain(drain_s)
+        self.closing = True
         if self.sio.connected:
             with contextlib.suppress(SocketIOError, TimeoutError):
                 await self.sio.call("leave_room", {}, timeout=5)
             await self.room_event("left", {})
-        await self.sio.shutdown()  # also ends a reconnection in progress
+        await self.close()
+
+    async def close(self) -> None:
+        """Cancel what still runs and close the connection, ending any reconnection in progress."""
+        self.closing = True
+        await self.runner.drain(0)
+        if self.coming_back is not None:
+            self.coming_back.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.coming_back
+        await self.sio.shutdown()
+
+    def _end(self, why: str) -> None:
+        if not self.ended.done():
+            self.ended.set_result(why)
+
+    def _lost_how(self) -> str:
+        return "the server closed the connection" if self.server_closed else "the server refused to take the worker back"
 
     # -- the connection and the room ---------------------------------------------------------
 
@@ -106,18 +141,24 @@ class WorkerPeer:
     async def _join(self) -> None:
         r = self.runner
         caps = {"backend": r.backend, "user_agent": USER_AGENT, "state": self._state(), "models_warm": list(r.engines)}
+        self.joining = True
         try:
             ack = await self.sio.call("join_room", {"room": self.room, "capabilities": caps}, timeout=JOIN_TIMEOUT_S)
         except (SocketIOError, TimeoutError) as exc:
             ack = {"error": {"message": f"no answer to join_room ({exc.__class__.__name__})"}}
+        finally:
+            self.joining = False
         error = ack.get("error") if isinstance(ack, dict) else {"message": "a malformed join_room ack"}
         if error:
             problem = f"cannot join room {self.room!r}: {error.get('message', error)}"
             if self.first_join is not None and not self.first_join.done():
                 self.first_join.set_exception(CannotJoin(problem))
+            elif error.get("code") in FINAL_JOIN_ERRORS:
+                self._end(f"{self._lost_how()}: {problem}")
             else:
                 self.say(problem)
             return
+        self.server_closed = False
         self.peer_id = ack["peer_id"]
         self.say(f"joined room {self.room} as peer {self.peer_id} ({r.backend}; models: {', '.join(r.engines)})")
         await self.send_status_now()
@@ -129,22 +170,49 @@ class WorkerPeer:
         # Only an answer from the server itself (engine.io is up) is a refusal; the rest is the network.
         if self.sio.eio.state == "connected":
             self.refused = data.get("message") if isinstance(data, dict) else str(data)
-            if self.peer_id is None and self.first_join is not None and self.first_join.done():
-                self.say(f"the server refused the connection: {self.refused}; retrying")
+            if self.first_join is not None and self.first_join.done():
+                # It signed in with this token before: the token was revoked since, or its account
+                # deleted. Retrying would not change the answer.
+                self._end(f"{self._lost_how()}: the API token was revoked (or its account deleted); {TOKEN_HELP}")
 
     async def _on_disconnect(self, reason: object = None) -> None:
         # The server has already handed our API jobs to other peers: nobody is left to stream to.
         for job_id in list(self.api_jobs):
             self.runner.cancel(job_id)
-        if self.peer_id is not None:
-            self.say("lost the server; reconnecting")
+        joined = self.peer_id is not None
         self.peer_id = None
         await self.room_event("left", {})
+        if self.closing or self.ended.done():
+            return
+        if reason == self.sio.reason.SERVER_DISCONNECT:
+            # How the server ends a revoked token's sockets, or a lost room's; python-socketio does
+            # not reconnect after it. Connecting again gets the server's refusal (which ends the
+            # worker), or gets the worker back in when the refusal was not meant for it.
+            self.server_closed = True
+            self.say("the server closed the connection; connecting again")
+            self.coming_back = self.sio.start_background_task(self._come_back)
+        elif joined:
+            self.say("lost the server; reconnecting")
+
+    async def _come_back(self) -> None:
+        # The library closes the engine.io connection after this disconnect's handlers ran.
+        while self.sio.eio.state != "disconnected":
+            await asyncio.sleep(0.05)
+        delay = self.sio.reconnection_delay
+        # Not only cancel() ends this: python-socketio's retry swallows a cancellation.
+        while not (self.closing or self.ended.done()):
+            await asyncio.sleep(delay)
+            try:
+                # retry=True: a network that is gone gets the usual backoff until it is back.
+                await self._connect(retry=True)
+            except (SocketIOError, ValueError):
+                delay = min(delay * 2, self.sio.reconnection_delay_max)
+            else:
+                return
 
     async def _on_error(self, data: object = None) -> None:
-        # Before the first join, a failed join's ack says the same and stops the worker.
-        starting = self.first_join is not None and not self.first_join.done()
-        if isinstance(data, dict) and not starting:
+        # A failed join's ack says the same, and _join says it (or stops the worker with it).
+        if isinstance(data, dict) and not self.joining:
             self.say(f"server error {data.get('code')}: {data.get('message')}")
 
     def _relay(self, name: str) -> Callable[[object], Awaitable[None]]:
