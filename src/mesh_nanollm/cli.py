@@ -12,6 +12,7 @@ import sys
 import warnings
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 from mesh_nanollm import db
 from mesh_nanollm.settings import Settings, SettingsError, load_settings
@@ -150,6 +151,19 @@ def serve(args: argparse.Namespace, settings: Settings) -> None:
 DRAIN_S = 25
 
 
+def require_server_url(url: str) -> None:
+    """The worker's --server must be an http(s) URL with a host: anything else would fail deep in
+    aiohttp, with a traceback."""
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # reading .port: not a number, or over 65535
+        ok = False
+    if not ok:
+        hint = f" (such as http://{url})" if "://" not in url else ""
+        raise CannotStart(f"--server must be an http:// or https:// URL with a host, got {url!r}{hint}")
+
+
 def worker(args: argparse.Namespace, settings: Settings) -> None:
     """Load the models, join the room, serve until SIGTERM or SIGINT (the server ending its place
     is exit status 1); every failure to start is one line (CannotStart)."""
@@ -177,6 +191,7 @@ def worker(args: argparse.Namespace, settings: Settings) -> None:
         raise CannotStart(f"--device must be cpu or cuda, got {device!r}")
     if jobs < 1:
         raise CannotStart(f"--jobs must be at least 1, got {jobs}")
+    require_server_url(server)
     engines = {}
     for model in dict.fromkeys(models):
         try:

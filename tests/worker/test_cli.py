@@ -30,6 +30,13 @@ def test_an_unreachable_server_is_one_line() -> None:
     assert one_line(worker).startswith(f"mesh-nanollm: cannot reach the server at {url}")
 
 
+@pytest.mark.parametrize("server", ["127.0.0.1:8792", "notaurl", "ftp://127.0.0.1", "http://127.0.0.1:port"])
+def test_a_server_that_is_not_an_http_url_is_one_line(server: str) -> None:
+    worker = Worker("--server", server, "--token", "t", "--model", MODEL)
+    assert one_line(worker).startswith(f"mesh-nanollm: --server must be an http:// or https:// URL with a host, got {server!r}")
+    assert worker.process.returncode == 1
+
+
 def test_an_unknown_model_is_one_line() -> None:
     worker = Worker("--token", "t", "--model", "no-such-model")
     assert one_line(worker).startswith("mesh-nanollm: cannot load model 'no-such-model': ")
