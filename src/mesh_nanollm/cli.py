@@ -202,6 +202,10 @@ def worker(args: argparse.Namespace, settings: Settings) -> None:
     def say(line: str) -> None:
         print(f"worker: {line}", flush=True)
 
+    # aioice logs each ICE pair it checks at INFO: about six lines per page that links to the worker.
+    for name in ("aioice", "aiortc"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
     async def serve_room() -> None:
         peer = WorkerPeer(Runner(engines, jobs), server=server, token=token,
                           room=args.room or settings.worker_room, say=say)

@@ -74,6 +74,8 @@ async def test_worker_serves_the_gateway_and_shows_as_a_worker(room: Room) -> No
                 pieces.append(chunk.choices[0].delta.content)
         assert "".join(pieces) == greedy(MESSAGES, 20)
         worker.expect(rf"job .* {MODEL}: length, 20 tokens")
+        await api.completions.create(model=MODEL, prompt="Once", max_tokens=1, temperature=0)
+        assert re.search(rf"{MODEL}: length, 1 token(,|$)", worker.expect(r"^worker: job "))
 
         async with httpx.AsyncClient(base_url=room.url) as http:
             record = (await http.get(f"/api/jobs/{job_id}", headers={"Authorization": f"Bearer {room.account.token}"})).json()

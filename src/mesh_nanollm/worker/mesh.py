@@ -25,7 +25,7 @@ from aiortc import (
 from aiortc.rtcicetransport import parse_stun_turn_uri
 from aiortc.sdp import candidate_from_sdp
 
-from mesh_nanollm.worker.runner import Refused, Runner
+from mesh_nanollm.worker.runner import Refused, Runner, tokens
 
 VERSION = 1
 HEARTBEAT_S = 1.0
@@ -378,7 +378,7 @@ class Mesh:
         link.send({"type": "job_done", "job_id": job.id, "text": outcome.text[:MAX_TEXT_CHARS],
                    "metrics": outcome.metrics})
         m = outcome.metrics
-        self.say(f"job {job.id} {job.model} (mesh, for peer {link.peer_id}): {m['reason']}, {m['tokens']} tokens")
+        self.say(f"job {job.id} {job.model} (mesh, for peer {link.peer_id}): {m['reason']}, {tokens(m['tokens'])}")
 
     def _on_cancel(self, link: Link, job_id: str) -> None:
         if (timer := link.reserved.pop(job_id, None)) is not None:

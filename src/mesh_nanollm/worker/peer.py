@@ -19,7 +19,7 @@ from typing import Any
 import socketio
 from socketio.exceptions import SocketIOError
 
-from mesh_nanollm.worker.runner import Job, Refused, Runner
+from mesh_nanollm.worker.runner import Job, Refused, Runner, tokens
 
 USER_AGENT = "mesh-nanollm-worker"
 JOIN_TIMEOUT_S = 15
@@ -289,4 +289,4 @@ class WorkerPeer:
                 metrics[key] = m[key]
         await self._emit("job_done", {"job_id": job.id, "text": outcome.text[:TEXT_MAX], "metrics": metrics})
         speed = f", {m['tok_s']:.1f} tok/s" if m["tok_s"] else ""
-        self.say(f"job {job.id} {job.model}: {m['reason']}, {m['tokens']} tokens{speed}")
+        self.say(f"job {job.id} {job.model}: {m['reason']}, {tokens(m['tokens'])}{speed}")

@@ -27,6 +27,11 @@ MESSAGES = {
 }
 
 
+def tokens(count: int) -> str:
+    """How a job's line counts what it made: "1 token", "12 tokens"."""
+    return f"{count} token" if count == 1 else f"{count} tokens"
+
+
 class Refused(Exception):
     """A job this worker will not take: `code` is the reason code the browser uses."""
 
