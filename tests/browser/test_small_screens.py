@@ -29,14 +29,14 @@ TOO_WIDE = """() => {
 }"""
 
 
-async def record_jobs(server: LiveServer, account: Account, count: int) -> list[str]:
+async def record_jobs(server: LiveServer, account: Account, count: int, room: str = "global") -> list[str]:
     async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
         headers = {"Authorization": f"Bearer {account.token}"}
         ids = []
         for _ in range(count):
             response = await http.post(
                 "/api/jobs",
-                json={"room": "global", "model": MODEL, "prompt": LONG_PROMPT},
+                json={"room": room, "model": MODEL, "prompt": LONG_PROMPT},
                 headers=headers,
             )
             assert response.status_code == 201, response.text
@@ -132,10 +132,12 @@ async def test_history_shows_each_job_as_a_card_with_its_prompt_at_390px(
 
 async def test_room_statistics_show_every_figure_at_390px(live_server: LiveServer, browser: Browser) -> None:
     account = await sign_up(live_server.url)
+    # A room of its own: the server is shared, and other tests run jobs in the global room.
+    room = await create_room(live_server.url, account, "Statistics on a phone", private=False)
     async with httpx.AsyncClient(
         base_url=live_server.url, headers={"Authorization": f"Bearer {account.token}"}, timeout=10
     ) as http:
-        for job_id in await record_jobs(live_server, account, 2):
+        for job_id in await record_jobs(live_server, account, 2, room["slug"]):
             await http.patch(f"/api/jobs/{job_id}", json={"status": "running"})
             done = {"status": "succeeded", "output": " text", "token_count": 40, "decode_ms": 500, "decode_tokens": 39}
             assert (await http.patch(f"/api/jobs/{job_id}", json=done)).status_code == 200
@@ -143,7 +145,7 @@ async def test_room_statistics_show_every_figure_at_390px(live_server: LiveServe
         browser, live_server.url, account.session_cookie, viewport=PHONE_VIEWPORT
     )
     page = await context.new_page()
-    await page.goto(f"{live_server.url}/rooms/global/stats")
+    await page.goto(f"{live_server.url}/rooms/{room['slug']}/stats")
     figures = page.locator("td[data-stat]")
     await expect(figures.first).to_be_visible()
     width = await page.evaluate("document.documentElement.clientWidth")
