@@ -5,6 +5,8 @@ under the test's tmp_path, to look at."""
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import pytest
 from conftest import LiveServer
@@ -184,4 +186,25 @@ async def test_room_keeps_prompt_controls_on_one_row_and_peers_one_tap_away_at_3
     await expect(jump).to_be_in_viewport()
     await jump.click()
     await expect(room.peers).to_be_in_viewport()
+    await context.close()
+
+
+async def test_api_tokens_show_when_each_was_made_and_last_used_at_390px(
+    live_server: LiveServer, browser: Browser
+) -> None:
+    account = await sign_up(live_server.url)
+    context = await new_context(
+        browser, live_server.url, account.session_cookie, viewport=PHONE_VIEWPORT
+    )
+    page = await context.new_page()
+    await page.goto(f"{live_server.url}/settings")
+    row = page.get_by_test_id("token-row").first
+    width = await page.evaluate("document.documentElement.clientWidth")
+    # These two columns were hidden on a phone: what one needs to know before revoking a token.
+    for label in ("Created", "Last used"):
+        cell = row.get_by_role("cell", name=re.compile(f"^{label} "))
+        await expect(cell).to_be_visible()
+        box = await cell.bounding_box()
+        assert box and box["x"] + box["width"] <= width
+    await expect(row.get_by_role("button", name="Revoke")).to_be_visible()
     await context.close()
