@@ -245,7 +245,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("piccolo").setLevel(logging.WARNING)
     args = _parser().parse_args(argv)
     try:
-        settings = load_settings(secret=args.command != "worker")
+        # Only the server signs anything: the worker and migrations need no SECRET_KEY.
+        settings = load_settings(secret=args.command not in ("worker", "migrate"))
         if args.command == "worker":
             worker(args, settings)
             return

@@ -187,8 +187,8 @@ def load_database_url(environ: Mapping[str, str] | None = None) -> str:
 
 
 def load_settings(environ: Mapping[str, str] | None = None, *, secret: bool = True) -> Settings:
-    """The settings from `environ`; `secret=False` (the worker, which signs nothing) leaves
-    SECRET_KEY unread: nothing is required or generated for it."""
+    """The settings from `environ`; `secret=False` (the worker and migrations, which sign
+    nothing) leaves SECRET_KEY unread: nothing is required or generated for it."""
     environ = os.environ if environ is None else environ
     env = environ.get("MESH_ENV") or DEFAULTS.env
     database_url = load_database_url(environ)
