@@ -66,7 +66,23 @@ export class PageRun extends EventTarget {
       for (const worker of workers.slice(record.attempts)) record.start(worker);
     };
     const trace = this.trace;
-    const newRecord = () => new JobRecord(job, this.#session.csrf, () => ({ output: this.text, token_count: this.tokens, trace }));
+    // While a step of the record waits to be sent again, an ended run says so; once it gets
+    // through, what was said before comes back.
+    let before = null;
+    const onWaiting = (waiting) => {
+      if (waiting && !this.running) {
+        before = this.flash;
+        this.#say("info", "Saving this run to your history… The server cannot be reached right now; this page will try again.");
+      } else if (!waiting && this.flash?.text.startsWith("Saving this run")) {
+        this.flash = before ?? { kind: "", text: "" };
+        this.#emit("flash");
+      }
+    };
+    // The page's socket back in its room: the server is too, so a waiting step goes at once.
+    const rejoined = new AbortController();
+    this.#session.addEventListener("connection", (e) => e.detail.state === "joined" && record?.retryNow(), { signal: rejoined.signal });
+    const newRecord = () =>
+      new JobRecord(job, this.#session.csrf, () => ({ output: this.text, token_count: this.tokens, trace }), { onWaiting });
     let attempt = 0; // the attempt running now, and whether its first token has come
     let attemptStarted = false;
     let attemptWorker = null;
@@ -142,7 +158,9 @@ export class PageRun extends EventTarget {
     this.#emit("end");
     record ??= newRecord();
     recordAttempts();
+    if (record.waiting) onWaiting(true);
     const { job: recorded, error } = await record.finish({ ...outcome.patch, trace });
+    rejoined.abort();
     this.job = recorded ?? null;
     if (error) this.#say("error", `This run was not recorded in your history: ${error.message}`);
     this.#emit("recorded");
