@@ -17,6 +17,22 @@ const PAUSED = { sharing_off: "not sharing", hidden: "paused: tab hidden", batte
 
 // What the dock last said aloud: a screen reader hears each change of state once, not each count.
 let said = "";
+// The connection state last seen ("reconnecting" once, however many tries it takes).
+let linked = null;
+
+/** The tab's place in its room's mesh, when it is not simply in it: {text} for the dock, and
+ * {news} the first time it is so (the first join is not news; a rejoin is). */
+function connection(room) {
+  const { state, reason } = session.connection ?? {};
+  const was = linked;
+  linked = state;
+  const news = (text) => (state === was ? "" : text);
+  if (state === "reconnecting") return { text: "reconnecting…", news: news(`Lost the connection to ${room}; reconnecting…`) };
+  // The reason's first clause fits the strip ("Sign in first"); the status region says it all.
+  if (state === "refused") return { text: `not in the room (${reason.split(/[:.]/)[0]})`, news: news(`No longer in ${room}: ${reason}`) };
+  if (state === "joined") return { text: "", news: was === "reconnecting" ? `Back in ${room}.` : "" };
+  return { text: session.conn ? "" : "joining…", news: "" };
+}
 
 /** What this tab serves now: {state} for the screen reader, and {text} with its speed for the eye. */
 function serving(work) {
@@ -44,22 +60,26 @@ function render() {
   room.textContent = session.roomName || session.slug;
   const status = session.peer.status;
   const state = status.state === "paused" ? PAUSED[status.pause_reason] ?? "paused" : STATES[status.state] ?? status.state;
-  part("state").textContent = session.conn ? state : "joining…";
+  const joined = connection(room.textContent);
+  part("state").textContent = joined.text || state;
   dock.dataset.state = status.state;
-  dock.dataset.peerId = session.conn?.peerId ?? "";
+  dock.dataset.connection = session.connection?.state ?? "";
+  // The id the room knows this tab by now: none while it is out of the room, a new one after a rejoin.
+  dock.dataset.peerId = (session.connection?.state === "joined" && session.conn?.peerId) || "";
   part("model").textContent = status.models_warm.length ? `warm: ${status.models_warm.join(", ")}` : "no model warm";
   const pending = session.pending ? ` · joins ${session.pending.name} next` : "";
   const now = doing();
   part("work").textContent = now.text + pending;
   // Said when it starts; when it is over, the room page says how it ended (its answer, or why not).
-  if (now.state + pending !== said) {
+  if (joined.news) part("news").textContent = joined.news;
+  else if (now.state + pending !== said) {
     said = now.state + pending;
     part("news").textContent = said;
   }
 }
 
 if (dock) {
-  for (const type of ["status", "membership", "work", "run"]) session.addEventListener(type, render);
+  for (const type of ["status", "membership", "connection", "work", "run"]) session.addEventListener(type, render);
   session.addEventListener("run", (e) => {
     for (const type of ["token", "end"]) e.detail.run.addEventListener(type, render);
   });

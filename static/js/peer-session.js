@@ -139,6 +139,7 @@ class PeerSession extends EventTarget {
     this.slug = slug;
     this.roomName = name;
     this.problem = null;
+    this.connection = null; // the last room's is not this one's
     const mesh = new Mesh(this.peer.localRunner());
     this.mesh = mesh;
     this.peer.mesh = mesh;
