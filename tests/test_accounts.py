@@ -516,7 +516,7 @@ async def test_bearer_token_use_is_shown_on_the_settings_page(user_client: Async
     user_client.cookies.update(cookies)
     listing = (await user_client.get("/settings")).text
     assert "never" not in listing
-    assert re.search(r"<td>\d{4}-\d{2}-\d{2} \d{2}:\d{2}</td>", listing)
+    assert re.search(r"<td data-label=\"Last used\">\d{4}-\d{2}-\d{2} \d{2}:\d{2}</td>", listing)
 
 
 async def test_revoked_token_gets_401_json(user_client: AsyncTestClient) -> None:

@@ -8,7 +8,7 @@ import logging
 import re
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import asyncpg
 import socketio
@@ -143,6 +143,13 @@ def handle_error(request: Request, exc: Exception) -> Response:
         fields = exc.fields if isinstance(exc, ServiceError) else {}
         body = ErrorBody(error=TITLES.get(status, "Error"), detail=detail, fields=fields)
         return security_headers(Response(body, status_code=status, headers=headers))
+    if getattr(request, "htmx", False):  # part of a page, not a page (request.PageDetails)
+        if status == 401:  # signed out meanwhile: the whole tab goes to sign in, then back to its page
+            page = urlsplit(request.headers.get("hx-current-url", ""))
+            target = quote((page.path or "/") + (f"?{page.query}" if page.query else ""))
+            return security_headers(Response("", status_code=401, headers={"HX-Redirect": f"/login?next={target}"}))
+        context = {"detail": detail}
+        return security_headers(Template("_error.html", context=context, status_code=status, headers=headers))
     if status == 401:
         target = quote(request.url.path + (f"?{request.url.query}" if request.url.query else ""))
         return Redirect(f"/login?next={target}", status_code=303)

@@ -223,3 +223,23 @@ async def test_a_refused_form_keeps_the_address_of_its_page(live_server: LiveSer
     response = await page.reload()
     assert response is not None and response.status == 200
     await expect(page.get_by_label("Room name")).to_have_value("Addressed")
+
+
+async def test_a_part_of_a_page_that_fails_becomes_a_notice_not_a_page_in_the_page(
+    live_server: LiveServer, page: Page
+) -> None:
+    account = await sign_up(live_server.url)
+    await sign_in(page.context, live_server.url, account.session_cookie)
+    await page.goto(f"{live_server.url}/jobs")
+    status = page.get_by_label("Status")
+    # A filter value the server refuses (400): the table's place gets the reason.
+    await status.evaluate("(select) => select.append(new Option('bogus', 'bogus'))")
+    await status.select_option("bogus")
+    await expect(page.get_by_test_id("flash")).to_contain_text("status")
+    await expect(page.get_by_role("navigation", name="Main")).to_have_count(1)
+    await expect(page.locator(".status-code")).to_have_count(0)
+
+    # Signed out meanwhile (another tab): the next such request takes the tab to sign in, and back.
+    await page.context.clear_cookies()
+    await status.select_option("failed")
+    await expect(page).to_have_url(f"{live_server.url}/login?next=/jobs")
