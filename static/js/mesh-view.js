@@ -2,22 +2,25 @@
  * (mesh.js "work" events) and, in the peers panel and its topology drawing, whether each peer is
  * linked and what it does now (mesh.js "link" and hellos). */
 
+const tokens = (n) => `${n} token${n === 1 ? "" : "s"}`;
+
 const WORK = {
   queued: (w) => `Waiting to run ${w.model} for ${w.username}`,
-  running: (w) => `Running ${w.model} for ${w.username} — ${w.tokens} token${w.tokens === 1 ? "" : "s"} so far`,
-  done: (w) => `Ran ${w.model} for ${w.username}: ${w.tokens} tokens`,
-  cancelled: (w) => `${w.username} cancelled their job; stopped after ${w.tokens} tokens`,
-  lost: (w) => `${w.username} left; stopped their job after ${w.tokens} tokens`,
+  running: (w) => `Running ${w.model} for ${w.username} — ${tokens(w.tokens)} so far`,
+  done: (w) => `Ran ${w.model} for ${w.username}: ${tokens(w.tokens)}`,
+  cancelled: (w) => `${w.username} cancelled their job; stopped after ${tokens(w.tokens)}`,
+  // Their page left, or this one lost the room (a dropped connection, removed from a private room).
+  lost: (w) => `Lost the link to ${w.username}; stopped their job after ${tokens(w.tokens)}`,
   failed: (w) => `A job for ${w.username} failed here`,
 };
 
 // The same for an API job, which the server gave this browser for someone's script or app.
 const API_WORK = {
   queued: (w) => `Waiting to run ${w.model} for an ${w.who}`,
-  running: (w) => `Running ${w.model} for an ${w.who} — ${w.tokens} token${w.tokens === 1 ? "" : "s"} so far`,
-  done: (w) => `Ran ${w.model} for an ${w.who}: ${w.tokens} tokens`,
-  cancelled: (w) => `The ${w.who} was cancelled; stopped after ${w.tokens} tokens`,
-  lost: (w) => `Lost the server; stopped the ${w.who} after ${w.tokens} tokens`,
+  running: (w) => `Running ${w.model} for an ${w.who} — ${tokens(w.tokens)} so far`,
+  done: (w) => `Ran ${w.model} for an ${w.who}: ${tokens(w.tokens)}`,
+  cancelled: (w) => `The ${w.who} was cancelled; stopped after ${tokens(w.tokens)}`,
+  lost: (w) => `Lost the server; stopped the ${w.who} after ${tokens(w.tokens)}`,
   failed: (w) => `An ${w.who} failed here`,
 };
 
