@@ -144,11 +144,13 @@ def handle_error(request: Request, exc: Exception) -> Response:
         body = ErrorBody(error=TITLES.get(status, "Error"), detail=detail, fields=fields)
         return security_headers(Response(body, status_code=status, headers=headers))
     if getattr(request, "htmx", False):  # part of a page, not a page (request.PageDetails)
-        if status == 401:  # signed out meanwhile: the whole tab goes to sign in, then back to its page
+        context: dict[str, Any] = {"detail": detail}
+        if status == 401:
+            # Signed out meanwhile (another tab): said in place, with a way back to this page. The
+            # tab is not taken away: it may be running a prompt, which would end with it.
             page = urlsplit(request.headers.get("hx-current-url", ""))
             target = quote((page.path or "/") + (f"?{page.query}" if page.query else ""))
-            return security_headers(Response("", status_code=401, headers={"HX-Redirect": f"/login?next={target}"}))
-        context = {"detail": detail}
+            context = {"detail": "You are signed out.", "sign_in": f"/login?next={target}"}
         return security_headers(Template("_error.html", context=context, status_code=status, headers=headers))
     if status == 401:
         target = quote(request.url.path + (f"?{request.url.query}" if request.url.query else ""))

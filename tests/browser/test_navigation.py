@@ -239,7 +239,12 @@ async def test_a_part_of_a_page_that_fails_becomes_a_notice_not_a_page_in_the_pa
     await expect(page.get_by_role("navigation", name="Main")).to_have_count(1)
     await expect(page.locator(".status-code")).to_have_count(0)
 
-    # Signed out meanwhile (another tab): the next such request takes the tab to sign in, and back.
+    # Signed out meanwhile (another tab): said in place, with the way back; the tab stays (it may be
+    # running a prompt).
+    await page.reload()
     await page.context.clear_cookies()
-    await status.select_option("failed")
+    await page.get_by_label("Status").select_option("failed")
+    await expect(page.get_by_test_id("flash")).to_contain_text("You are signed out.")
+    await expect(page).to_have_url(f"{live_server.url}/jobs")
+    await page.get_by_role("link", name="Sign in again").click()
     await expect(page).to_have_url(f"{live_server.url}/login?next=/jobs")
