@@ -198,6 +198,9 @@ def worker(args: argparse.Namespace, settings: Settings) -> None:
             engines[model] = load_engine(model, models_dir=settings.models_dir, device=device)
         except EngineError as exc:
             raise CannotStart(f"cannot load model {model!r}: {exc}") from None
+        except KeyboardInterrupt:  # Ctrl-C before the worker joined anything: nothing to drain
+            print(f"mesh-nanollm: stopped while loading model {model!r}", file=sys.stderr)
+            raise SystemExit(130) from None
 
     def say(line: str) -> None:
         print(f"worker: {line}", flush=True)

@@ -65,3 +65,19 @@ def test_settings_come_from_the_environment() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     worker = Worker(WORKER_SERVER=url, WORKER_TOKEN="t", WORKER_MODELS=f" {MODEL} ,")
     assert one_line(worker).startswith(f"mesh-nanollm: cannot reach the server at {url}")
+
+
+def test_ctrl_c_while_loading_models_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mesh_nanollm import cli
+    from mesh_nanollm.worker import engine
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "load_engine", interrupted)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(["worker", "--server", "http://127.0.0.1:9", "--token", "t", "--model", MODEL])
+    assert exited.value.code == 130  # as a shell reports an interrupted command
+    assert capsys.readouterr().err.splitlines() == [f"mesh-nanollm: stopped while loading model {MODEL!r}"]
