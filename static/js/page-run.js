@@ -2,18 +2,23 @@
  * API (job-record.js). It belongs to the peer session, not to the room page's DOM: the page can be
  * swapped out and back while it streams, and the room view shows it again from its fields.
  *
- * Events (CustomEvent): token (text and tokens changed), flash {kind, text}, end (running is false,
- * metrics set), recorded (job set, or flash says why not). */
+ * Events (CustomEvent): token (text and tokens changed), attempt (an attempt started: `where` says
+ * where it runs now), flash {kind, text}, end (running is false, metrics set), recorded (job set,
+ * or flash says why not). */
 
 import { JobRecord } from "/static/js/job-record.js";
 import { JobTrace, honestTokS } from "/static/js/job-trace.js";
 
-/** Where an answer came from, when not (only) from this browser. */
-function whereItRan({ attempts }) {
+/** Where an answer is running (`running`) or came from, when not (only) from this browser: the
+ * one place that words it, for the page while it streams and for the metrics once it is over. */
+function whereItRan({ attempts }, running = false) {
   if (attempts.every((attempt) => !attempt.worker)) return "";
   const name = (attempt) => attempt.name ?? "this browser";
-  if (attempts.length === 1) return `ran on ${name(attempts[0])}`;
-  return `${attempts.slice(0, -1).map(name).join(", ")} dropped out; ${name(attempts.at(-1))} finished it`;
+  const last = attempts.at(-1);
+  if (attempts.length === 1) return running ? `Running on ${name(last)}…` : `ran on ${name(last)}`;
+  const dropped = `${attempts.slice(0, -1).map(name).join(", ")} dropped out`;
+  if (!running) return `${dropped}; ${name(last)} finished it`;
+  return `${dropped}; continuing ${last.worker ? `on ${name(last)}` : "in this browser"}…`;
 }
 
 const FALLBACK = {
@@ -29,6 +34,7 @@ export class PageRun extends EventTarget {
   metrics = null; // {ttft, tokS, tokens, reason, where} once over (none if it failed)
   job = null; // its record, once recorded
   flash = null; // {kind, text}: the last thing said about it
+  where = ""; // while it runs: where ("Running on bob's browser…"), or "" when only in this browser
   trace = new JobTrace(); // what happened when, sent with the record's last step
   error = null; // what ended it, if it failed (an InferenceError's reason says why a model did not load)
 
@@ -61,9 +67,9 @@ export class PageRun extends EventTarget {
     const job = { room: this.slug, model: entry.id, prompt, params: { max_new_tokens: maxNewTokens, ...this.fields.sampling }, mode };
     if (mesh.peerId) job.requester_peer = mesh.peerId;
     let record = null;
-    const workers = []; // each attempt's worker peer (null: this browser), in order
+    const attempts = []; // {worker, name} of each attempt (worker null: this browser), in order
     const recordAttempts = () => {
-      for (const worker of workers.slice(record.attempts)) record.start(worker);
+      for (const { worker } of attempts.slice(record.attempts)) record.start(worker);
     };
     const trace = this.trace;
     // While a step of the record waits to be sent again, an ended run says so; once it gets
@@ -104,13 +110,15 @@ export class PageRun extends EventTarget {
         const sent = performance.now();
         this.#handle = mesh.run({ id: this.id, model: entry.id, prompt, ...(messages ? { messages } : {}), params: job.params }, {
           mode,
-          onAttempt: ({ worker }) => {
-            workers.push(worker);
+          onAttempt: ({ worker, name }) => {
+            attempts.push({ worker, name });
             attempt += 1;
             attemptStarted = false;
             attemptWorker = worker;
             trace.add("dispatched", { attempt, peer: worker });
             if (record) recordAttempts();
+            this.where = whereItRan({ attempts }, true);
+            this.#emit("attempt");
           },
           onTrace: (kind, fields) => trace.add(kind, fields),
           onToken: (answer, seq) => {

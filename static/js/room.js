@@ -140,9 +140,14 @@ function showRun(v, run) {
   const showText = () => {
     if (text.data !== run.text) text.data = run.text;
   };
+  // While it runs elsewhere, the metrics line says where, once per attempt; a run that failed has none.
+  const showWhere = () => {
+    if (!run.metrics) ui.metrics.textContent = run.running ? run.where : "";
+  };
   const render = () => {
     showText();
     if (run.metrics) showMetrics(v, run.metrics, run.job);
+    else showWhere();
     // A model that could not be loaded is explained above the output (modelFailed), not twice.
     const loadFailed = Boolean(run.error?.reason);
     if (run.flash) {
@@ -157,6 +162,7 @@ function showRun(v, run) {
   };
   for (const type of ["end", "recorded", "flash"]) run.addEventListener(type, render, { signal: stop.signal });
   run.addEventListener("token", showText, { signal: stop.signal });
+  run.addEventListener("attempt", showWhere, { signal: stop.signal });
   run.addEventListener("end", () => announceAnswer(v, run), { signal: stop.signal });
   render();
 }

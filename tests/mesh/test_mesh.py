@@ -62,10 +62,12 @@ async def test_closing_worker_mid_job_fails_over_without_lost_or_repeated_text(
     local = await alice.run_and_wait(PROMPT, 200, "local")
     assert local["token_count"] > 100, local  # long enough to be cut in the middle
 
+    await alice.page.evaluate(RECORD_METRICS)
     await alice.run(PROMPT, 200, "mesh")
     worker_id, worker = await first_worker(ids)
     other_id = next(peer_id for peer_id in ids if peer_id != worker_id)
     await expect(alice.output).not_to_be_empty()
+    await expect(alice.metrics).to_have_text(f"Running on {worker.account.username}'s browser…")
     await worker.page.close()  # mid-answer: the tab is gone, its data channel with it
 
     job = await alice.recorded_job()
@@ -75,6 +77,30 @@ async def test_closing_worker_mid_job_fails_over_without_lost_or_repeated_text(
     assert job["attempts"] == 2 and job["workers"] in ([worker_id, other_id], [worker_id, "local"])
     await expect(alice.output).to_have_text(local["output"])
     await expect(alice.metrics).to_contain_text(f"{worker.account.username}'s browser dropped out")
+    # The page said where it went on the moment the worker dropped out, before the answer was over.
+    dropped = f"{worker.account.username}'s browser dropped out"
+    continuing = (
+        f"{dropped}; continuing in this browser…"
+        if job["workers"][1] == "local"
+        else f"{dropped}; continuing on {ids[other_id].account.username}'s browser…"
+    )
+    said = [(text, length) for text, length in await alice.page.evaluate("window.metricsSaid") if text]
+    texts = [text for text, _ in said]
+    assert texts[:2] == [f"Running on {worker.account.username}'s browser…", continuing], said
+    assert f"{dropped}; " in texts[-1] and texts[-1].endswith("recorded in history"), said
+    assert said[1][1] < len(local["output"]), said
+
+
+# Keeps each text the metrics line shows, with how much of the answer was out by then.
+RECORD_METRICS = """() => {
+  const metrics = document.querySelector('[data-testid="metrics"]');
+  const output = document.querySelector('[data-testid="output"]');
+  window.metricsSaid = [];
+  new MutationObserver(() => {
+    const text = metrics.textContent;
+    if (text !== window.metricsSaid.at(-1)?.[0]) window.metricsSaid.push([text, output.textContent.length]);
+  }).observe(metrics, { childList: true, characterData: true, subtree: true });
+}"""
 
 
 # Clicks Cancel the moment the first words appear, as an impatient person would.
