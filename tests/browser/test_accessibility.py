@@ -11,7 +11,7 @@ import pytest
 from conftest import LiveServer
 from playwright.async_api import Browser, Page, expect
 from support.a11y import CONTRAST, LIVE_REGIONS, busy_changes, nameless, said
-from support.accounts import create_room, sign_up
+from support.accounts import Account, create_room, sign_up
 from support.browser import new_context, slow_tokens
 from support.pages import ChatPage, RoomPage, SettingsPage
 
@@ -22,17 +22,22 @@ MS_PER_TOKEN = 40
 TOKEN_COUNT = re.compile(r"\b\d+ tokens?\b")
 
 
-async def test_chat_answer_is_said_once_when_finished_and_no_token_count_is_said(
-    live_server: LiveServer, browser: Browser
-) -> None:
+async def listened_room(live_server: LiveServer, browser: Browser, name: str) -> tuple[Account, Page, str]:
+    """A new account's page, its tokens slowed and its live regions recorded, and a room of its
+    own (the global room's statistics are other tests' to count): the account, page and slug."""
     account = await sign_up(live_server.url)
     context = await new_context(browser, live_server.url, account.session_cookie)
     await slow_tokens(context, MS_PER_TOKEN)
     await context.add_init_script(LIVE_REGIONS)
-    page = await context.new_page()
-    # A room of its own: the global room's statistics are other tests' to count.
-    room = await create_room(live_server.url, account, "Live regions", private=False)
-    chat = await ChatPage(page, live_server.url, account=account).open(room["slug"])
+    room = await create_room(live_server.url, account, name, private=False)
+    return account, await context.new_page(), room["slug"]
+
+
+async def test_chat_answer_is_said_once_when_finished_and_no_token_count_is_said(
+    live_server: LiveServer, browser: Browser
+) -> None:
+    account, page, slug = await listened_room(live_server, browser, "Live regions")
+    chat = await ChatPage(page, live_server.url, account=account).open(slug)
     await chat.wait_until_warm()
     counts: list[str] = []
     page.on(
@@ -62,18 +67,13 @@ async def test_chat_answer_is_said_once_when_finished_and_no_token_count_is_said
     # The conversation is marked busy while the answer streams and is stored, then not.
     changes = [value for value, _ in groupby(await busy_changes(page, "turns"))]
     assert changes[-2:] == ["true", "false"], changes
-    await context.close()
+    await page.context.close()
 
 
 async def test_plain_text_output_is_said_once_when_finished(
     live_server: LiveServer, browser: Browser
 ) -> None:
-    account = await sign_up(live_server.url)
-    context = await new_context(browser, live_server.url, account.session_cookie)
-    await slow_tokens(context, MS_PER_TOKEN)
-    await context.add_init_script(LIVE_REGIONS)
-    page = await context.new_page()
-    slug = (await create_room(live_server.url, account, "Plain output", private=False))["slug"]
+    account, page, slug = await listened_room(live_server, browser, "Plain output")
     room = await RoomPage(page, live_server.url, account=account).open(slug)
     await room.wait_until_warm()
 
@@ -81,7 +81,7 @@ async def test_plain_text_output_is_said_once_when_finished(
     spoken = await said(page)
     assert [s.text for s in spoken if s.region == "output"] == [job["output"].strip()]
     assert [s.text for s in spoken if TOKEN_COUNT.search(s.text)] == []
-    await context.close()
+    await page.context.close()
 
 
 async def open_details(page: Page) -> None:
@@ -118,7 +118,7 @@ async def test_every_control_heading_and_header_cell_has_a_name(
         if found := await nameless(anonymous):
             unnamed[path] = found
     await anonymous.close()
-    await context.close()
+    await page.context.close()
     assert unnamed == {}
 
 
@@ -142,7 +142,7 @@ async def test_settings_headings_each_head_their_own_content(
     await expect(
         page.get_by_role("region", name="Account").get_by_role("heading", level=2)
     ).to_have_text(["Change password", "Delete account"])
-    await context.close()
+    await page.context.close()
 
 
 FIELD_EDGES = f"""() => {{
@@ -173,5 +173,5 @@ async def test_field_edges_stand_out_from_their_panel(
         await open_details(page)
         if found := await page.evaluate(FIELD_EDGES):
             faint[path] = found
-    await context.close()
+    await page.context.close()
     assert faint == {}

@@ -8,23 +8,14 @@ import json
 import pytest
 from conftest import LiveServer
 from playwright.async_api import Page, Route, expect
-from support.accounts import sign_up
-from support.browser import sign_in, slow_tokens
-from support.pages import RoomPage
+from support.browser import slow_tokens
+from support.pages import open_room
 
 pytestmark = pytest.mark.browser
 
 TOKENS = 40
 # About 2.5 s a run: the record opens a second in, so its first steps go while the run streams.
 MS_PER_TOKEN = 60
-
-
-async def open_room(page: Page, server: LiveServer) -> RoomPage:
-    account = await sign_up(server.url)
-    await sign_in(page.context, server.url, account.session_cookie)
-    room = await RoomPage(page, server.url, account=account).open()
-    await room.wait_until_warm()
-    return room
 
 
 def step(route: Route) -> tuple[str, str | None]:
@@ -36,7 +27,7 @@ async def test_a_record_the_server_cannot_take_for_a_while_is_saved_in_order_onc
     live_server: LiveServer, page: Page
 ) -> None:
     await slow_tokens(page.context, MS_PER_TOKEN)
-    room = await open_room(page, live_server)
+    room = await open_room(page, live_server.url)
     refused: list[tuple[str, str | None]] = []
     passed: list[tuple[str, str | None]] = []
     down = True
@@ -70,7 +61,7 @@ async def test_a_record_the_server_cannot_take_for_a_while_is_saved_in_order_onc
 async def test_a_record_the_server_refuses_is_not_sent_again_and_the_page_says_why(
     live_server: LiveServer, page: Page
 ) -> None:
-    room = await open_room(page, live_server)
+    room = await open_room(page, live_server.url)
     patches: list[tuple[str, str | None]] = []
 
     async def server(route: Route) -> None:

@@ -11,9 +11,8 @@ import threading
 import pytest
 from conftest import LiveServer
 from playwright.async_api import Page, Route, expect
-from support.accounts import sign_up
-from support.browser import RequestLog, sign_in
-from support.pages import MODEL, RoomPage
+from support.browser import RequestLog
+from support.pages import MODEL, RoomPage, open_room
 
 from mesh_nanollm.jobs.params import SEED_MAX
 from mesh_nanollm.settings import PROJECT_ROOT
@@ -35,14 +34,6 @@ CACHED = """async () => {
 }"""
 
 
-async def open_room(page: Page, server: LiveServer) -> RoomPage:
-    account = await sign_up(server.url)
-    await sign_in(page.context, server.url, account.session_cookie)
-    room = await RoomPage(page, server.url, account=account).open()
-    await room.wait_until_warm()
-    return room
-
-
 async def settle(page: Page, **settings: str) -> None:
     """Open the Settings (if closed) and fill them: temperature, top_p, top_k, seed, ..."""
     if await page.locator("#sampling").get_attribute("open") is None:
@@ -62,7 +53,7 @@ async def answer(room: RoomPage, prompt: str = "You may", max_tokens: int = 30) 
 async def test_settings_start_from_generation_config_and_a_seed_repeats_a_sampled_answer(
     live_server: LiveServer, page: Page
 ) -> None:
-    room = await open_room(page, live_server)
+    room = await open_room(page, live_server.url)
     summary = page.locator("#sampling > summary")
     # tiny-gpt2's generation_config.json: greedy, repetition_penalty 1.2, max_new_tokens 40.
     await expect(summary).to_contain_text("greedy, repetition penalty 1.2")
@@ -99,7 +90,7 @@ async def test_settings_start_from_generation_config_and_a_seed_repeats_a_sample
 async def test_top_p_keeps_a_sampled_answer_to_the_likeliest_tokens(
     live_server: LiveServer, page: Page
 ) -> None:
-    room = await open_room(page, live_server)
+    room = await open_room(page, live_server.url)
     greedy, job = await answer(room, "The Program", 30)
     assert job["params"]["temperature"] == 0 and "seed" not in job["params"]
     # A hot temperature samples far from the greedy answer, unless top-p keeps only the likeliest token.
@@ -117,7 +108,7 @@ async def test_a_sampled_answer_is_the_one_a_headless_worker_draws(
     """The page's worker and the headless worker's engine sample alike (seed, temperature, top-k,
     top-p): a mesh job gives the same answer whichever of them runs it."""
     engine = load_engine(MODEL, models_dir=PROJECT_ROOT / "models", dtype="q8")
-    room = await open_room(page, live_server)
+    room = await open_room(page, live_server.url)
     for seed, top_p, top_k in [("5", "0.9", "50"), ("21", "0.6", "20"), ("8", "1", "40")]:
         await settle(page, temperature="1.1", top_p=top_p, top_k=top_k, seed=seed)
         text, job = await answer(room, "The Program", 40)
@@ -135,7 +126,7 @@ async def test_picker_describes_each_model_with_its_own_defaults(
     live_server: LiveServer, page: Page
 ) -> None:
     await page.context.route(HUB, lambda route: route.abort("internetdisconnected"))
-    await open_room(page, live_server)
+    await open_room(page, live_server.url)
     info = page.get_by_test_id("model-info")
     for field, value in [
         ("parameters", "244 K"),
@@ -191,7 +182,7 @@ async def test_models_on_this_device_lists_what_the_browser_keeps_and_clears_it(
     live_server: LiveServer, page: Page
 ) -> None:
     requests = RequestLog(live_server.url).attach(page.context)
-    await open_room(page, live_server)
+    await open_room(page, live_server.url)
     panel = page.get_by_test_id("device-models")
     tiny = panel.locator(f'[data-testid="device-model"][data-model-id="{MODEL}"]')
     await expect(tiny).to_contain_text("Tiny GPT-2")
@@ -243,7 +234,7 @@ async def test_a_failing_hub_model_says_why_offers_retry_and_falls_back(
     live_server: LiveServer, page: Page
 ) -> None:
     await page.context.route(HUB, lambda route: route.abort("internetdisconnected"))
-    room = await open_room(page, live_server)
+    room = await open_room(page, live_server.url)
     await page.get_by_test_id("model").select_option(SMOL)
     await page.get_by_test_id("prompt").fill("Hello")
     await page.get_by_test_id("run").click()
@@ -297,7 +288,7 @@ async def test_each_load_failure_is_said_in_plain_words(
     async def answer_with(route: Route) -> None:
         await route.fulfill(status=status, body="no")
 
-    room = await open_room(page, live_server)
+    room = await open_room(page, live_server.url)
     if status is None:
         await page.context.set_offline(True)
     else:
@@ -317,7 +308,7 @@ async def test_each_load_failure_is_said_in_plain_words(
 async def test_memory_and_webgpu_failures_are_named_from_the_errors_they_raise(
     live_server: LiveServer, page: Page
 ) -> None:
-    await open_room(page, live_server)
+    await open_room(page, live_server.url)
     seen = await page.evaluate("""async () => {
       const { loadFailureReason, describeLoadFailure } = await import("/static/js/load-failure.js");
       const hub = { source: "hub", device: "wasm", online: true };
@@ -356,7 +347,7 @@ async def test_a_webgpu_only_model_is_refused_on_wasm_before_any_download(
     live_server: LiveServer, page: Page
 ) -> None:
     requests = RequestLog(live_server.url).attach(page.context)
-    room = await open_room(page, live_server)
+    room = await open_room(page, live_server.url)
     qwen = room.model_picker.locator('option[value="onnx-community/Qwen2.5-0.5B-Instruct"]')
     await expect(qwen).to_be_disabled()  # this browser runs WASM only
     # Picked anyway (say, before the page knew its backend): Run says why, and downloads nothing.

@@ -10,9 +10,9 @@ import re
 import pytest
 from conftest import LiveServer
 from playwright.async_api import Page, expect
-from support.accounts import Account, create_room, room_peers, sign_up
+from support.accounts import create_room, room_peers, sign_up
 from support.browser import sign_in, slow_tokens
-from support.pages import MODEL, Dock, HistoryPage, RoomPage, RoomsPage
+from support.pages import MODEL, Dock, HistoryPage, RoomsPage, open_room
 
 pytestmark = pytest.mark.browser
 
@@ -20,14 +20,6 @@ PROMPT = "You may"
 TOKENS = 250  # the tiny model's context is 256 tokens, its prompt two of them
 # About 15 s a run: time enough to walk through three pages and back while it streams.
 MS_PER_TOKEN = 60
-
-
-async def open_room(page: Page, server: LiveServer, slug: str = "global", account: Account | None = None) -> RoomPage:
-    account = account or await sign_up(server.url)
-    await sign_in(page.context, server.url, account.session_cookie)
-    room = await RoomPage(page, server.url, account=account).open(slug)
-    await room.wait_until_warm()
-    return room
 
 
 async def jobs_of(page: Page, server: LiveServer) -> list[dict]:
@@ -52,7 +44,7 @@ async def test_a_run_streams_on_while_its_person_walks_the_app_and_back(live_ser
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     await slow_tokens(page.context, MS_PER_TOKEN)
-    room = await open_room(page, live_server)
+    room = await open_room(page, live_server.url)
     dock = Dock(page)
     peer_id = await room.own_peer_id()
     assert await dock.peer_id() == peer_id
@@ -109,7 +101,7 @@ async def test_a_run_streams_on_while_its_person_walks_the_app_and_back(live_ser
 
 async def test_closing_the_tab_mid_run_records_the_text_so_far(live_server: LiveServer, page: Page) -> None:
     await slow_tokens(page.context, MS_PER_TOKEN)
-    room = await open_room(page, live_server)
+    room = await open_room(page, live_server.url)
     await room.run(PROMPT, TOKENS)
     await the_job(page, live_server, "running")
     await expect(room.output).to_have_text(re.compile(r"\S{10}"))
@@ -129,7 +121,7 @@ async def test_the_dock_follows_the_peer_across_pages_and_leaves(live_server: Li
     page.on("pageerror", lambda error: errors.append(str(error)))
     account = await sign_up(live_server.url)
     other = await create_room(live_server.url, account, "Second bench", private=False)
-    room = await open_room(page, live_server, account=account)
+    room = await open_room(page, live_server.url, account=account)
     dock = Dock(page)
     await expect(dock.root).to_be_visible()
     await expect(dock.room).to_have_text("Global")
@@ -186,7 +178,7 @@ async def test_another_room_waits_for_the_run_to_finish_then_joins(live_server: 
     await slow_tokens(page.context, MS_PER_TOKEN)
     account = await sign_up(live_server.url)
     other = await create_room(live_server.url, account, "Next bench", private=False)
-    room = await open_room(page, live_server, account=account)
+    room = await open_room(page, live_server.url, account=account)
     dock = Dock(page)
     first = await dock.peer_id()
     await room.run(PROMPT, TOKENS)

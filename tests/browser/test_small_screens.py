@@ -46,6 +46,12 @@ async def record_jobs(server: LiveServer, account: Account, count: int, room: st
         return ids
 
 
+async def phone_page(browser: Browser, base_url: str, account: Account) -> Page:
+    """A page of its own context, 390 pixels wide, signed in as `account`."""
+    context = await new_context(browser, base_url, account.session_cookie, viewport=PHONE_VIEWPORT)
+    return await context.new_page()
+
+
 async def sideways_overflow(page: Page) -> tuple[int, int, list[str]] | None:
     """None when the page fits its width; otherwise its scroll width, its width and what sticks out."""
     scroll, client = await page.evaluate(
@@ -107,10 +113,7 @@ async def test_history_shows_each_job_as_a_card_with_its_prompt_at_390px(
 ) -> None:
     account = await sign_up(live_server.url)
     job_ids = await record_jobs(live_server, account, 2)
-    context = await new_context(
-        browser, live_server.url, account.session_cookie, viewport=PHONE_VIEWPORT
-    )
-    page = await context.new_page()
+    page = await phone_page(browser, live_server.url, account)
     await page.goto(f"{live_server.url}/jobs")
     main = await page.locator("main").bounding_box()
     for job_id in job_ids:
@@ -129,7 +132,7 @@ async def test_history_shows_each_job_as_a_card_with_its_prompt_at_390px(
         .click()
     )
     await expect(page).to_have_url(f"{live_server.url}/jobs/{job_ids[0]}")
-    await context.close()
+    await page.context.close()
 
 
 async def test_room_statistics_show_every_figure_at_390px(live_server: LiveServer, browser: Browser) -> None:
@@ -143,10 +146,7 @@ async def test_room_statistics_show_every_figure_at_390px(live_server: LiveServe
             await http.patch(f"/api/jobs/{job_id}", json={"status": "running"})
             done = {"status": "succeeded", "output": " text", "token_count": 40, "decode_ms": 500, "decode_tokens": 39}
             assert (await http.patch(f"/api/jobs/{job_id}", json=done)).status_code == 200
-    context = await new_context(
-        browser, live_server.url, account.session_cookie, viewport=PHONE_VIEWPORT
-    )
-    page = await context.new_page()
+    page = await phone_page(browser, live_server.url, account)
     await page.goto(f"{live_server.url}/rooms/{room['slug']}/stats")
     figures = page.locator("td[data-stat]")
     await expect(figures.first).to_be_visible()
@@ -157,17 +157,14 @@ async def test_room_statistics_show_every_figure_at_390px(live_server: LiveServe
         box = await figures.nth(n).bounding_box()
         assert box and 0 <= box["x"] and box["x"] + box["width"] <= width, await figures.nth(n).get_attribute("data-stat")
     await expect(page.get_by_role("cell", name="tok/s p99")).to_be_visible()
-    await context.close()
+    await page.context.close()
 
 
 async def test_room_keeps_prompt_controls_on_one_row_and_peers_one_tap_away_at_390px(
     live_server: LiveServer, browser: Browser
 ) -> None:
     account = await sign_up(live_server.url)
-    context = await new_context(
-        browser, live_server.url, account.session_cookie, viewport=PHONE_VIEWPORT
-    )
-    page = await context.new_page()
+    page = await phone_page(browser, live_server.url, account)
     room = await RoomPage(page, live_server.url, account=account).open()
     await room.wait_until_warm()
 
@@ -186,17 +183,14 @@ async def test_room_keeps_prompt_controls_on_one_row_and_peers_one_tap_away_at_3
     await expect(jump).to_be_in_viewport()
     await jump.click()
     await expect(room.peers).to_be_in_viewport()
-    await context.close()
+    await page.context.close()
 
 
 async def test_api_tokens_show_when_each_was_made_and_last_used_at_390px(
     live_server: LiveServer, browser: Browser
 ) -> None:
     account = await sign_up(live_server.url)
-    context = await new_context(
-        browser, live_server.url, account.session_cookie, viewport=PHONE_VIEWPORT
-    )
-    page = await context.new_page()
+    page = await phone_page(browser, live_server.url, account)
     await page.goto(f"{live_server.url}/settings")
     row = page.get_by_test_id("token-row").first
     width = await page.evaluate("document.documentElement.clientWidth")
@@ -207,4 +201,4 @@ async def test_api_tokens_show_when_each_was_made_and_last_used_at_390px(
         box = await cell.bounding_box()
         assert box and box["x"] + box["width"] <= width
     await expect(row.get_by_role("button", name="Revoke")).to_be_visible()
-    await context.close()
+    await page.context.close()

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from playwright.async_api import Locator, Page, expect
 
-from support.accounts import Account
+from support.accounts import Account, sign_up
+from support.browser import sign_in
 
 MODEL = "tiny-gpt2"
 
@@ -408,3 +409,12 @@ class SettingsPage(AppPage):
         self.page.once("dialog", lambda dialog: dialog.accept())
         await self.page.get_by_label("Your password").fill(password)
         await self.page.get_by_role("button", name="Delete my account").click()
+
+
+async def open_room(page: Page, base_url: str, slug: str = "global", account: Account | None = None) -> RoomPage:
+    """`page` signed in (as `account`, or a new one) on room `slug`, its model warm."""
+    account = account or await sign_up(base_url)
+    await sign_in(page.context, base_url, account.session_cookie)
+    room = await RoomPage(page, base_url, account=account).open(slug)
+    await room.wait_until_warm()
+    return room
