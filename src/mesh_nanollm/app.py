@@ -431,6 +431,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "gateway": Provide(lambda: gateway, sync_to_thread=False),
         },
         middleware=[
+            db.share_connection,
             QuietSessionConfig(
                 store="sessions",
                 key=SESSION_COOKIE,
