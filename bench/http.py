@@ -277,8 +277,8 @@ async def seed(database_url: str) -> None:
 
 
 async def seed_lab_jobs(database_url: str, peer_ids: list[str]) -> None:
-    """SPARK_JOBS succeeded jobs of the last hour for each lab peer, as the worker that ran them
-    (what the peers' sparklines draw); those of earlier runs go first."""
+    """SPARK_JOBS succeeded jobs of the last hour for each lab peer, as the worker that ran them,
+    and their speeds (what the peers' sparklines draw); those of earlier runs go first."""
     conn = await asyncpg.connect(pg_dsn(database_url))
     try:
         user_id = await conn.fetchval("SELECT id FROM app_user WHERE username = $1", PEER_USER)
@@ -294,6 +294,13 @@ async def seed_lab_jobs(database_url: str, peer_ids: list[str]) -> None:
             " now() - i * interval '1 minute', now(), 500 + 20 * i, 63"
             " FROM unnest($3::text[]) AS p(peer), generate_series(1, $4) AS i",
             user_id, room_id, peer_ids, SPARK_JOBS,
+        )
+        # As finishing those jobs would have credited them: each peer keeps its jobs' speeds, which
+        # this code's panel draws (the code the issue was filed on reads them from the jobs).
+        await conn.execute(
+            "UPDATE peer_session SET speeds = (SELECT json_agg(round(63000.0 / (500 + 20 * i), 2) ORDER BY i DESC)"
+            " FROM generate_series(1, $2) AS i) WHERE peer_id = ANY($1::uuid[])",
+            peer_ids, SPARK_JOBS,
         )
     finally:
         await conn.close()

@@ -249,7 +249,7 @@ async def test_failed_credit_leaves_the_job_as_it_was(
     job_id = await new_job(user_client)
     await patch(user_client, job_id, status="running", worker_peer=worker)
 
-    async def refuse(peer_id: UUID, tokens: int) -> None:
+    async def refuse(peer_id: UUID, tokens: int, speed: float | None) -> None:
         raise InvalidInput("The credit could not be stored.")
 
     with monkeypatch.context() as broken:

@@ -4,7 +4,7 @@ who serves whom, and each peer's recent speed as a sparkline, with the same in w
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from html import unescape
 
 from conftest import unique_name
@@ -12,7 +12,7 @@ from litestar.testing import AsyncTestClient
 
 from mesh_nanollm.peers.schemas import LinkRtt, PeerView, Served
 from mesh_nanollm.peers.topology import MAX_DRAWN, draw_mesh
-from mesh_nanollm.tables import Job, PeerSession, Room, User
+from mesh_nanollm.tables import PeerSession, Room, User
 
 HTMX = {"HX-Request": "true"}
 
@@ -34,6 +34,20 @@ async def add_peer(room: int, user: int, **status: object) -> str:
     )
     await peer.save()
     return str(peer.peer_id)
+
+
+async def run_job(client: AsyncTestClient, slug: str, peer: str, decode_ms: float, *, worker: str | None = None) -> None:
+    """A job of `peer`'s page, run there (or on `worker`), recorded through the jobs API as the page
+    records it: 11 tokens, 10 of them after the first in `decode_ms` on the run's own clock."""
+    created = await client.post(
+        "/api/jobs", json={"room": slug, "model": "tiny-gpt2", "prompt": "p", "requester_peer": peer}
+    )
+    assert created.status_code == 201, created.text
+    job = created.json()["id"]
+    running = {"status": "running"} | ({"worker_peer": worker} if worker else {})
+    for body in (running, {"status": "succeeded", "token_count": 11, "decode_ms": decode_ms, "decode_tokens": 10}):
+        response = await client.patch(f"/api/jobs/{job}", json=body)
+        assert response.status_code == 200, response.text
 
 
 def text(html: str) -> str:
@@ -94,29 +108,13 @@ async def test_peer_rows_show_recent_speed_as_a_sparkline(user_client: AsyncTest
     slug, room, user, _ = await make_room(user_client)
     fast = await add_peer(room, user)
     idle = await add_peer(room, user)
-    now = datetime.now(UTC)
-    # Three jobs run on `fast`, oldest first: 10, 40 and 20 tokens/s (11 tokens: 10 after the first).
-    await Job.insert(
-        *(
-            Job(
-                room=room,
-                requester=user,
-                requester_peer=fast,
-                model_id="tiny-gpt2",
-                prompt="p",
-                status="succeeded",
-                token_count=11,
-                created_at=now - timedelta(minutes=10 - n),
-                started_at=now - timedelta(minutes=10 - n),
-                first_token_at=now - timedelta(minutes=10 - n),
-                finished_at=now - timedelta(minutes=10 - n) + timedelta(seconds=s),
-                updated_at=now,
-                decode_ms=s * 1000,  # the run's own clock: 10 tokens after the first in s seconds
-                decode_tokens=10,
-            )
-            for n, s in enumerate([1.0, 0.25, 0.5])
-        )
-    )
+    # Three jobs run on `fast`, oldest first: 10, 40 and 20 tokens/s; one of them `idle`'s, run by
+    # `fast` for it over the mesh (the speed is the worker's); and one of `idle`'s too short to
+    # measure, run on its own page.
+    await run_job(user_client, slug, fast, 1000)
+    await run_job(user_client, slug, idle, 250, worker=fast)
+    await run_job(user_client, slug, fast, 500)
+    await run_job(user_client, slug, idle, 10)
 
     fragment = (await user_client.get(f"/rooms/{slug}/peers", headers=HTMX)).text
 
@@ -141,18 +139,11 @@ async def test_peer_rows_show_recent_speed_as_a_sparkline(user_client: AsyncTest
 async def test_sparkline_shows_the_latest_twenty_measured_jobs(user_client: AsyncTestClient) -> None:
     slug, room, user, _ = await make_room(user_client)
     peer = await add_peer(room, user)
-    now = datetime.now(UTC)
-
-    def job(minutes_ago: int, decode_ms: float) -> Job:
-        at = now - timedelta(minutes=minutes_ago)
-        return Job(room=room, requester=user, requester_peer=peer, model_id="tiny-gpt2", prompt="p",
-                   status="succeeded", token_count=11, created_at=at, started_at=at, first_token_at=at,
-                   finished_at=at, updated_at=now, decode_ms=decode_ms, decode_tokens=10)
-
-    # 25 measured jobs, 1 to 25 tok/s from the oldest to the newest; one newer still but too short
-    # to measure, and a fast one of more than a day ago: neither is drawn.
-    await Job.insert(*(job(100 - n, 10_000 / n) for n in range(1, 26)))
-    await Job.insert(job(1, 10.0), job(60 * 25, 100.0))
+    # 25 measured jobs, 1 to 25 tok/s from the oldest to the newest, then one too short to
+    # measure: it counts as a job run, and is not drawn.
+    for n in range(1, 26):
+        await run_job(user_client, slug, peer, 10_000 / n)
+    await run_job(user_client, slug, peer, 10)
 
     fragment = (await user_client.get(f"/rooms/{slug}/peers", headers=HTMX)).text
 
@@ -213,10 +204,7 @@ async def test_the_panel_follows_every_change_the_room_page_and_fragment_share(
     assert states(await fragment()) == [(peer, "busy"), (other, "idle")]
 
     assert "peer-spark" not in await fragment()
-    now = datetime.now(UTC)
-    await Job(room=room, requester=user, requester_peer=peer, model_id="tiny-gpt2", prompt="p",
-              status="succeeded", token_count=11, created_at=now, started_at=now, first_token_at=now,
-              finished_at=now, updated_at=now, decode_ms=500, decode_tokens=10).save()
+    await run_job(user_client, slug, peer, 500)
     changed = await fragment()
     assert states(changed) == [(peer, "busy"), (other, "idle")]
     row = re.search(rf'data-peer-id="{peer}".*?</li>', changed, re.DOTALL).group(0)

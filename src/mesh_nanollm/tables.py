@@ -102,6 +102,9 @@ class PeerSession(Table):
     # 64-bit: credit adds up over a peer's lifetime, and Postgres' integer stops at 2**31 - 1.
     jobs_run = BigInt(default=0)
     tokens_generated = BigInt(default=0)
+    # Tokens/s of its latest measured jobs (at most peers.service.SPARK_JOBS), oldest first: the peers
+    # panel's sparkline, kept with the peer so the room page reads it with the peer, not from `job`.
+    speeds = JSON(default=[])
 
 
 class Job(Table):

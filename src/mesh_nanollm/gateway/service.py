@@ -10,7 +10,7 @@ from uuid import UUID
 import msgspec
 
 from mesh_nanollm.jobs.service import save_trace
-from mesh_nanollm.jobs.trace import Recorder
+from mesh_nanollm.jobs.trace import Recorder, tokens_per_s
 from mesh_nanollm.peers import service as peers
 from mesh_nanollm.tables import Job
 
@@ -112,4 +112,4 @@ async def record_finished(
         if updated and events is not None:
             await save_trace(job_id, events)
         if updated and status == "succeeded" and row["worker_peer"] is not None:
-            await peers.credit_peer(row["worker_peer"], tokens)
+            await peers.credit_peer(row["worker_peer"], tokens, tokens_per_s(decode_ms, decode_tokens))

@@ -245,7 +245,10 @@ async def update_job(user: User, job_id: UUID, patch: JobPatch) -> JobView:
             # The peer that ran it, or the requester's own page when it ran locally.
             peer = values.get(Job.worker_peer, current["worker_peer"]) or current["requester_peer"]
             if peer is not None:
-                await peers.credit_peer(peer, values.get(Job.token_count, current["token_count"]))
+                speed = trace.tokens_per_s(
+                    values.get(Job.decode_ms, current["decode_ms"]), values.get(Job.decode_tokens, current["decode_tokens"])
+                )
+                await peers.credit_peer(peer, values.get(Job.token_count, current["token_count"]), speed)
     return await get_job(user, job_id)
 
 

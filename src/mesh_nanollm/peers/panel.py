@@ -10,9 +10,8 @@ import msgspec
 from jinja2 import Environment
 from markupsafe import Markup
 
-from mesh_nanollm.peers.service import list_live_peers
+from mesh_nanollm.peers.service import live_peers_and_speeds
 from mesh_nanollm.peers.topology import draw_mesh
-from mesh_nanollm.stats.service import recent_speeds
 from mesh_nanollm.tables import Room
 
 # Rooms whose latest panel is kept: one entry each, so a room of 500 peers keeps one panel.
@@ -27,8 +26,9 @@ class PeersPanel:
     async def render(self, templates: Environment, room: Room, context: dict[str, object]) -> Markup:
         """The panel of the room's live peers and their recent speeds; `context` is what the
         template needs besides them (the request, for `url_for`)."""
-        peers = await list_live_peers(room)
-        speeds = await recent_speeds(room, [p.peer_id for p in peers])
+        listed = await live_peers_and_speeds(room)
+        peers = [peer for peer, _ in listed]
+        speeds = {peer.peer_id: values for peer, values in listed if values}
         shown = msgspec.msgpack.encode((peers, speeds))
         latest = self._latest.get(room.slug)
         if latest is not None and latest[0] == shown:

@@ -23,12 +23,16 @@ CHUNK = 500
 # An INSERT binds every column of every row (17 for PeerSession): 55 rows stay under 999 too.
 INSERT_CHUNK = 55
 _VIEW_COLUMNS = PeerSession.all_columns(exclude=[PeerSession.id, PeerSession.room, PeerSession.user, PeerSession.sid,
-                                                 PeerSession.user_agent, PeerSession.disconnected_at])
+                                                 PeerSession.user_agent, PeerSession.disconnected_at, PeerSession.speeds])
+_DECODED = ("models_warm", "links", "serving")  # JSON columns, text as the drivers return them
+_PLAIN = tuple(name for column in _VIEW_COLUMNS if (name := column._meta.db_column_name) not in _DECODED) + ("username",)
+# The peers panel's sparkline: each peer's latest measured jobs.
+SPARK_JOBS = 20
 # The room page's statement, in raw SQL: Piccolo takes longer to build it than Postgres to answer.
 _LIVE_PEERS_SQL = (
     "SELECT "
     + ", ".join(f"peer_session.{column._meta.db_column_name}" for column in _VIEW_COLUMNS)
-    + ", app_user.username FROM peer_session JOIN app_user ON app_user.id = peer_session.\"user\""
+    + ", peer_session.speeds, app_user.username FROM peer_session JOIN app_user ON app_user.id = peer_session.\"user\""
     " WHERE peer_session.room = {} AND peer_session.disconnected_at IS NULL ORDER BY peer_session.connected_at"
 )
 
@@ -84,9 +88,18 @@ async def open_peer_sessions(joins: Sequence[PeerJoin]) -> list[str]:
 
 async def list_live_peers(room: Room, exclude: str | None = None) -> list[PeerView]:
     """The room's live peers on every instance, oldest first."""
+    return [peer for peer, _ in await live_peers_and_speeds(room) if peer.peer_id != exclude]
+
+
+async def live_peers_and_speeds(room: Room) -> list[tuple[PeerView, list[float]]]:
+    """The room's live peers on every instance, oldest first, each with the speeds of its latest
+    measured jobs (tokens/s, oldest first): the peers panel, in one statement."""
     rows = await raw(PeerSession, _LIVE_PEERS_SQL, room.id)
-    return [_view(dict(row) | {column: msgspec.json.decode(row[column]) for column in ("models_warm", "links", "serving")})
-            for row in rows if str(row["peer_id"]) != exclude]
+    return [
+        (_view({name: row[name] for name in _PLAIN} | {name: msgspec.json.decode(row[name]) for name in _DECODED}),
+         msgspec.json.decode(row["speeds"]))
+        for row in rows
+    ]
 
 
 async def count_live_peers() -> dict[int, int]:
@@ -190,14 +203,22 @@ async def peers_still_around(peer_ids: list[uuid.UUID], since: datetime) -> set[
     return {row["peer_id"] for row in rows}
 
 
-async def credit_peer(peer_id: uuid.UUID, tokens: int) -> None:
-    """Count one finished job and its tokens for the peer that ran it."""
-    await PeerSession.update(
-        {
-            PeerSession.jobs_run: PeerSession.jobs_run + 1,
-            PeerSession.tokens_generated: PeerSession.tokens_generated + tokens,
-        }
-    ).where(PeerSession.peer_id == peer_id)
+async def credit_peer(peer_id: uuid.UUID, tokens: int, speed: float | None) -> None:
+    """Count one finished job and its tokens for the peer that ran it, and its speed (tokens/s on
+    the run's own clock, None when too short to measure) among the peer's latest SPARK_JOBS. Run
+    in the transaction that finishes the job."""
+    values: dict[Any, Any] = {
+        PeerSession.jobs_run: PeerSession.jobs_run + 1,
+        PeerSession.tokens_generated: PeerSession.tokens_generated + tokens,
+    }
+    if speed is not None:
+        query = PeerSession.select(PeerSession.speeds).where(PeerSession.peer_id == peer_id).output(load_json=True)
+        if PeerSession._meta.db.engine_type == "postgres":
+            query = query.lock_rows()  # two of its jobs finishing at once: each adds its speed
+        row = await query.first()
+        if row is not None:
+            values[PeerSession.speeds] = [*row["speeds"], round(speed, 2)][-SPARK_JOBS:]
+    await PeerSession.update(values).where(PeerSession.peer_id == peer_id)
 
 
 async def list_peer_sockets(room_id: int) -> list[dict[str, Any]]:

@@ -11,9 +11,7 @@ from typing import Any
 
 from piccolo.query.functions.aggregate import Count, Sum
 
-from mesh_nanollm.db import raw
 from mesh_nanollm.errors import ServiceError
-from mesh_nanollm.jobs import trace
 from mesh_nanollm.jobs.service import to_view
 from mesh_nanollm.peers.service import CHUNK
 from mesh_nanollm.stats.schemas import ModelStats, PeerStats, RoomStats, SpeedStats, Spread
@@ -31,11 +29,6 @@ DEFAULT_PERIOD = "24h"
 SPEED_SAMPLE_CAP = 20_000
 # The record columns the speed figures need (each job's own TTFT and tok/s come from the same code
 # as its record, jobs.service.to_view); the large text ones are left out.
-# The peers panel's sparklines: each peer's latest succeeded jobs of the last day, read from at most
-# SPARK_ROWS of the room's.
-SPARK_JOBS = 20
-SPARK_ROWS = 500
-SPARK_SPAN = timedelta(hours=24)
 _SKIPPED = {"prompt": "", "output": "", "error": "", "params": {}}
 _SPEED_COLUMNS = Job.all_columns(exclude=[Job.prompt, Job.output, Job.error, Job.params])
 
@@ -185,30 +178,3 @@ async def _describe_peers(peer_ids: set[uuid.UUID]) -> dict[uuid.UUID, dict[str,
             }
         )
     return described
-
-
-async def recent_speeds(room: Room, peer_ids: list[str], now: datetime | None = None) -> dict[str, list[float]]:
-    """Tokens/s of each peer's latest succeeded jobs in `room` (at most SPARK_JOBS), oldest first."""
-    if not peer_ids:
-        return {}
-    since = (now or datetime.now(UTC)) - SPARK_SPAN
-    # One statement for the peers asked about, and only the two columns a speed needs: the room
-    # page runs this on every load, and building hundreds of job views for it cost more than the
-    # rest of the page.
-    rows = await raw(Job, 
-        "SELECT peer, decode_ms, decode_tokens FROM ("
-        " SELECT peer, decode_ms, decode_tokens, created_at,"
-        " row_number() OVER (PARTITION BY peer ORDER BY created_at DESC) AS n FROM ("
-        " SELECT coalesce(job.worker_peer, job.requester_peer) AS peer, job.decode_ms, job.decode_tokens,"
-        " job.created_at FROM job WHERE job.room = {} AND job.created_at >= {} AND job.status = 'succeeded'"
-        " ORDER BY job.created_at DESC LIMIT {}) AS latest"
-        f" WHERE peer IN ({', '.join('{}' for _ in peer_ids)}) AND decode_ms >= {{}} AND decode_tokens >= {{}}"
-        ") AS ranked WHERE n <= {} ORDER BY created_at",
-        room.id, since, SPARK_ROWS, *(uuid.UUID(peer) for peer in peer_ids),
-        trace.MIN_DECODE_MS, trace.MIN_DECODE_TOKENS, SPARK_JOBS,
-    )
-    speeds: dict[str, list[float]] = defaultdict(list)
-    for row in rows:
-        if (speed := trace.tokens_per_s(row["decode_ms"], row["decode_tokens"])) is not None:
-            speeds[str(row["peer"])].append(speed)
-    return dict(speeds)
