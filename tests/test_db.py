@@ -83,7 +83,7 @@ async def backend() -> int:
     return (await db.raw(Room, PID))[0]["pid"]
 
 
-async def call(app: ASGIApp) -> list[Message]:
+async def call(app: ASGIApp, method: str = "GET") -> list[Message]:
     """One HTTP request through `share_connection`; what it sent."""
     sent: list[Message] = []
 
@@ -93,7 +93,7 @@ async def call(app: ASGIApp) -> list[Message]:
     async def send(message: Message) -> None:
         sent.append(message)
 
-    await db.share_connection(app)({"type": "http", "method": "GET", "path": "/", "headers": []}, receive, send)
+    await db.share_connection(app)({"type": "http", "method": method, "path": "/", "headers": []}, receive, send)
     return sent
 
 
@@ -132,3 +132,19 @@ async def test_a_failing_request_hands_its_connection_back(postgres_pool: Any) -
 
     assert postgres_pool.get_idle_size() == postgres_pool.get_size()
     assert isinstance(await backend(), int)  # outside a request: the pool, as before
+
+
+async def test_a_post_takes_a_connection_per_statement(postgres_pool: Any) -> None:
+    """A POST may wait long before it answers (an API completion waits for its tokens): it keeps no
+    connection between its statements."""
+    held: list[int] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await backend()
+        held.append(postgres_pool.get_size() - postgres_pool.get_idle_size())
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    await call(app, "POST")
+
+    assert held == [0]

@@ -92,12 +92,13 @@ _shared: ContextVar[_Shared | None] = ContextVar("shared_connection", default=No
 
 
 def share_connection(app: ASGIApp) -> ASGIApp:
-    """Middleware: an HTTP request's `raw` statements run on one pool connection, handed back as
-    its response starts (a streamed answer does not keep it). Taking and handing back a connection
-    for each statement cost about as much CPU as the statement itself."""
+    """Middleware: a GET's `raw` statements run on one pool connection, handed back as its response
+    starts. Taking and handing back a connection for each statement cost about as much CPU as the
+    statement itself. Only reads: a POST may wait a long time before it answers (an API completion
+    waits for its peers' tokens), and must not keep a connection from everyone else meanwhile."""
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD"):
             await app(scope, receive, send)
             return
         shared = _Shared()
