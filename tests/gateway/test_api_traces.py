@@ -3,6 +3,8 @@ and its reason, tokens over time and the decode clock as the tokens arrived."""
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import pytest
 
@@ -70,3 +72,27 @@ async def test_api_job_page_draws_the_servers_trace(room: Room) -> None:
     assert 'data-testid="timeline"' in page and 'data-attempt="1" data-colour="0"' in page
     assert f"Attempt 1 · {room.account.username}&#39;s browser" in page and "— finished" in page
     assert peer.runs[0]["job_id"] == job_id
+
+
+async def test_api_job_credits_its_worker_and_its_speed_on_the_servers_clock(room: Room) -> None:
+    """The peer that served an API job is credited in the transaction that records it, with the
+    job's speed on the server's decode clock: the room's peers panel draws it."""
+    # Six batches 20 ms apart: five tokens after the first in about 100 ms, enough to measure.
+    worker = await room.add_peer(Script(["a", "b", "c", "d", "e", "f"]))
+    idle = await room.add_peer(ack={"error": {"code": "busy", "message": "full"}})
+
+    completion = await room.openai().completions.create(model=MODEL, prompt="x", max_tokens=10)
+    job = await room.job(job_id_of(completion.id))
+    assert job["worker_peer"] == worker.peer_id and job["decode_tokens"] == 5
+
+    async with httpx.AsyncClient(base_url=room.url, timeout=10) as http:
+        panel = await http.get(
+            f"/rooms/{room.slug}/peers", headers={"Cookie": f"mesh_session={room.account.session_cookie}"}
+        )
+    assert panel.status_code == 200, panel.text[:300]
+    speed = round(5 * 1000 / job["decode_ms"], 1)
+    rows = {
+        peer: row for peer, row in re.findall(r'data-testid="peer" data-peer-id="([^"]+)"(.*?)</li>', panel.text, re.DOTALL)
+    }
+    assert f"Speed of its last 1 job: {speed} to {speed} tok/s, latest {speed}" in rows[worker.peer_id]
+    assert "peer-spark" not in rows[idle.peer_id]
