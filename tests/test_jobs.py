@@ -99,6 +99,27 @@ async def test_create_job_records_it_queued(user_client: AsyncTestClient) -> Non
     assert fetched.status_code == 200 and fetched.json() == job
 
 
+async def test_a_create_sent_again_with_its_id_records_the_job_once(user_client: AsyncTestClient) -> None:
+    """A page names its job's id, so a create it sends again after the answer was lost (the job was
+    made) gets that job back instead of a second record; another user cannot take the id."""
+    job_id = str(uuid4())
+    first = await create_job(user_client, "Hello again", id=job_id)
+    again = await create_job(user_client, "Hello again", id=job_id)
+
+    assert first["id"] == again["id"] == job_id and again == first
+    assert await Job.count().where(Job.id == UUID(job_id)) == 1
+    other = await create_job(user_client, "Hello again")
+    assert other["id"] != job_id
+
+    await switch_user(user_client)
+    taken = await user_client.post(
+        "/api/jobs", json={"room": "global", "model": "tiny-gpt2", "prompt": "Mine", "id": job_id}
+    )
+    assert taken.status_code == 409 and "Another job already has this id" in taken.json()["detail"]
+    assert (await user_client.get(f"/api/jobs/{job_id}")).status_code == 404
+    assert await Job.count().where(Job.id == UUID(job_id)) == 1
+
+
 async def test_job_run_records_output_and_metrics(user_client: AsyncTestClient) -> None:
     job_id = (await create_job(user_client))["id"]
     running = (await user_client.patch(f"/api/jobs/{job_id}", json={"status": "running"})).json()

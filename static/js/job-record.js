@@ -41,7 +41,9 @@ export class JobRecord {
     this.attempts = 0;
     const at = performance.now();
     const opened = new Promise((resolve) => (this.#open = resolve));
-    this.chain = opened.then(() => this.#send("POST", "/api/jobs", fields, at)).then((job) => (this.job = job));
+    // The job's id is ours: a create sent again after its answer was lost gets the same job back.
+    const job = { id: crypto.randomUUID?.(), ...fields }; // none outside a secure context: as before
+    this.chain = opened.then(() => this.#send("POST", "/api/jobs", job, at)).then((made) => (this.job = made));
     this.timer = setTimeout(this.#open, RECORD_AFTER_MS);
     // The document goes mid-run (tab closed, reloaded, left the app): nothing after this handler
     // runs, so one request must say it all. A recorded job ends cancelled with what it has so far; a

@@ -77,3 +77,28 @@ async def test_a_record_the_server_refuses_is_not_sent_again_and_the_page_says_w
         "This run was not recorded in your history: This job is not yours to record.", timeout=60_000
     )
     assert patches == [("PATCH", "running")]
+
+
+async def test_a_create_whose_answer_was_lost_is_sent_again_and_recorded_once(
+    live_server: LiveServer, page: Page
+) -> None:
+    room = await open_room(page, live_server.url)
+    creates: list[str] = []
+
+    async def server(route: Route) -> None:
+        if route.request.method == "POST":
+            creates.append(json.loads(route.request.post_data or "{}").get("id"))
+            if len(creates) == 1:
+                await route.fetch()  # the server makes the job...
+                await route.abort("connectionreset")  # ...and its answer never reaches the page
+                return
+        await route.continue_()
+
+    await page.route("**/api/jobs", server)
+    await room.run("You may", TOKENS)
+
+    job = await room.recorded_job(timeout=90_000)
+    assert job["status"] == "succeeded" and job["output"] == await room.output.text_content()
+    history = await page.request.get(f"{live_server.url}/api/jobs")
+    assert [listed["id"] for listed in (await history.json())["jobs"]] == [job["id"]]
+    assert creates == [job["id"], job["id"]]

@@ -98,9 +98,10 @@ class JobApi(Controller):
         jobs, next_cursor = await service.list_jobs(user, job_filter(status, room, model), cursor, limit)
         return JobPage(jobs=jobs, next_cursor=next_cursor)
 
-    @post("/", summary="Record a job", responses=errors(400, 401, 403, 404, 413, 422))
+    @post("/", summary="Record a job", responses=errors(400, 401, 403, 404, 409, 413, 422))
     async def create_job(self, user: NamedDependency[User], data: JSONBody[JobCreate]) -> JobView:
-        """Record a new job (status `queued`) in a room the caller may enter."""
+        """Record a new job (status `queued`) in a room the caller may enter. With an `id` of the
+        caller's choosing (a random UUID), a create sent again answers with the job it made."""
         return await service.create_job(user, data)
 
     @get("/{job_id:uuid}", summary="Get a job", responses=errors(400, 401, 404))

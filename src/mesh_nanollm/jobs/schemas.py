@@ -45,6 +45,9 @@ class JobCreate(msgspec.Struct, forbid_unknown_fields=True):
     params: JobParams = msgspec.field(default_factory=JobParams)
     requester_peer: UUID | None = None
     age_ms: AgeMs = 0.0
+    # Chosen by the client, so that a create sent again after its answer was lost records the job
+    # once: the same id from the same user answers with the job it already made.
+    id: UUID | None = None
 
     openapi_example: ClassVar[dict[str, Any]] = {
         "room": "global",

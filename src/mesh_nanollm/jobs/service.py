@@ -11,7 +11,7 @@ from uuid import UUID
 
 import msgspec
 
-from mesh_nanollm.db import raw
+from mesh_nanollm.db import DB_ERRORS, raw
 from mesh_nanollm.errors import Conflict, InvalidInput, NotFound, ServiceError
 from mesh_nanollm.jobs import trace
 from mesh_nanollm.jobs.schemas import JobCreate, JobParams, JobPatch, JobView
@@ -100,6 +100,10 @@ _COLUMNS = (Job.all_columns(), Job.room.slug.as_alias("room_slug"), Job.room.nam
 
 
 async def create_job(user: User, data: JobCreate) -> JobView:
+    """Record a new job; with a client-chosen `id` the job made by an earlier create of the same id,
+    if there is one (a create sent again after its answer was lost records it once)."""
+    if data.id is not None and (made := await _made_before(user, data.id)) is not None:
+        return made
     room = await get_room(user, data.room)
     if data.requester_peer is not None and not await peers.is_peer_of(data.requester_peer, room.id, user.id):
         raise InvalidInput(
@@ -119,9 +123,25 @@ async def create_job(user: User, data: JobCreate) -> JobView:
         params={key: v for key, v in msgspec.to_builtins(data.params).items() if v is not None},
         created_at=now - timedelta(milliseconds=data.age_ms),
         updated_at=now,
+        **({"id": data.id} if data.id is not None else {}),
     )
-    await job.save()
+    try:
+        await job.save()
+    except DB_ERRORS:
+        # The same create twice at once: the other one made it.
+        if data.id is None or (made := await _made_before(user, data.id)) is None:
+            raise
+        return made
     return await get_job(user, job.id)
+
+
+async def _made_before(user: User, job_id: UUID) -> JobView | None:
+    row = await Job.select(*_COLUMNS).where(Job.id == job_id).first()
+    if row is None:
+        return None
+    if row["requester"] != user.id:
+        raise Conflict("Another job already has this id; leave `id` out, or choose a new random UUID.")
+    return to_view(row)
 
 
 async def get_job(user: User, job_id: UUID) -> JobView:
