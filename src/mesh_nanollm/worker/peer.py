@@ -69,6 +69,9 @@ class WorkerPeer:
         self.server_closed = False  # the last disconnect was the server's own
         self.coming_back: asyncio.Task[None] | None = None
         self.joining = False  # a join_room waits for its ack
+        # A rejoin the server could not take (busy, restarting): asked again, later each time.
+        self.join_again: asyncio.Task[None] | None = None
+        self.join_delay = 0.0
         # handle_sigint=False: python-socketio and engine.io would otherwise take SIGINT for
         # themselves (engine.io replaces the loop's handler at connect) and Ctrl-C would not drain.
         # Their errors go through our logging once instead of also through a handler of their own;
@@ -119,10 +122,11 @@ class WorkerPeer:
         """Cancel what still runs and close the connection, ending any reconnection in progress."""
         self.closing = True
         await self.runner.drain(0)
-        if self.coming_back is not None:
-            self.coming_back.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.coming_back
+        for task in (self.coming_back, self.join_again):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.sio.shutdown()
 
     def _end(self, why: str) -> None:
@@ -156,8 +160,14 @@ class WorkerPeer:
             elif error.get("code") in FINAL_JOIN_ERRORS:
                 self._end(f"{self._lost_how()}: {problem}")
             else:
-                self.say(problem)
+                # Connected but in no room, so serving nobody: ask again rather than wait forever.
+                self.join_delay = min(self.join_delay * 2 or self.sio.reconnection_delay, self.sio.reconnection_delay_max)
+                self.say(f"{problem}; asking again in {self.join_delay:g} s")
+                if self.join_again is not None and self.join_again is not asyncio.current_task():
+                    self.join_again.cancel()
+                self.join_again = self.sio.start_background_task(self._join_later, self.join_delay)
             return
+        self.join_delay = 0.0
         self.server_closed = False
         self.peer_id = ack["peer_id"]
         self.say(f"joined room {self.room} as peer {self.peer_id} ({r.backend}; models: {', '.join(r.engines)})")
@@ -165,6 +175,12 @@ class WorkerPeer:
         if self.first_join is not None and not self.first_join.done():
             self.first_join.set_result(None)
         await self.room_event("joined", ack)
+
+    async def _join_later(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        # Not if the connection went meanwhile (its reconnect joins) or a join got in.
+        if self.sio.connected and self.peer_id is None and not (self.joining or self.closing or self.ended.done()):
+            await self._join()
 
     async def _on_connect_error(self, data: object = None) -> None:
         # Only an answer from the server itself (engine.io is up) is a refusal; the rest is the network.
