@@ -392,6 +392,20 @@ async def test_bad_json_and_missing_token_answer_in_openais_shape(room: Room) ->
     assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "invalid_api_key"
 
 
+@pytest.mark.parametrize("token", [None, "not-a-token"])
+async def test_who_asks_is_checked_before_what_they_sent(room: Room, token: str | None) -> None:
+    """As OpenAI answers: a request with a body the strict decoding refuses (a string for a number)
+    and no valid token is a 401, not a 400 that tells a stranger how to fix the body."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(base_url=room.base_url, timeout=10) as http:
+        chat = await http.post("/chat/completions", headers=headers,
+                               json={"model": MODEL, "messages": CHAT, "max_tokens": "10"})
+        text = await http.post("/completions", headers=headers, json={"model": MODEL, "prompt": "x", "max_tokens": "10"})
+    for response in (chat, text):
+        assert response.status_code == 401, response.text
+        assert response.json()["error"]["code"] == "invalid_api_key"
+
+
 async def test_a_token_past_its_concurrency_cap_gets_429(room: Room) -> None:
     # GATEWAY_TOKEN_CONCURRENCY is 2 on this server: two streams held open, the third is refused.
     for _ in range(3):

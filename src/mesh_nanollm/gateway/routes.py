@@ -127,6 +127,8 @@ def decode_strictly(body_type: type[msgspec.Struct]) -> Callable[[Request], Awai
     naming no field. Litestar's own decoding then repeats this one and finds nothing new."""
 
     async def decode(request: Request) -> None:
+        # Who asks comes first, as OpenAI answers: a bad body without a valid token is a 401.
+        await provide_token_user(request)
         body = await request.body()
         if json_depth(body) > request.app.state.settings.json_max_depth:
             return  # MeshRequest.json refuses it, before decoding anything
@@ -194,13 +196,20 @@ def model_card(entry: ModelEntry, peers: list[Candidate]) -> ModelCard | None:
     return ModelCard(id=entry.id, created=0, owned_by=entry.source, peers_warm=warm, peers_able=len(able))
 
 
+_TOKEN_USER = "mesh_nanollm.token_user"  # where provide_token_user keeps the request's user
+
+
 async def provide_token_user(request: Request) -> User:
-    """The owner of the request's Bearer token. These routes take tokens only, never the session
-    cookie, which is why they need no CSRF token (app.create_app exempts them)."""
-    token = bearer_token(request.headers)
-    user = await user_for_token(token) if token and len(token) <= 200 else None
+    """The owner of the request's Bearer token, looked up once per request (decode_strictly asks
+    first). These routes take tokens only, never the session cookie, which is why they need no CSRF
+    token (app.create_app exempts them)."""
+    user: User | None = request.scope.get(_TOKEN_USER)  # type: ignore[assignment]
     if user is None:
-        raise NotAuthorizedException("Sign in with a Bearer token.")
+        token = bearer_token(request.headers)
+        user = await user_for_token(token) if token and len(token) <= 200 else None
+        if user is None:
+            raise NotAuthorizedException("Sign in with a Bearer token.")
+        request.scope[_TOKEN_USER] = user  # type: ignore[literal-required]
     return user
 
 
