@@ -13,7 +13,7 @@ from playwright.async_api import Browser, Page, expect
 from support.a11y import CONTRAST, LIVE_REGIONS, busy_changes, nameless, said
 from support.accounts import Account, create_room, sign_up
 from support.browser import new_context, slow_tokens
-from support.pages import ChatPage, RoomPage, SettingsPage
+from support.pages import ChatPage, RoomPage, SettingsPage, go_to_page, owner_of_a_private_room
 
 pytestmark = pytest.mark.browser
 
@@ -92,21 +92,10 @@ async def open_details(page: Page) -> None:
 async def test_every_control_heading_and_header_cell_has_a_name(
     live_server: LiveServer, browser: Browser
 ) -> None:
-    owner = await sign_up(live_server.url, "owner")
-    room = await create_room(live_server.url, owner, "Names lab", private=True)
-    context = await new_context(browser, live_server.url, owner.session_cookie)
-    page = await context.new_page()
+    page, slug = await owner_of_a_private_room(browser, live_server.url, "Names lab")
     unnamed: dict[str, list[str]] = {}
-    for path in (
-        "/rooms",
-        "/jobs",
-        "/conversations",
-        "/settings",
-        f"/rooms/{room['slug']}/settings",
-        f"/rooms/{room['slug']}",
-    ):
-        await page.goto(f"{live_server.url}{path}")
-        await expect(page.get_by_role("heading", level=1)).to_be_visible()
+    for path in ("/rooms", "/jobs", "/conversations", "/settings", f"/rooms/{slug}/settings", f"/rooms/{slug}"):
+        await go_to_page(page, live_server.url, path)
         await open_details(page)
         if path == "/settings":  # with the table of tokens (sign_up made one)
             await expect(page.get_by_test_id("token-row")).to_have_count(1)
@@ -157,19 +146,10 @@ FIELD_EDGES = f"""() => {{
 async def test_field_edges_stand_out_from_their_panel(
     live_server: LiveServer, browser: Browser
 ) -> None:
-    owner = await sign_up(live_server.url, "owner")
-    room = await create_room(live_server.url, owner, "Edges lab", private=True)
-    context = await new_context(browser, live_server.url, owner.session_cookie)
-    page = await context.new_page()
+    page, slug = await owner_of_a_private_room(browser, live_server.url, "Edges lab")
     faint: dict[str, list] = {}
-    for path in (
-        "/rooms",
-        "/settings",
-        f"/rooms/{room['slug']}/settings",
-        f"/rooms/{room['slug']}",
-    ):
-        await page.goto(f"{live_server.url}{path}")
-        await expect(page.get_by_role("heading", level=1)).to_be_visible()
+    for path in ("/rooms", "/settings", f"/rooms/{slug}/settings", f"/rooms/{slug}"):
+        await go_to_page(page, live_server.url, path)
         await open_details(page)
         if found := await page.evaluate(FIELD_EDGES):
             faint[path] = found

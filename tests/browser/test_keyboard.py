@@ -10,9 +10,9 @@ import pytest
 from conftest import LiveServer
 from playwright.async_api import Browser, Locator, Page, expect
 from support.a11y import CONTRAST
-from support.accounts import create_room, sign_up
-from support.browser import new_context, slow_tokens
-from support.pages import RoomPage
+from support.accounts import sign_up
+from support.browser import slow_tokens
+from support.pages import RoomPage, go_to_page, owner_of_a_private_room
 
 pytestmark = pytest.mark.browser
 
@@ -130,21 +130,10 @@ async def test_keyboard_only_run_with_ctrl_enter_and_stop_with_escape(
 async def test_every_control_tab_reaches_shows_its_focus(
     live_server: LiveServer, browser: Browser
 ) -> None:
-    owner = await sign_up(live_server.url, "owner")
-    room = await create_room(live_server.url, owner, "Focus lab", private=True)
-    context = await new_context(browser, live_server.url, owner.session_cookie)
-    page = await context.new_page()
-    paths = [
-        "/rooms",
-        "/jobs",
-        "/settings",
-        f"/rooms/{room['slug']}/settings",
-        f"/rooms/{room['slug']}",
-    ]
+    page, slug = await owner_of_a_private_room(browser, live_server.url, "Focus lab")
     unmarked: dict[str, list[str]] = {}
-    for path in paths:
-        await page.goto(f"{live_server.url}{path}")
-        await expect(page.get_by_role("heading", level=1)).to_be_visible()
+    for path in ("/rooms", "/jobs", "/settings", f"/rooms/{slug}/settings", f"/rooms/{slug}"):
+        await go_to_page(page, live_server.url, path)
         seen: list[str] = []
         for _ in range(TAB_LIMIT):
             await page.keyboard.press("Tab")
@@ -155,5 +144,5 @@ async def test_every_control_tab_reaches_shows_its_focus(
             if not focus["shown"]:
                 unmarked.setdefault(path, []).append(focus["label"])
         assert len(seen) > 3, (path, seen)  # the walk really went through the page's controls
-    await context.close()
+    await page.context.close()
     assert unmarked == {}

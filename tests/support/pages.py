@@ -7,10 +7,10 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from playwright.async_api import Locator, Page, expect
+from playwright.async_api import Browser, Locator, Page, expect
 
-from support.accounts import Account, sign_up
-from support.browser import sign_in
+from support.accounts import Account, create_room, sign_up
+from support.browser import new_context, sign_in
 
 MODEL = "tiny-gpt2"
 
@@ -418,3 +418,18 @@ async def open_room(page: Page, base_url: str, slug: str = "global", account: Ac
     room = await RoomPage(page, base_url, account=account).open(slug)
     await room.wait_until_warm()
     return room
+
+
+async def owner_of_a_private_room(browser: Browser, base_url: str, name: str) -> tuple[Page, str]:
+    """A new account's signed-in page, and the slug of a private room it owns (so the room's
+    settings page is one of its pages)."""
+    owner = await sign_up(base_url, "owner")
+    room = await create_room(base_url, owner, name, private=True)
+    context = await new_context(browser, base_url, owner.session_cookie)
+    return await context.new_page(), room["slug"]
+
+
+async def go_to_page(page: Page, base_url: str, path: str) -> None:
+    """`path` loaded, as far as its heading."""
+    await page.goto(f"{base_url}{path}")
+    await expect(page.get_by_role("heading", level=1)).to_be_visible()

@@ -5,7 +5,7 @@ of the test's own that answers each join_room as the test says."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Self
 
 import pytest
 import socketio
@@ -36,7 +36,7 @@ class ScriptedServer:
         answer = self.answers.pop(0)
         return {"peer_id": answer, "peers": [], "ice_servers": []} if isinstance(answer, str) else answer
 
-    async def __aenter__(self) -> ScriptedServer:
+    async def __aenter__(self) -> Self:
         self.runner = web.AppRunner(self.app)
         await self.runner.setup()
         await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
